@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/*
+ * The few kernel types pktfate's BPF programs read, declared with
+ * preserve_access_index so every access is a CO-RE relocation resolved
+ * against the running kernel's BTF at load time. Only the members we
+ * read are listed; their order and offsets here do not matter, and
+ * members that live inside anonymous unions or structs in the kernel
+ * are matched by name. One object therefore loads on 6.1 through 7.x.
+ */
+#ifndef __PKTFATE_VMLINUX_MIN_H__
+#define __PKTFATE_VMLINUX_MIN_H__
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed char __s8;
+typedef short __s16;
+typedef int __s32;
+typedef long long __s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+typedef _Bool bool;
+
+enum {
+	false = 0,
+	true = 1,
+};
+
+/* include/uapi/linux/bpf.h */
+enum bpf_map_type {
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+
+enum {
+	BPF_RB_NO_WAKEUP = 1,
+	BPF_RB_FORCE_WAKEUP = 2,
+};
+
+enum {
+	BPF_RB_AVAIL_DATA = 0,
+};
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+struct ns_common {
+	unsigned int inum;
+};
+
+struct net {
+	struct ns_common ns;
+};
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
+struct net_device {
+	char name[16];
+	int ifindex;
+	possible_net_t nd_net;
+};
+
+struct sock_common {
+	possible_net_t skc_net;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+};
+
+struct sk_buff {
+	struct net_device *dev;
+	struct sock *sk;
+	unsigned int len;
+	unsigned int data_len;
+	int skb_iif;
+	__u32 mark;
+	__be16 protocol;
+	__u16 network_header;
+	__u16 mac_header;
+	unsigned int tail;
+	unsigned char *head;
+	unsigned char *data;
+};
+
+#pragma clang attribute pop
+
+#endif /* __PKTFATE_VMLINUX_MIN_H__ */

@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * skbfate: report every sk_buff the kernel frees.
+ *
+ * tp_btf/kfree_skb fires when a packet is dropped (with the kernel's drop
+ * reason and the caller's address), tp_btf/consume_skb when it is freed
+ * after normal processing. Each event goes into one ring buffer; every
+ * failed reservation is counted per CPU so user space can report it.
+ */
+#include "vmlinux_min.h"
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Largest snap length the record can hold; user space picks up to this. */
+#define SNAP_MAX 256
+
+enum event_kind {
+	KIND_KFREE = 0,
+	KIND_CONSUME = 1,
+};
+
+enum event_flags {
+	/* data[] starts at the network header. */
+	EVF_NETWORK = 1 << 0,
+	/* data[] starts at the MAC header (no network header was set). */
+	EVF_MAC = 1 << 1,
+	/* The probe had a location argument (consume_skb before 6.3 has none). */
+	EVF_HAS_LOCATION = 1 << 2,
+};
+
+enum counter {
+	CNT_RINGBUF_FULL = 0,
+	CNT_SUBMITTED = 1,
+	CNT_MAX,
+};
+
+struct event {
+	__u64 ts;	/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 skb;	/* sk_buff address */
+	__u64 location;	/* caller of kfree_skb/consume_skb */
+	__u32 reason;	/* raw enum skb_drop_reason (0 for consume) */
+	__u32 netns;	/* inode of the device's (or socket's) netns */
+	__u32 ifindex;
+	__u32 mark;
+	__u32 len;	/* skb->len */
+	__u32 cpu;
+	__u16 protocol;	/* skb->protocol, network byte order */
+	__u16 cap_len;	/* bytes valid in data[] */
+	__u8 kind;	/* enum event_kind */
+	__u8 flags;	/* enum event_flags */
+	__u8 pad[2];
+	char ifname[16];
+	__u8 data[SNAP_MAX];
+};
+
+/* Load-time configuration, set by user space before loading. */
+const volatile __u32 snap_len = 128;
+const volatile __u32 filter_netns = 0;
+const volatile __u32 filter_ifindex = 0;
+const volatile __u32 filter_mark = 0;
+const volatile __u32 filter_mark_mask = 0;
+/* Wake the reader once this much data waits; below it the reader polls. */
+const volatile __u64 wakeup_bytes = 65536;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Force the generated Go type: bpf2go -type event. */
+const struct event *unused_event __attribute__((unused));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 skb_netns(struct sk_buff *skb, struct net_device *dev)
+{
+	struct sock *sk;
+
+	if (dev)
+		return BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	sk = BPF_CORE_READ(skb, sk);
+	if (sk)
+		return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return 0;
+}
+
+static __always_inline int emit(struct sk_buff *skb, __u64 location,
+				__u32 reason, __u8 kind, __u8 flags)
+{
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	__u32 netns = skb_netns(skb, dev);
+	__u32 ifindex = 0;
+	__u32 mark = BPF_CORE_READ(skb, mark);
+	__u32 snap = snap_len;
+	struct event *ev;
+	unsigned char *head;
+	__u16 nh, mh;
+	__u32 off, tail, n;
+
+	if (dev)
+		ifindex = BPF_CORE_READ(dev, ifindex);
+	else
+		ifindex = BPF_CORE_READ(skb, skb_iif);
+
+	if (filter_netns && netns != filter_netns)
+		return 0;
+	if (filter_ifindex && ifindex != filter_ifindex)
+		return 0;
+	if (filter_mark_mask && (mark & filter_mark_mask) != filter_mark)
+		return 0;
+
+	if (snap > SNAP_MAX)
+		snap = SNAP_MAX;
+	/* The reserved size is a constant: snap_len lives in frozen .rodata. */
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev) - SNAP_MAX + snap, 0);
+	if (!ev) {
+		count(CNT_RINGBUF_FULL);
+		return 0;
+	}
+
+	ev->ts = bpf_ktime_get_ns();
+	ev->skb = (__u64)skb;
+	ev->location = location;
+	ev->reason = reason;
+	ev->netns = netns;
+	ev->ifindex = ifindex;
+	ev->mark = mark;
+	ev->len = BPF_CORE_READ(skb, len);
+	ev->cpu = bpf_get_smp_processor_id();
+	ev->protocol = BPF_CORE_READ(skb, protocol);
+	ev->kind = kind;
+	ev->pad[0] = 0;
+	ev->pad[1] = 0;
+	ev->ifname[0] = 0;
+	if (dev)
+		bpf_probe_read_kernel_str(ev->ifname, sizeof(ev->ifname), dev->name);
+
+	head = BPF_CORE_READ(skb, head);
+	nh = BPF_CORE_READ(skb, network_header);
+	mh = BPF_CORE_READ(skb, mac_header);
+	tail = BPF_CORE_READ(skb, tail);
+	if (nh != (__u16)~0U) {
+		off = nh;
+		flags |= EVF_NETWORK;
+	} else if (mh != (__u16)~0U) {
+		off = mh;
+		flags |= EVF_MAC;
+	} else {
+		off = BPF_CORE_READ(skb, data) - head;
+	}
+	n = 0;
+	if (tail > off)
+		n = tail - off;
+	if (n > snap)
+		n = snap;
+	/* Keep the bound visible to the verifier whatever clang does above. */
+	asm volatile("%[n] &= 0x1ff" : [n] "+r"(n));
+	if (n > SNAP_MAX)
+		n = 0;
+	if (n && bpf_probe_read_kernel(ev->data, n, head + off))
+		n = 0;
+	ev->cap_len = n;
+	ev->flags = flags;
+
+	count(CNT_SUBMITTED);
+	bpf_ringbuf_submit(ev, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+			       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
+{
+	return emit(skb, (__u64)location, reason, KIND_KFREE, EVF_HAS_LOCATION);
+}
+
+/* consume_skb with its location argument (kernel 6.3 and later). */
+SEC("tp_btf/consume_skb")
+int BPF_PROG(consume_skb, struct sk_buff *skb, void *location)
+{
+	return emit(skb, (__u64)location, 0, KIND_CONSUME, EVF_HAS_LOCATION);
+}
+
+/* consume_skb before 6.3: the tracepoint has the skb only. */
+SEC("tp_btf/consume_skb")
+int BPF_PROG(consume_skb_noloc, struct sk_buff *skb)
+{
+	return emit(skb, 0, 0, KIND_CONSUME, 0);
+}

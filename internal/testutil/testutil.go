@@ -1,0 +1,43 @@
+// Package testutil holds helpers shared by pktfate's tests.
+package testutil
+
+import (
+	"os"
+	"testing"
+
+	"github.com/pktfate/pktfate/internal/netns"
+)
+
+// InVM returns the kernel line ("6.1", "6.12", "7.2") when the test runs
+// inside the kernel-matrix VM, or "".
+func InVM() string { return os.Getenv("PKTFATE_VM") }
+
+// RequireRoot fails the test when not running as root inside the VM matrix
+// (where root is guaranteed) and skips it elsewhere: privileged tests need
+// root to load BPF and create network namespaces.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if InVM() != "" {
+		tb.Fatal("not root inside the VM")
+	}
+	tb.Skip("privileged test: needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
+}
+
+// NewNS creates an anonymous network namespace with loopback up, removed
+// when the test ends.
+func NewNS(tb testing.TB) *netns.NS {
+	tb.Helper()
+	ns, err := netns.New("")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return ns
+}

@@ -1,0 +1,363 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// EBPFConfig configures the ebpf source. The filters run in the kernel,
+// before an event is reserved in the ring buffer.
+type EBPFConfig struct {
+	// SnapLen is how many bytes of each packet to capture from its network
+	// header, at most MaxSnapLen. Zero means the default, 128.
+	SnapLen int
+	// Drops and Consumes select which tracepoints to attach.
+	Drops, Consumes bool
+	// FilterNetns keeps only packets whose device (or socket) is in the
+	// network namespace with this inode; 0 keeps all.
+	FilterNetns uint32
+	// FilterIfindex keeps only packets on this interface index; 0 keeps all.
+	FilterIfindex uint32
+	// FilterMark and FilterMarkMask keep only packets with
+	// skb->mark & mask == mark; a zero mask keeps all.
+	FilterMark, FilterMarkMask uint32
+	// RingBufferSize in bytes, a power of two multiple of the page size.
+	// Zero means the default, 16 MiB.
+	RingBufferSize int
+	// Kernel is the kernel's BTF (nil loads the running kernel's).
+	Kernel *btf.Spec
+	// Decoder turns records into events (nil builds one from the kernel's
+	// BTF and /proc/kallsyms).
+	Decoder *Decoder
+}
+
+const (
+	defaultSnapLen    = 128
+	defaultRingBuffer = 16 << 20
+	// readPoll bounds the delay of an event while the ring buffer holds less
+	// than the wakeup threshold: BPF skips wakeups below it to spare the
+	// packet path the cost of one per event.
+	readPoll = 50 * time.Millisecond
+)
+
+// EBPF observes kfree_skb and consume_skb through BTF tracepoints.
+// Create it with NewEBPF; it must be closed.
+type EBPF struct {
+	cfg     EBPFConfig
+	maps    skbfateMaps
+	progs   []*ebpf.Program
+	links   []link.Link
+	reader  *ringbuf.Reader
+	decoder *Decoder
+
+	decodeErrors uint64
+	// ConsumeLocation reports whether consume_skb events carry their
+	// caller (kernel 6.3 and later). Valid after Start.
+	ConsumeLocation bool
+}
+
+// NewEBPF returns an ebpf source; nothing is loaded until Start.
+func NewEBPF(cfg EBPFConfig) *EBPF {
+	if cfg.SnapLen == 0 {
+		cfg.SnapLen = defaultSnapLen
+	}
+	if cfg.RingBufferSize == 0 {
+		cfg.RingBufferSize = defaultRingBuffer
+	}
+	return &EBPF{cfg: cfg}
+}
+
+// Name implements Source.
+func (s *EBPF) Name() string { return "ebpf" }
+
+// CanRun implements Source: it needs kernel BTF with the kfree_skb tracepoint,
+// and CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN).
+func (s *EBPF) CanRun() error {
+	if err := checkBPFCaps(); err != nil {
+		return err
+	}
+	spec, err := s.kernelBTF()
+	if err != nil {
+		return err
+	}
+	for _, tp := range []string{"kfree_skb", "consume_skb"} {
+		var td *btf.Typedef
+		if err := spec.TypeByName("btf_trace_"+tp, &td); err != nil {
+			return fmt.Errorf("kernel has no %s tracepoint in its BTF: %w", tp, errors.Join(ebpf.ErrNotSupported, err))
+		}
+	}
+	return nil
+}
+
+func (s *EBPF) kernelBTF() (*btf.Spec, error) {
+	if s.cfg.Kernel != nil {
+		return s.cfg.Kernel, nil
+	}
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("loading kernel BTF (the kernel needs CONFIG_DEBUG_INFO_BTF=y, /sys/kernel/btf/vmlinux): %w", err)
+	}
+	s.cfg.Kernel = spec
+	return spec, nil
+}
+
+// tracepointArgs returns the number of arguments of a BTF tracepoint
+// (without the leading context pointer).
+func tracepointArgs(spec *btf.Spec, tp string) (int, error) {
+	var td *btf.Typedef
+	if err := spec.TypeByName("btf_trace_"+tp, &td); err != nil {
+		return 0, err
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return 0, fmt.Errorf("btf_trace_%s is a %T, not a function pointer", tp, td.Type)
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	if !ok {
+		return 0, fmt.Errorf("btf_trace_%s points to %T, not a function", tp, ptr.Target)
+	}
+	return len(proto.Params) - 1, nil
+}
+
+type objsDrop struct {
+	skbfateMaps
+	Kfree *ebpf.Program `ebpf:"kfree_skb"`
+}
+
+type objsAll struct {
+	skbfateMaps
+	Kfree   *ebpf.Program `ebpf:"kfree_skb"`
+	Consume *ebpf.Program `ebpf:"consume_skb"`
+}
+
+type objsAllNoLoc struct {
+	skbfateMaps
+	Kfree   *ebpf.Program `ebpf:"kfree_skb"`
+	Consume *ebpf.Program `ebpf:"consume_skb_noloc"`
+}
+
+type objsConsume struct {
+	skbfateMaps
+	Consume *ebpf.Program `ebpf:"consume_skb"`
+}
+
+type objsConsumeNoLoc struct {
+	skbfateMaps
+	Consume *ebpf.Program `ebpf:"consume_skb_noloc"`
+}
+
+// Start implements Source: it loads the programs, attaches them and opens
+// the ring buffer.
+func (s *EBPF) Start() error {
+	if !s.cfg.Drops && !s.cfg.Consumes {
+		return errors.New("ebpf source: nothing to trace (neither drops nor consumes selected)")
+	}
+	if s.cfg.SnapLen < 0 || s.cfg.SnapLen > MaxSnapLen {
+		return fmt.Errorf("snap length %d out of range: use 0 to %d", s.cfg.SnapLen, MaxSnapLen)
+	}
+	kernel, err := s.kernelBTF()
+	if err != nil {
+		return err
+	}
+	if s.cfg.Consumes {
+		n, err := tracepointArgs(kernel, "consume_skb")
+		if err != nil {
+			return fmt.Errorf("inspecting consume_skb tracepoint: %w", err)
+		}
+		s.ConsumeLocation = n >= 2
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raising RLIMIT_MEMLOCK: %w", err)
+	}
+	spec, err := loadSkbfate()
+	if err != nil {
+		return fmt.Errorf("reading embedded BPF object: %w", err)
+	}
+	spec.Maps[skbfateMapEvents].MaxEntries = uint32(s.cfg.RingBufferSize)
+	wakeup := uint64(s.cfg.RingBufferSize / 8)
+	if wakeup > 256<<10 {
+		wakeup = 256 << 10
+	}
+	for name, v := range map[string]any{
+		skbfateVarSnapLen:        uint32(s.cfg.SnapLen),
+		skbfateVarFilterNetns:    s.cfg.FilterNetns,
+		skbfateVarFilterIfindex:  s.cfg.FilterIfindex,
+		skbfateVarFilterMark:     s.cfg.FilterMark & s.cfg.FilterMarkMask,
+		skbfateVarFilterMarkMask: s.cfg.FilterMarkMask,
+		skbfateVarWakeupBytes:    wakeup,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("setting BPF variable %s: %w", name, err)
+		}
+	}
+	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
+	var kfree, consume *ebpf.Program
+	switch {
+	case s.cfg.Drops && s.cfg.Consumes && s.ConsumeLocation:
+		var o objsAll
+		err = spec.LoadAndAssign(&o, opts)
+		s.maps, kfree, consume = o.skbfateMaps, o.Kfree, o.Consume
+	case s.cfg.Drops && s.cfg.Consumes:
+		var o objsAllNoLoc
+		err = spec.LoadAndAssign(&o, opts)
+		s.maps, kfree, consume = o.skbfateMaps, o.Kfree, o.Consume
+	case s.cfg.Drops:
+		var o objsDrop
+		err = spec.LoadAndAssign(&o, opts)
+		s.maps, kfree = o.skbfateMaps, o.Kfree
+	case s.ConsumeLocation:
+		var o objsConsume
+		err = spec.LoadAndAssign(&o, opts)
+		s.maps, consume = o.skbfateMaps, o.Consume
+	default:
+		var o objsConsumeNoLoc
+		err = spec.LoadAndAssign(&o, opts)
+		s.maps, consume = o.skbfateMaps, o.Consume
+	}
+	if err != nil {
+		return fmt.Errorf("loading BPF programs: %w", explainLoadError(err))
+	}
+	for _, p := range []*ebpf.Program{kfree, consume} {
+		if p == nil {
+			continue
+		}
+		s.progs = append(s.progs, p)
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			return fmt.Errorf("attaching %s tracepoint: %w", p, err)
+		}
+		s.links = append(s.links, l)
+	}
+	s.reader, err = ringbuf.NewReader(s.maps.Events)
+	if err != nil {
+		return fmt.Errorf("opening ring buffer: %w", err)
+	}
+	if s.cfg.Decoder != nil {
+		s.decoder = s.cfg.Decoder
+	} else {
+		s.decoder, err = DefaultDecoder(kernel)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DefaultDecoder builds a Decoder from kernel BTF (drop reasons) and
+// /proc/kallsyms (locations). Without readable kallsyms, locations are
+// printed as addresses.
+func DefaultDecoder(kernel *btf.Spec) (*Decoder, error) {
+	reasons, err := ReasonsFromBTF(kernel)
+	if err != nil {
+		return nil, err
+	}
+	syms, err := LoadKallsyms()
+	if err != nil {
+		syms = nil
+	}
+	return NewDecoder(reasons, syms, NewClock()), nil
+}
+
+func explainLoadError(err error) error {
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w (need CAP_BPF and CAP_PERFMON, or root)", err)
+	}
+	return err
+}
+
+// Run implements Source.
+func (s *EBPF) Run(ctx context.Context, h Handler) error {
+	if s.reader == nil {
+		return errors.New("ebpf source: Run before Start")
+	}
+	var rec ringbuf.Record
+	var ev Event
+	stopping := false
+	for {
+		if !stopping && ctx.Err() != nil {
+			// Drain: read everything already in the ring, then stop.
+			stopping = true
+			s.reader.SetDeadline(time.Now())
+		} else if !stopping {
+			s.reader.SetDeadline(time.Now().Add(readPoll))
+		}
+		err := s.reader.ReadInto(&rec)
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if stopping {
+				return nil
+			}
+			continue
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("reading ring buffer: %w", err)
+		}
+		if err := s.decoder.Decode(rec.RawSample, &ev); err != nil {
+			s.decodeErrors++
+			continue
+		}
+		h(&ev)
+	}
+}
+
+// Losses implements Source: ring-buffer reservations that failed (the
+// buffer was full; the kernel counted them per CPU) and records that could
+// not be decoded.
+func (s *EBPF) Losses() []Counter {
+	var full uint64
+	if s.maps.Counters != nil {
+		var perCPU []uint64
+		if err := s.maps.Counters.Lookup(uint32(0), &perCPU); err == nil {
+			for _, v := range perCPU {
+				full += v
+			}
+		}
+	}
+	return []Counter{
+		{Name: "ebpf_ringbuf_full", Value: full},
+		{Name: "ebpf_decode_errors", Value: s.decodeErrors},
+	}
+}
+
+// Submitted returns how many events the BPF programs put into the ring buffer.
+func (s *EBPF) Submitted() uint64 {
+	var total uint64
+	if s.maps.Counters != nil {
+		var perCPU []uint64
+		if err := s.maps.Counters.Lookup(uint32(1), &perCPU); err == nil {
+			for _, v := range perCPU {
+				total += v
+			}
+		}
+	}
+	return total
+}
+
+// Close implements Source.
+func (s *EBPF) Close() error {
+	var errs []error
+	for _, l := range s.links {
+		errs = append(errs, l.Close())
+	}
+	s.links = nil
+	if s.reader != nil {
+		errs = append(errs, s.reader.Close())
+	}
+	for _, p := range s.progs {
+		errs = append(errs, p.Close())
+	}
+	s.progs = nil
+	errs = append(errs, s.maps.Close())
+	return errors.Join(errs...)
+}

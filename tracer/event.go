@@ -1,0 +1,104 @@
+package tracer
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Fate says what happened to a packet.
+type Fate uint8
+
+const (
+	// FateUnknown is the zero value; no source emits it.
+	FateUnknown Fate = iota
+	// FateDrop means the kernel dropped the packet (kfree_skb).
+	FateDrop
+	// FateConsume means the kernel freed the packet after processing it normally (consume_skb).
+	FateConsume
+)
+
+// String returns the name used in text and NDJSON output: "drop" or "consume".
+func (f Fate) String() string {
+	switch f {
+	case FateDrop:
+		return "drop"
+	case FateConsume:
+		return "consume"
+	}
+	return "unknown"
+}
+
+// Event is one observation of a packet being freed.
+//
+// A Handler receives a pointer to an Event that the source reuses for the next
+// record: copy it (Clone) to keep it beyond the call.
+type Event struct {
+	// Source names the observer ("ebpf").
+	Source string
+	// Mono is the kernel's CLOCK_MONOTONIC time of the event in nanoseconds.
+	Mono uint64
+	// Time is Mono converted to wall-clock time.
+	Time time.Time
+	// CPU the event was observed on.
+	CPU uint32
+	// Skb is the kernel address of the sk_buff (0 when unknown).
+	Skb uint64
+
+	Fate Fate
+	// ReasonCode is the raw value of enum skb_drop_reason; its meaning depends on the kernel.
+	ReasonCode uint32
+	// Reason is the kernel's name without the SKB_DROP_REASON_ prefix ("NO_SOCKET");
+	// empty for consumed packets.
+	Reason string
+	// LocationAddr is the kernel address that freed the packet (0 when unknown).
+	LocationAddr uint64
+	// Location is LocationAddr symbolised as "func+0xoff".
+	Location string
+
+	Netns   uint32
+	Ifindex uint32
+	Ifname  string
+	Mark    uint32
+	// Len is skb->len when freed.
+	Len uint32
+	// EtherType is skb->protocol in host byte order (0x0800 for IPv4).
+	EtherType uint16
+
+	// Data holds the first bytes of the packet from its network header
+	// (or from its MAC header when MACHeader is set).
+	Data []byte
+	// MACHeader is set when the kernel had no network header for this packet
+	// and Data starts at the MAC header.
+	MACHeader bool
+
+	// Packet is Data decoded.
+	Packet Packet
+}
+
+// Clone returns a deep copy of e that the caller may keep.
+func (e *Event) Clone() *Event {
+	c := *e
+	c.Data = append([]byte(nil), e.Data...)
+	return &c
+}
+
+// Packet is the summary of the captured headers.
+type Packet struct {
+	// Proto is the innermost protocol decoded: "udp", "tcp", "icmp", "icmp6",
+	// "ipv4", "ipv6", "arp", or "" when nothing could be decoded.
+	Proto    string
+	Src, Dst netip.Addr
+	// Sport and Dport are the transport ports (TCP, UDP) or 0.
+	Sport, Dport uint16
+	// ICMPType and ICMPCode are set for ICMP and ICMPv6.
+	ICMPType, ICMPCode uint8
+	// TCPFlags holds the TCP flag bits (FIN=0x01 ... CWR=0x80).
+	TCPFlags uint8
+	// PayloadLen is the transport payload length from the headers (UDP length minus 8,
+	// IP total length minus headers for TCP), 0 when unknown.
+	PayloadLen int
+}
+
+// Handler receives events from a source. It is called from the source's
+// reading goroutine; the Event is only valid during the call.
+type Handler func(*Event)
