@@ -16,4 +16,5 @@ require (
 require (
 	github.com/mdlayher/netlink v1.11.2 // indirect
 	golang.org/x/net v0.62.0 // indirect
+	golang.org/x/term v0.48.0 // indirect
 )

@@ -1,0 +1,84 @@
+// Command pktfate tells what happened to packets that entered a Linux box
+// and never came out: dropped or consumed, where, and why.
+//
+//	sudo pktfate trace [flags] [pcap-filter]
+//	sudo pktfate demo
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+const usage = `pktfate: what happened to the packet?
+
+Usage:
+  pktfate trace [flags] [pcap-filter]   show every packet the kernel frees, live
+  pktfate demo                          a self-contained demonstration (needs root)
+  pktfate --version
+
+Run "pktfate <command> -h" for the flags of a command.
+`
+
+// errUsage marks command-line mistakes (exit status 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := dispatch(ctx, args, stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "pktfate: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "pktfate: %v\n", err)
+		return 1
+	}
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: no command given", errUsage)
+	}
+	switch args[0] {
+	case "trace":
+		cfg, err := parseTrace(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return runTrace(ctx, cfg, stdout, stderr)
+	case "demo":
+		cfg, err := parseDemo(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return runDemo(ctx, cfg, stdout, stderr)
+	case "--version", "-version", "version":
+		fmt.Fprintf(stdout, "pktfate %s\n", version)
+		return nil
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/term"
+
+	"github.com/pktfate/pktfate/internal/capture"
+	"github.com/pktfate/pktfate/internal/pcapfilter"
+	"github.com/pktfate/pktfate/internal/render"
+	"github.com/pktfate/pktfate/tracer"
+)
+
+// traceConfig is everything `pktfate trace` was asked to do.
+type traceConfig struct {
+	Sources      []string
+	OutputJSON   bool
+	OutputFile   string
+	Duration     time.Duration
+	Count        uint64
+	FilterNetns  string
+	FilterIfname string
+	FilterMark   string
+	FilterReason string
+	FilterFate   string
+	SnapLen      int
+	ReadyFile    string
+	Verbose      bool
+	Expr         string
+}
+
+func traceFlags(cfg *traceConfig, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("pktfate trace", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Func("source", "event sources, comma separated: ebpf, auto (default auto)", func(s string) error {
+		cfg.Sources = strings.Split(s, ",")
+		return nil
+	})
+	fs.BoolVar(&cfg.OutputJSON, "output-json", false, "write NDJSON (one object per line) instead of text")
+	fs.StringVar(&cfg.OutputFile, "output-file", "", "write events and summary to `FILE` (created with mode 0600) instead of stdout")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until Ctrl-C")
+	fs.Uint64Var(&cfg.Count, "count", 0, "stop after this many events; 0 means no limit")
+	fs.StringVar(&cfg.FilterNetns, "filter-netns", "", "only packets in this network namespace: inode number, name under /run/netns, or path")
+	fs.StringVar(&cfg.FilterIfname, "filter-ifname", "", "only packets on this interface (resolved in --filter-netns, else the current namespace)")
+	fs.StringVar(&cfg.FilterMark, "filter-mark", "", "only packets whose skb mark matches `MARK[/MASK]` (e.g. 0x10/0xff)")
+	fs.StringVar(&cfg.FilterReason, "filter-reason", "", "only drops with these reasons, comma separated (e.g. NO_SOCKET,NETFILTER_DROP)")
+	fs.StringVar(&cfg.FilterFate, "filter-fate", "all", "which fates to trace: drop, consume or all")
+	fs.IntVar(&cfg.SnapLen, "snaplen", 128, fmt.Sprintf("bytes of each packet captured from its network header (max %d)", tracer.MaxSnapLen))
+	fs.StringVar(&cfg.ReadyFile, "ready-file", "", "write `FILE` once every source is attached (for scripts)")
+	fs.BoolVar(&cfg.Verbose, "v", false, "verbose: print progress and the attach time")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: pktfate trace [flags] [pcap-filter expression]\n\n"+
+			"Shows every packet the kernel frees: dropped (where and why) or consumed.\n"+
+			"The optional trailing expression is tcpdump's filter language (\"udp port 53\").\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseTrace(args []string, stderr io.Writer) (traceConfig, error) {
+	cfg := traceConfig{Sources: []string{"auto"}}
+	fs := traceFlags(&cfg, stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cfg, err
+		}
+		return cfg, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg.Expr = strings.Join(fs.Args(), " ")
+	if cfg.SnapLen < 0 || cfg.SnapLen > tracer.MaxSnapLen {
+		return cfg, fmt.Errorf("%w: --snaplen %d out of range: use 0 to %d", errUsage, cfg.SnapLen, tracer.MaxSnapLen)
+	}
+	switch cfg.FilterFate {
+	case "all", "drop", "consume":
+	default:
+		return cfg, fmt.Errorf("%w: --filter-fate %q: use drop, consume or all", errUsage, cfg.FilterFate)
+	}
+	if cfg.Duration < 0 {
+		return cfg, fmt.Errorf("%w: --duration must not be negative", errUsage)
+	}
+	for _, s := range cfg.Sources {
+		switch s {
+		case "auto", "ebpf":
+		case "dropmon", "kmod", "nf":
+			return cfg, fmt.Errorf("%w: --source %s is not implemented yet; use ebpf or auto", errUsage, s)
+		default:
+			return cfg, fmt.Errorf("%w: --source %q: unknown source; use ebpf or auto", errUsage, s)
+		}
+	}
+	return cfg, nil
+}
+
+// parseMark parses "MARK" or "MARK/MASK" (decimal or 0x hex).
+func parseMark(s string) (mark, mask uint32, err error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	m, k, hasMask := strings.Cut(s, "/")
+	mv, err := strconv.ParseUint(m, 0, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: --filter-mark %q: want MARK or MARK/MASK, e.g. 0x10/0xff", errUsage, s)
+	}
+	kv := uint64(0xffffffff)
+	if hasMask {
+		kv, err = strconv.ParseUint(k, 0, 32)
+		if err != nil || kv == 0 {
+			return 0, 0, fmt.Errorf("%w: --filter-mark %q: the mask must be a non-zero number", errUsage, s)
+		}
+	}
+	return uint32(mv) & uint32(kv), uint32(kv), nil
+}
+
+// openOutput opens where events go: stdout or a new file (mode 0600).
+func openOutput(cfg traceConfig, stdout io.Writer) (io.Writer, func() error, error) {
+	if cfg.OutputFile == "" || cfg.OutputFile == "-" {
+		return stdout, func() error { return nil }, nil
+	}
+	f, err := os.OpenFile(cfg.OutputFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("output file not writable: %w", err)
+	}
+	return f, f.Close, nil
+}
+
+func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) error {
+	started := time.Now()
+	logf := func(format string, args ...any) {
+		if cfg.Verbose {
+			fmt.Fprintf(stderr, "pktfate: "+format+"\n", args...)
+		}
+	}
+	// Everything the user typed is checked before anything is attached.
+	filter, err := pcapfilter.Compile(cfg.Expr)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	mark, mask, err := parseMark(cfg.FilterMark)
+	if err != nil {
+		return err
+	}
+	netnsInode, netnsPath, err := resolveNetns(cfg.FilterNetns)
+	if err != nil {
+		return err
+	}
+	ifindex, err := resolveIfname(cfg.FilterIfname, netnsPath)
+	if err != nil {
+		return err
+	}
+	if ifindex != 0 && netnsInode == 0 {
+		// An ifindex is only unique within its namespace.
+		netnsInode, err = currentNetns()
+		if err != nil {
+			return err
+		}
+	}
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
+	}
+	decoder, err := tracer.DefaultDecoder(kernel)
+	if err != nil {
+		return err
+	}
+	if decoder.Symbols == nil {
+		fmt.Fprintln(stderr, "pktfate: warning: /proc/kallsyms is not readable (run as root); locations are shown as addresses")
+	}
+	reasons, err := parseReasons(cfg.FilterReason, decoder.Reasons)
+	if err != nil {
+		return err
+	}
+
+	src := tracer.NewEBPF(tracer.EBPFConfig{
+		SnapLen:        cfg.SnapLen,
+		Drops:          cfg.FilterFate != "consume",
+		Consumes:       cfg.FilterFate != "drop",
+		FilterNetns:    netnsInode,
+		FilterIfindex:  uint32(ifindex),
+		FilterMark:     mark,
+		FilterMarkMask: mask,
+		Kernel:         kernel,
+		Decoder:        decoder,
+	})
+	if err := src.CanRun(); err != nil {
+		return fmt.Errorf("source ebpf cannot run: %w", err)
+	}
+
+	out, closeOut, err := openOutput(cfg, stdout)
+	if err != nil {
+		return err
+	}
+	defer closeOut()
+
+	var status *statusLine
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !cfg.Verbose {
+		status = newStatusLine(stderr)
+		if out == stdout {
+			out = status.wrap(out)
+		}
+	}
+	var r render.Renderer
+	if cfg.OutputJSON {
+		r = render.NewNDJSON(out)
+	} else {
+		r = render.NewText(out)
+	}
+	stats := &capture.Stats{}
+	ccfg := capture.Config{
+		Sources:  []tracer.Source{src},
+		Filter:   filter,
+		Reasons:  reasons,
+		Count:    cfg.Count,
+		Duration: cfg.Duration,
+		Renderer: r,
+		Ready: func() error {
+			logf("attached in %s (kfree_skb, consume_skb location: %v)", time.Since(started).Round(time.Millisecond), src.ConsumeLocation)
+			if status != nil {
+				status.start(stats)
+			}
+			if cfg.ReadyFile != "" {
+				if err := os.WriteFile(cfg.ReadyFile, []byte("ready\n"), 0o644); err != nil {
+					return fmt.Errorf("writing ready file: %w", err)
+				}
+			}
+			return nil
+		},
+	}
+	_, err = capture.Run(ctx, ccfg, stats)
+	if status != nil {
+		status.stop()
+	}
+	return err
+}
+
+func parseReasons(list string, known *tracer.Reasons) (map[string]bool, error) {
+	if list == "" {
+		return nil, nil
+	}
+	names := known.Names()
+	out := map[string]bool{}
+	for _, r := range strings.Split(list, ",") {
+		r = strings.ToUpper(strings.TrimPrefix(strings.TrimSpace(r), "SKB_DROP_REASON_"))
+		if r == "" {
+			continue
+		}
+		if !slices.Contains(names, r) {
+			return nil, fmt.Errorf("%w: --filter-reason: this kernel has no drop reason %q (it has: %s)", errUsage, r, strings.Join(names, ", "))
+		}
+		out[r] = true
+	}
+	return out, nil
+}

@@ -1,0 +1,200 @@
+// Package capture runs one trace: it starts the sources, passes their
+// events through the user-space filters, renders them and builds the
+// summary. It is the pipeline behind `pktfate trace` and `pktfate demo`.
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/pktfate/pktfate/internal/pcapfilter"
+	"github.com/pktfate/pktfate/internal/render"
+	"github.com/pktfate/pktfate/tracer"
+)
+
+// Config describes one capture.
+type Config struct {
+	// Sources to run; every one must start.
+	Sources []tracer.Source
+	// Filter is the compiled pcap-filter expression (nil: everything).
+	Filter *pcapfilter.Filter
+	// Reasons keeps only drops with these reason names (empty: all);
+	// consumed packets pass when KeepConsumes is set.
+	Reasons map[string]bool
+	// Count stops the capture after this many events (0: no limit).
+	Count uint64
+	// Duration stops the capture after this long (0: no limit).
+	Duration time.Duration
+	// Renderer receives every event and the summary.
+	Renderer render.Renderer
+	// Ready is called once every source is attached.
+	Ready func() error
+	// OnEvent, when set, sees each event after filtering (for the demo and
+	// the live status line); it must not keep the pointer.
+	OnEvent func(*tracer.Event)
+	// Log receives progress messages (nil: discarded).
+	Log io.Writer
+	// FlushEvery bounds how long rendered events wait in buffers.
+	FlushEvery time.Duration
+}
+
+// Stats are live counters, safe to read while the capture runs.
+type Stats struct {
+	mu                    sync.Mutex
+	Events, Drops, Losses uint64
+}
+
+// Snapshot returns the current counts.
+func (s *Stats) Snapshot() (events, drops, lost uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Events, s.Drops, s.Losses
+}
+
+// Run starts the sources, captures until ctx is done, Count or Duration is
+// reached, then renders the summary and returns it. Sources are closed
+// before it returns.
+func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error) {
+	if len(cfg.Sources) == 0 {
+		return nil, errors.New("no event source to run")
+	}
+	if stats == nil {
+		stats = &Stats{}
+	}
+	if cfg.FlushEvery == 0 {
+		cfg.FlushEvery = 100 * time.Millisecond
+	}
+	sum := tracer.NewSummary()
+	started := make([]tracer.Source, 0, len(cfg.Sources))
+	defer func() {
+		for _, s := range started {
+			s.Close()
+		}
+	}()
+	for _, s := range cfg.Sources {
+		if err := s.Start(); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("starting source %s: %w", s.Name(), err)
+		}
+		started = append(started, s)
+		sum.Sources = append(sum.Sources, tracer.SourceStatus{Name: s.Name(), Running: true})
+	}
+	if cfg.Ready != nil {
+		if err := cfg.Ready(); err != nil {
+			return nil, err
+		}
+	}
+	sum.Start = time.Now()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.Duration > 0 {
+		var c context.CancelFunc
+		ctx, c = context.WithTimeout(ctx, cfg.Duration)
+		defer c()
+	}
+
+	var (
+		mu        sync.Mutex // serialises filtering, summary and rendering
+		renderErr error
+		done      bool
+	)
+	handle := func(e *tracer.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if done || renderErr != nil {
+			return
+		}
+		if !cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {
+			return
+		}
+		if len(cfg.Reasons) > 0 && e.Fate == tracer.FateDrop && !cfg.Reasons[e.Reason] {
+			return
+		}
+		sum.Add(e)
+		stats.mu.Lock()
+		stats.Events, stats.Drops = sum.Events, sum.Drops
+		stats.mu.Unlock()
+		if cfg.OnEvent != nil {
+			cfg.OnEvent(e)
+		}
+		if err := cfg.Renderer.Event(e); err != nil {
+			renderErr = fmt.Errorf("writing output: %w", err)
+			cancel()
+			return
+		}
+		if cfg.Count > 0 && sum.Events >= cfg.Count {
+			done = true
+			cancel()
+		}
+	}
+
+	// Flush rendered output and refresh loss counters periodically.
+	flushDone := make(chan struct{})
+	go func() {
+		defer close(flushDone)
+		t := time.NewTicker(cfg.FlushEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				var lost uint64
+				for _, s := range started {
+					for _, c := range s.Losses() {
+						lost += c.Value
+					}
+				}
+				stats.mu.Lock()
+				stats.Losses = lost
+				stats.mu.Unlock()
+				mu.Lock()
+				if err := cfg.Renderer.Flush(); err != nil && renderErr == nil {
+					renderErr = fmt.Errorf("writing output: %w", err)
+					cancel()
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+
+	errs := make(chan error, len(started))
+	for _, s := range started {
+		go func() {
+			if err := s.Run(ctx, handle); err != nil {
+				errs <- fmt.Errorf("source %s: %w", s.Name(), err)
+				cancel()
+				return
+			}
+			errs <- nil
+		}()
+	}
+	var runErr error
+	for range started {
+		if err := <-errs; err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	cancel()
+	<-flushDone
+
+	sum.End = time.Now()
+	for _, s := range started {
+		sum.Lost = append(sum.Lost, s.Losses()...)
+	}
+	if runErr != nil {
+		return sum, runErr
+	}
+	if renderErr != nil {
+		return sum, renderErr
+	}
+	if err := cfg.Renderer.Summary(sum); err != nil {
+		return sum, fmt.Errorf("writing summary: %w", err)
+	}
+	return sum, nil
+}

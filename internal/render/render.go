@@ -1,0 +1,18 @@
+// Package render writes pktfate's events and summaries in its output
+// formats: aligned text for terminals and NDJSON for programs. Renderers
+// know nothing about BPF or netlink; they only see tracer.Event and
+// tracer.Summary.
+package render
+
+import (
+	"github.com/pktfate/pktfate/tracer"
+)
+
+// Renderer writes one output format. Methods are called from one goroutine
+// at a time. Flush must be called to push buffered output; Summary is the
+// last call of a capture.
+type Renderer interface {
+	Event(e *tracer.Event) error
+	Summary(s *tracer.Summary) error
+	Flush() error
+}

@@ -1,0 +1,137 @@
+package render
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/pktfate/pktfate/tracer"
+)
+
+// Text writes one aligned line per event and the summary as tables.
+type Text struct {
+	w      *bufio.Writer
+	header bool
+	buf    []byte
+	// Local prints times in the local time zone (default UTC).
+	Local bool
+}
+
+// NewText returns a text renderer writing to w.
+func NewText(w io.Writer) *Text {
+	return &Text{w: bufio.NewWriterSize(w, 32<<10), buf: make([]byte, 0, 256)}
+}
+
+const textLayout = "%-15s %-7s %-20s %-34s %-10s %-10s %s\n"
+
+// Event implements Renderer.
+func (r *Text) Event(e *tracer.Event) error {
+	if !r.header {
+		r.header = true
+		if _, err := fmt.Fprintf(r.w, textLayout, "TIME", "FATE", "REASON", "LOCATION", "IFACE", "NETNS", "PACKET"); err != nil {
+			return err
+		}
+	}
+	t := e.Time.UTC()
+	if r.Local {
+		t = e.Time.Local()
+	}
+	reason := e.Reason
+	if reason == "" {
+		reason = "-"
+	}
+	iface := e.Ifname
+	if iface == "" && e.Ifindex != 0 {
+		iface = "if" + strconv.FormatUint(uint64(e.Ifindex), 10)
+	}
+	if iface == "" {
+		iface = "-"
+	}
+	netns := "-"
+	if e.Netns != 0 {
+		netns = strconv.FormatUint(uint64(e.Netns), 10)
+	}
+	loc := e.Location
+	if loc == "" {
+		loc = "-"
+	}
+	_, err := fmt.Fprintf(r.w, textLayout, t.Format("15:04:05.000000"), e.Fate, reason, loc, iface, netns, PacketSummary(e))
+	return err
+}
+
+// PacketSummary describes the decoded headers in one tcpdump-like phrase:
+// "UDP 10.0.0.1:40000 > 10.0.0.2:9 len 7".
+func PacketSummary(e *tracer.Event) string {
+	p := &e.Packet
+	var b strings.Builder
+	switch p.Proto {
+	case "udp", "tcp":
+		b.WriteString(strings.ToUpper(p.Proto))
+		b.WriteByte(' ')
+		b.WriteString(netip.AddrPortFrom(p.Src, p.Sport).String())
+		b.WriteString(" > ")
+		b.WriteString(netip.AddrPortFrom(p.Dst, p.Dport).String())
+		if p.Proto == "tcp" {
+			b.WriteString(" [")
+			b.Write(appendTCPFlags(nil, p.TCPFlags))
+			b.WriteByte(']')
+		}
+		b.WriteString(" len ")
+		b.WriteString(strconv.Itoa(p.PayloadLen))
+	case "icmp", "icmp6":
+		fmt.Fprintf(&b, "%s %s > %s type %d code %d", strings.ToUpper(p.Proto), p.Src, p.Dst, p.ICMPType, p.ICMPCode)
+	case "ipv4", "ipv6", "arp":
+		fmt.Fprintf(&b, "%s %s > %s", strings.ToUpper(p.Proto), p.Src, p.Dst)
+	default:
+		if e.EtherType != 0 {
+			fmt.Fprintf(&b, "ethertype 0x%04x len %d", e.EtherType, e.Len)
+		} else {
+			fmt.Fprintf(&b, "len %d", e.Len)
+		}
+	}
+	return b.String()
+}
+
+// Summary implements Renderer.
+func (r *Text) Summary(s *tracer.Summary) error {
+	w := r.w
+	dur := s.End.Sub(s.Start).Round(1e6)
+	fmt.Fprintf(w, "\n%d events in %s: %d dropped, %d consumed\n", s.Events, dur, s.Drops, s.Consumed)
+	for _, src := range s.Sources {
+		if src.Running {
+			fmt.Fprintf(w, "source %s: running\n", src.Name)
+		} else {
+			fmt.Fprintf(w, "source %s: not running: %s\n", src.Name, src.Reason)
+		}
+	}
+	table(w, "drops by reason", tracer.Sorted(s.ByReason))
+	table(w, "drops by location", tracer.Sorted(s.ByLocation))
+	table(w, "lost events", s.Lost)
+	if n := s.TotalLost(); n > 0 {
+		fmt.Fprintf(w, "WARNING: %d events were lost; the capture is incomplete\n", n)
+	} else {
+		fmt.Fprintf(w, "nothing lost\n")
+	}
+	return w.Flush()
+}
+
+func table(w io.Writer, title string, rows []tracer.Counter) {
+	fmt.Fprintf(w, "\n%s:\n", title)
+	if len(rows) == 0 {
+		fmt.Fprintf(w, "  (none)\n")
+		return
+	}
+	width := 0
+	for _, c := range rows {
+		width = max(width, len(c.Name))
+	}
+	for _, c := range rows {
+		fmt.Fprintf(w, "  %-*s %10d\n", width, c.Name, c.Value)
+	}
+}
+
+// Flush implements Renderer.
+func (r *Text) Flush() error { return r.w.Flush() }
