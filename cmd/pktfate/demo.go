@@ -90,7 +90,9 @@ type demoScenario struct {
 func demoScenarios() []*demoScenario {
 	return []*demoScenario{
 		{what: fmt.Sprintf("UDP to closed port %d", demoClosedPort), wantFate: tracer.FateDrop, wantReason: "NO_SOCKET",
-			match: func(p *tracer.Packet) bool { return p.Proto == "udp" && p.Dst == demoServer && p.Dport == demoClosedPort }},
+			match: func(p *tracer.Packet) bool {
+				return p.Proto == "udp" && p.Dst == demoServer && p.Dport == demoClosedPort
+			}},
 		{what: fmt.Sprintf("UDP to port %d, nftables DROP rule", demoNftPort), wantFate: tracer.FateDrop, wantReason: "NETFILTER_DROP",
 			match: func(p *tracer.Packet) bool { return p.Proto == "udp" && p.Dst == demoServer && p.Dport == demoNftPort }},
 		{what: "UDP to " + demoUnroutable.String() + ", no route on the router", wantFate: tracer.FateDrop,
