@@ -49,10 +49,10 @@ func parseDemo(args []string, stderr io.Writer) (demoConfig, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return cfg, err
 		}
-		return cfg, fmt.Errorf("%w: %v", errUsage, err)
+		return cfg, usageErrorf("%v", err)
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("%w: demo takes no arguments", errUsage)
+		return cfg, usageErrorf("demo takes no arguments")
 	}
 	return cfg, nil
 }

@@ -29,8 +29,14 @@ Usage:
 Run "pktfate <command> -h" for the flags of a command.
 `
 
-// errUsage marks command-line mistakes (exit status 2).
-var errUsage = errors.New("usage")
+// usageError marks command-line mistakes (exit status 2).
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{fmt.Sprintf(format, args...)}
+}
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -45,7 +51,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage):
+	case errors.As(err, new(*usageError)):
 		fmt.Fprintf(stderr, "pktfate: %v\n", err)
 		return 2
 	default:
@@ -57,7 +63,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("%w: no command given", errUsage)
+		return usageErrorf("no command given")
 	}
 	switch args[0] {
 	case "trace":
@@ -80,5 +86,5 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+	return usageErrorf("unknown command %q", args[0])
 }

@@ -43,7 +43,7 @@ func resolveNetns(s string) (uint32, string, error) {
 	}
 	ino, err := inodeOf(path)
 	if err != nil {
-		return 0, "", fmt.Errorf("%w: --filter-netns %q: no such network namespace (give an inode number, a name under /run/netns, or a path such as /proc/PID/ns/net): %v", errUsage, s, err)
+		return 0, "", usageErrorf("--filter-netns %q: no such network namespace (give an inode number, a name under /run/netns, or a path such as /proc/PID/ns/net): %v", s, err)
 	}
 	return ino, path, nil
 }
@@ -86,7 +86,7 @@ func resolveIfname(name, nsPath string) (int, error) {
 		if nsPath != "" {
 			where = nsPath
 		}
-		return 0, fmt.Errorf("%w: --filter-ifname %q: no such interface in %s: %v", errUsage, name, where, err)
+		return 0, usageErrorf("--filter-ifname %q: no such interface in %s: %v", name, where, err)
 	}
 	return l.Attrs().Index, nil
 }

@@ -74,27 +74,27 @@ func parseTrace(args []string, stderr io.Writer) (traceConfig, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return cfg, err
 		}
-		return cfg, fmt.Errorf("%w: %v", errUsage, err)
+		return cfg, usageErrorf("%v", err)
 	}
 	cfg.Expr = strings.Join(fs.Args(), " ")
 	if cfg.SnapLen < 0 || cfg.SnapLen > tracer.MaxSnapLen {
-		return cfg, fmt.Errorf("%w: --snaplen %d out of range: use 0 to %d", errUsage, cfg.SnapLen, tracer.MaxSnapLen)
+		return cfg, usageErrorf("--snaplen %d out of range: use 0 to %d", cfg.SnapLen, tracer.MaxSnapLen)
 	}
 	switch cfg.FilterFate {
 	case "all", "drop", "consume":
 	default:
-		return cfg, fmt.Errorf("%w: --filter-fate %q: use drop, consume or all", errUsage, cfg.FilterFate)
+		return cfg, usageErrorf("--filter-fate %q: use drop, consume or all", cfg.FilterFate)
 	}
 	if cfg.Duration < 0 {
-		return cfg, fmt.Errorf("%w: --duration must not be negative", errUsage)
+		return cfg, usageErrorf("--duration must not be negative")
 	}
 	for _, s := range cfg.Sources {
 		switch s {
 		case "auto", "ebpf":
 		case "dropmon", "kmod", "nf":
-			return cfg, fmt.Errorf("%w: --source %s is not implemented yet; use ebpf or auto", errUsage, s)
+			return cfg, usageErrorf("--source %s is not implemented yet; use ebpf or auto", s)
 		default:
-			return cfg, fmt.Errorf("%w: --source %q: unknown source; use ebpf or auto", errUsage, s)
+			return cfg, usageErrorf("--source %q: unknown source; use ebpf or auto", s)
 		}
 	}
 	return cfg, nil
@@ -108,13 +108,13 @@ func parseMark(s string) (mark, mask uint32, err error) {
 	m, k, hasMask := strings.Cut(s, "/")
 	mv, err := strconv.ParseUint(m, 0, 32)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%w: --filter-mark %q: want MARK or MARK/MASK, e.g. 0x10/0xff", errUsage, s)
+		return 0, 0, usageErrorf("--filter-mark %q: want MARK or MARK/MASK, e.g. 0x10/0xff", s)
 	}
 	kv := uint64(0xffffffff)
 	if hasMask {
 		kv, err = strconv.ParseUint(k, 0, 32)
 		if err != nil || kv == 0 {
-			return 0, 0, fmt.Errorf("%w: --filter-mark %q: the mask must be a non-zero number", errUsage, s)
+			return 0, 0, usageErrorf("--filter-mark %q: the mask must be a non-zero number", s)
 		}
 	}
 	return uint32(mv) & uint32(kv), uint32(kv), nil
@@ -142,7 +142,7 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 	// Everything the user typed is checked before anything is attached.
 	filter, err := pcapfilter.Compile(cfg.Expr)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return usageErrorf("%v", err)
 	}
 	mark, mask, err := parseMark(cfg.FilterMark)
 	if err != nil {
@@ -253,7 +253,7 @@ func parseReasons(list string, known *tracer.Reasons) (map[string]bool, error) {
 			continue
 		}
 		if !slices.Contains(names, r) {
-			return nil, fmt.Errorf("%w: --filter-reason: this kernel has no drop reason %q (it has: %s)", errUsage, r, strings.Join(names, ", "))
+			return nil, usageErrorf("--filter-reason: this kernel has no drop reason %q (it has: %s)", r, strings.Join(names, ", "))
 		}
 		out[r] = true
 	}

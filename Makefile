@@ -1,0 +1,70 @@
+# pktfate: `make demo` runs the self-contained demo, `make test` every test.
+# Both install their build dependencies first (make deps, idempotent).
+
+GO      ?= go
+BIN     := bin/pktfate
+KERNEL  ?=
+DEPS    := clang llvm libbpf-dev libpcap-dev tcpdump iproute2 nftables iptables \
+           qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap dwarves \
+           kmod bpftool gcc make
+GOFILES := $(shell find . -name '*.go' -not -path './.git/*' 2>/dev/null)
+
+.PHONY: all deps build demo generate check-generate test test-unit vmtest vmshell bench clean
+
+all: build
+
+# Installs the Debian packages pktfate builds and tests with; does nothing
+# when they are all present.
+deps:
+	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+build: $(BIN)
+
+$(BIN): $(GOFILES) go.mod go.sum tracer/skbfate_bpfel.o
+	$(GO) build -o $(BIN) ./cmd/pktfate
+
+demo: deps build
+	./$(BIN) demo
+
+# Regenerates the BPF objects and their Go bindings (needs clang).
+generate:
+	$(GO) generate ./tracer/...
+
+# Fails when the committed generated files differ from a fresh generation.
+check-generate: generate
+	@git diff --exit-code --stat -- tracer/ || { echo "generated BPF files are stale: run make generate and commit"; exit 1; }
+
+test: deps
+	@t0=$$(date +%s); \
+	$(MAKE) --no-print-directory check-generate || exit 1; t1=$$(date +%s); \
+	echo "== stage generate: $$((t1-t0))s"; \
+	$(MAKE) --no-print-directory test-unit || exit 1; t2=$$(date +%s); \
+	echo "== stage unit+privileged: $$((t2-t1))s"; \
+	$(MAKE) --no-print-directory vmtest || exit 1; t3=$$(date +%s); \
+	echo "== stage vm matrix: $$((t3-t2))s"; \
+	echo "== make test: $$((t3-t0))s"
+
+# Unit tests and the privileged host tests (run as root; each privileged
+# test makes its own network namespaces).
+test-unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+# Runs the tests inside Debian kernels under QEMU: KERNEL=6.1, 6.12 or 7.2
+# (default: all).
+vmtest:
+	$(GO) run ./internal/vm/cmd/vmtest -kernel "$(KERNEL)"
+
+vmshell:
+	$(GO) run ./internal/vm/cmd/vmtest -shell -kernel "$(KERNEL)"
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer/ ./internal/render/ ./internal/pcapfilter/
+	bench/udpflood.sh
+
+clean:
+	rm -rf bin
