@@ -89,35 +89,37 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
+/*
+ * tp_btf arguments are typed kernel pointers: plain member accesses compile
+ * to CO-RE-relocated loads that the JIT guards against faults, much cheaper
+ * than one bpf_probe_read_kernel() call per member.
+ */
 static __always_inline __u32 skb_netns(struct sk_buff *skb, struct net_device *dev)
 {
 	struct sock *sk;
 
 	if (dev)
-		return BPF_CORE_READ(dev, nd_net.net, ns.inum);
-	sk = BPF_CORE_READ(skb, sk);
+		return dev->nd_net.net->ns.inum;
+	sk = skb->sk;
 	if (sk)
-		return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+		return sk->__sk_common.skc_net.net->ns.inum;
 	return 0;
 }
 
 static __always_inline int emit(struct sk_buff *skb, __u64 location,
 				__u32 reason, __u8 kind, __u8 flags)
 {
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct net_device *dev = skb->dev;
 	__u32 netns = skb_netns(skb, dev);
-	__u32 ifindex = 0;
-	__u32 mark = BPF_CORE_READ(skb, mark);
+	__u32 ifindex;
+	__u32 mark = skb->mark;
 	__u32 snap = snap_len;
 	struct event *ev;
 	unsigned char *head;
 	__u16 nh, mh;
 	__u32 off, tail, n;
 
-	if (dev)
-		ifindex = BPF_CORE_READ(dev, ifindex);
-	else
-		ifindex = BPF_CORE_READ(skb, skb_iif);
+	ifindex = dev ? dev->ifindex : skb->skb_iif;
 
 	if (filter_netns && netns != filter_netns)
 		return 0;
@@ -142,9 +144,9 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	ev->netns = netns;
 	ev->ifindex = ifindex;
 	ev->mark = mark;
-	ev->len = BPF_CORE_READ(skb, len);
+	ev->len = skb->len;
 	ev->cpu = bpf_get_smp_processor_id();
-	ev->protocol = BPF_CORE_READ(skb, protocol);
+	ev->protocol = skb->protocol;
 	ev->kind = kind;
 	ev->pad[0] = 0;
 	ev->pad[1] = 0;
@@ -152,10 +154,10 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	if (dev)
 		bpf_probe_read_kernel_str(ev->ifname, sizeof(ev->ifname), dev->name);
 
-	head = BPF_CORE_READ(skb, head);
-	nh = BPF_CORE_READ(skb, network_header);
-	mh = BPF_CORE_READ(skb, mac_header);
-	tail = BPF_CORE_READ(skb, tail);
+	head = skb->head;
+	nh = skb->network_header;
+	mh = skb->mac_header;
+	tail = skb->tail;
 	if (nh != (__u16)~0U) {
 		off = nh;
 		flags |= EVF_NETWORK;
@@ -163,7 +165,7 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 		off = mh;
 		flags |= EVF_MAC;
 	} else {
-		off = BPF_CORE_READ(skb, data) - head;
+		off = skb->data - head;
 	}
 	n = 0;
 	if (tail > off)

@@ -1,0 +1,246 @@
+// Command udpflood measures what `pktfate trace` costs and captures under
+// the worst case it is built for: one core sending UDP to a closed port as
+// fast as it can, every packet dropped with NO_SOCKET.
+//
+// It creates its own network namespace, floods 127.0.0.1:9 from a thread
+// pinned to one CPU for a fixed time, without and then with pktfate trace
+// attached (filtered to that namespace), and prints the sender's rate each
+// time, the kernel's own count of the drops (/proc/net/snmp Udp NoPorts),
+// how many drops pktfate reported and how many it counted as lost.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+
+	"github.com/pktfate/pktfate/internal/netns"
+)
+
+func main() {
+	bin := flag.String("pktfate", "bin/pktfate", "pktfate binary")
+	dur := flag.Duration("duration", 3*time.Second, "length of each flood")
+	rounds := flag.Int("rounds", 3, "alternating rounds without/with the tracer")
+	cpu := flag.Int("cpu", 0, "CPU the sender is pinned to")
+	flag.Parse()
+	if err := run(*bin, *dur, *rounds, *cpu); err != nil {
+		fmt.Fprintf(os.Stderr, "udpflood: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	sent, noPorts, captured, lost uint64
+	secs                          float64
+}
+
+func (r result) rate() float64 { return float64(r.sent) / r.secs }
+
+func run(bin string, dur time.Duration, rounds, cpu int) error {
+	ns, err := netns.New("")
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	var base, traced []result
+	for i := 0; i < rounds; i++ {
+		r, err := flood(ns, dur, cpu)
+		if err != nil {
+			return err
+		}
+		base = append(base, r)
+		r, err = floodTraced(ns, bin, dur, cpu)
+		if err != nil {
+			return err
+		}
+		traced = append(traced, r)
+		fmt.Printf("round %d: without %.0f pkt/s; with pktfate %.0f pkt/s, kernel drops %d, reported %d, lost %d\n",
+			i+1, base[i].rate(), r.rate(), r.noPorts, r.captured, r.lost)
+	}
+	b, t := median(base), median(traced)
+	var sumNo, sumCap, sumLost uint64
+	for _, r := range traced {
+		sumNo += r.noPorts
+		sumCap += r.captured
+		sumLost += r.lost
+	}
+	fmt.Printf("\nsender rate without tracer (median): %.0f pkt/s\n", b)
+	fmt.Printf("sender rate with pktfate (median):   %.0f pkt/s\n", t)
+	fmt.Printf("slowdown: %.1f%%\n", 100*(1-t/b))
+	fmt.Printf("drops: kernel NoPorts %d, reported %d (%.2f%%), lost and counted %d, unaccounted %d\n",
+		sumNo, sumCap, 100*float64(sumCap)/float64(max(sumNo, 1)), sumLost, int64(sumNo)-int64(sumCap)-int64(sumLost))
+	return nil
+}
+
+func median(rs []result) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = r.rate()
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func noPorts(ns *netns.NS) (uint64, error) {
+	var n uint64
+	err := ns.Do(func() error {
+		f, err := os.Open("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		var header []string
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) == 0 || f[0] != "Udp:" {
+				continue
+			}
+			if header == nil {
+				header = f
+				continue
+			}
+			for i, name := range header {
+				if name == "NoPorts" && i < len(f) {
+					n, err = strconv.ParseUint(f[i], 10, 64)
+					return err
+				}
+			}
+		}
+		return fmt.Errorf("no Udp NoPorts in /proc/net/snmp")
+	})
+	return n, err
+}
+
+// flood sends 64-byte UDP datagrams to 127.0.0.1:9 in batches of 64
+// (sendmmsg) from a thread pinned to cpu, for dur.
+func flood(ns *netns.NS, dur time.Duration, cpu int) (result, error) {
+	var conn *net.UDPConn
+	if err := ns.Do(func() error {
+		var err error
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return err
+	}); err != nil {
+		return result{}, err
+	}
+	defer conn.Close()
+	before, err := noPorts(ns)
+	if err != nil {
+		return result{}, err
+	}
+	pc := ipv4.NewPacketConn(conn)
+	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	msgs := make([]ipv4.Message, 64)
+	payload := make([]byte, 64)
+	for i := range msgs {
+		msgs[i] = ipv4.Message{Buffers: [][]byte{payload}, Addr: dst}
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var set unix.CPUSet
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return result{}, fmt.Errorf("pinning the sender to CPU %d: %w", cpu, err)
+	}
+	var sent uint64
+	start := time.Now()
+	deadline := start.Add(dur)
+	for time.Now().Before(deadline) {
+		for range 16 {
+			n, err := pc.WriteBatch(msgs, 0)
+			if err != nil {
+				continue // ECONNREFUSED from earlier ICMP errors: not a send failure
+			}
+			sent += uint64(n)
+		}
+	}
+	secs := time.Since(start).Seconds()
+	time.Sleep(100 * time.Millisecond)
+	after, err := noPorts(ns)
+	if err != nil {
+		return result{}, err
+	}
+	return result{sent: sent, noPorts: after - before, secs: secs}, nil
+}
+
+func floodTraced(ns *netns.NS, bin string, dur time.Duration, cpu int) (result, error) {
+	dir, err := os.MkdirTemp("", "udpflood-")
+	if err != nil {
+		return result{}, err
+	}
+	defer os.RemoveAll(dir)
+	ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out.ndjson")
+	cmd := exec.Command(bin, "trace", "--filter-fate", "drop", "--output-json", "--output-file", out,
+		"--ready-file", ready, "--filter-netns", strconv.FormatUint(uint64(ns.Inode), 10))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return result{}, err
+	}
+	defer cmd.Process.Kill()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return result{}, fmt.Errorf("pktfate never became ready")
+		}
+	}
+	r, err := flood(ns, dur, cpu)
+	if err != nil {
+		return r, err
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		return r, err
+	}
+	if err := cmd.Wait(); err != nil {
+		return r, fmt.Errorf("pktfate trace: %w", err)
+	}
+	sum, err := lastLine(out)
+	if err != nil {
+		return r, err
+	}
+	var s struct {
+		ByReason map[string]uint64 `json:"by_reason"`
+		Lost     map[string]uint64 `json:"lost"`
+	}
+	if err := json.Unmarshal(sum, &s); err != nil {
+		return r, fmt.Errorf("parsing summary: %w", err)
+	}
+	r.captured = s.ByReason["NO_SOCKET"]
+	for _, v := range s.Lost {
+		r.lost += v
+	}
+	return r, nil
+}
+
+func lastLine(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	off := max(st.Size()-64<<10, 0)
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return nil, err
+	}
+	lines := strings.Split(strings.TrimSpace(string(buf)), "\n")
+	return []byte(lines[len(lines)-1]), nil
+}
