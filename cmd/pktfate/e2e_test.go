@@ -263,3 +263,33 @@ func TestTraceCountAndText(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceIfnameFilter: --filter-ifname resolves the interface inside the
+// namespace named by --filter-netns; packets on other interfaces are not
+// reported.
+func TestTraceIfnameFilter(t *testing.T) {
+	testutil.RequireRoot(t)
+	name := fmt.Sprintf("pktfate-test-%d", os.Getpid())
+	ns, err := netns.New(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	for _, tc := range []struct {
+		ifname string
+		want   int
+	}{{"lo", 4}, {"pfveth0", 0}} {
+		if tc.ifname == "pfveth0" {
+			if err := netns.Veth(ns, "pfveth0", ns, "pfveth1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := startTrace(t, "--output-json", "--filter-netns", name, "--filter-ifname", tc.ifname, "udp")
+		sendUDP(t, ns, "udp4", netip.MustParseAddrPort("127.0.0.1:9"), 4)
+		r.stop(t, os.Interrupt)
+		_, summary := parseNDJSON(t, r.stdout.Bytes())
+		if summary["drops"] != float64(tc.want) {
+			t.Errorf("--filter-ifname %s: %v drops, want %d", tc.ifname, summary["drops"], tc.want)
+		}
+	}
+}

@@ -152,6 +152,9 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	if cfg.FilterIfname != "" && netnsInode != 0 && netnsPath == "" {
+		return usageErrorf("--filter-ifname %q: cannot open network namespace %d to find the interface; give --filter-netns as a name under /run/netns or a path", cfg.FilterIfname, netnsInode)
+	}
 	ifindex, err := resolveIfname(cfg.FilterIfname, netnsPath)
 	if err != nil {
 		return err
@@ -167,19 +170,7 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
 	}
-	decoder, err := tracer.DefaultDecoder(kernel)
-	if err != nil {
-		return err
-	}
-	if decoder.Symbols == nil {
-		fmt.Fprintln(stderr, "pktfate: warning: /proc/kallsyms is not readable (run as root); locations are shown as addresses")
-	}
-	reasons, err := parseReasons(cfg.FilterReason, decoder.Reasons)
-	if err != nil {
-		return err
-	}
-
-	src := tracer.NewEBPF(tracer.EBPFConfig{
+	ecfg := tracer.EBPFConfig{
 		SnapLen:        cfg.SnapLen,
 		Drops:          cfg.FilterFate != "consume",
 		Consumes:       cfg.FilterFate != "drop",
@@ -188,11 +179,23 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		FilterMark:     mark,
 		FilterMarkMask: mask,
 		Kernel:         kernel,
-		Decoder:        decoder,
-	})
-	if err := src.CanRun(); err != nil {
+	}
+	if err := tracer.NewEBPF(ecfg).CanRun(); err != nil {
 		return fmt.Errorf("source ebpf cannot run: %w", err)
 	}
+	decoder, err := tracer.DefaultDecoder(kernel)
+	if err != nil {
+		return err
+	}
+	if decoder.Symbols == nil {
+		fmt.Fprintln(stderr, "pktfate: warning: /proc/kallsyms is not readable (needs CAP_SYSLOG); locations are shown as addresses")
+	}
+	reasons, err := parseReasons(cfg.FilterReason, decoder.Reasons)
+	if err != nil {
+		return err
+	}
+	ecfg.Decoder = decoder
+	src := tracer.NewEBPF(ecfg)
 
 	out, closeOut, err := openOutput(cfg, stdout)
 	if err != nil {

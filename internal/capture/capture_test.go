@@ -1,0 +1,138 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pktfate/pktfate/internal/pcapfilter"
+	"github.com/pktfate/pktfate/internal/render"
+	"github.com/pktfate/pktfate/tracer"
+)
+
+// fakeSource replays events, then waits for ctx like a live source.
+type fakeSource struct {
+	events           []tracer.Event
+	lost             uint64
+	startErr, runErr error
+	started, closed  bool
+}
+
+func (f *fakeSource) Name() string  { return "fake" }
+func (f *fakeSource) CanRun() error { return nil }
+func (f *fakeSource) Start() error  { f.started = true; return f.startErr }
+func (f *fakeSource) Close() error  { f.closed = true; return nil }
+func (f *fakeSource) Losses() []tracer.Counter {
+	return []tracer.Counter{{Name: "fake_lost", Value: f.lost}}
+}
+func (f *fakeSource) Run(ctx context.Context, h tracer.Handler) error {
+	for i := range f.events {
+		e := f.events[i]
+		h(&e)
+	}
+	if f.runErr != nil {
+		return f.runErr
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// udp4 returns an event carrying a real IPv4/UDP header to dport.
+func udp4(fate tracer.Fate, reason string, dport uint16) tracer.Event {
+	data := make([]byte, 28)
+	data[0], data[9] = 0x45, 17
+	data[2], data[3] = 0, 28
+	copy(data[12:], []byte{10, 0, 0, 1, 10, 0, 0, 2})
+	data[20], data[21] = 0x9c, 0x40
+	data[22], data[23] = byte(dport>>8), byte(dport)
+	data[25] = 8
+	return tracer.Event{Source: "fake", Fate: fate, Reason: reason, Location: "f+0x1", EtherType: 0x0800, Data: data,
+		Time: time.Unix(1700000000, 0),
+		Packet: tracer.Packet{Proto: "udp", Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"),
+			Sport: 40000, Dport: dport}}
+}
+
+func run(t *testing.T, cfg Config, src *fakeSource) (*tracer.Summary, string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cfg.Sources = []tracer.Source{src}
+	cfg.Renderer = render.NewNDJSON(&out)
+	if cfg.Duration == 0 && cfg.Count == 0 {
+		cfg.Duration = 100 * time.Millisecond
+	}
+	sum, err := Run(context.Background(), cfg, nil)
+	return sum, out.String(), err
+}
+
+func TestFiltersCountAndSummary(t *testing.T) {
+	src := &fakeSource{lost: 7, events: []tracer.Event{
+		udp4(tracer.FateDrop, "NO_SOCKET", 9),
+		udp4(tracer.FateDrop, "NETFILTER_DROP", 53),
+		udp4(tracer.FateConsume, "", 9),
+		udp4(tracer.FateDrop, "NO_SOCKET", 9),
+	}}
+	f, err := pcapfilter.Compile("udp port 9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, out, err := run(t, Config{Filter: f}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !src.started || !src.closed {
+		t.Error("source not started and closed")
+	}
+	if sum.Events != 3 || sum.Drops != 2 || sum.Consumed != 1 || sum.ByReason["NO_SOCKET"] != 2 || sum.ByReason["NETFILTER_DROP"] != 0 {
+		t.Errorf("summary %+v: the port-53 packet must be filtered out", sum)
+	}
+	if sum.TotalLost() != 7 || !strings.Contains(out, `"lost":{"fake_lost":7}`) {
+		t.Errorf("losses not reported: %v\n%s", sum.Lost, out)
+	}
+	if n := strings.Count(out, "\n"); n != 4 {
+		t.Errorf("%d lines, want 3 events + summary:\n%s", n, out)
+	}
+
+	// Reason filter keeps consumes, and Count stops the capture by itself.
+	sum, _, err = run(t, Config{Reasons: map[string]bool{"NETFILTER_DROP": true}, Count: 2}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Events != 2 || sum.ByReason["NETFILTER_DROP"] != 1 || sum.Consumed != 1 {
+		t.Errorf("reason filter + count: %+v", sum)
+	}
+}
+
+func TestSourceErrors(t *testing.T) {
+	boom := errors.New("boom")
+	src := &fakeSource{startErr: boom}
+	if _, _, err := run(t, Config{}, src); !errors.Is(err, boom) || !strings.Contains(err.Error(), "starting source fake") {
+		t.Errorf("start error: %v", err)
+	}
+	if !src.closed {
+		t.Error("source whose Start failed was not closed")
+	}
+	src = &fakeSource{runErr: boom, events: []tracer.Event{udp4(tracer.FateDrop, "NO_SOCKET", 9)}}
+	if _, _, err := run(t, Config{Duration: time.Hour}, src); !errors.Is(err, boom) {
+		t.Errorf("run error: %v", err)
+	}
+	if _, err := Run(context.Background(), Config{}, nil); err == nil {
+		t.Error("no sources: want an error")
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+func TestOutputErrorStops(t *testing.T) {
+	src := &fakeSource{events: []tracer.Event{udp4(tracer.FateDrop, "NO_SOCKET", 9)}}
+	_, err := Run(context.Background(), Config{Sources: []tracer.Source{src}, Renderer: render.NewNDJSON(failWriter{}),
+		Duration: time.Hour, FlushEvery: time.Millisecond}, nil)
+	if err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Errorf("write error not reported: %v", err)
+	}
+}
