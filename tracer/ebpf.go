@@ -43,10 +43,11 @@ type EBPFConfig struct {
 const (
 	defaultSnapLen    = 128
 	defaultRingBuffer = 16 << 20
-	// readPoll bounds the delay of an event while the ring buffer holds less
-	// than the wakeup threshold: BPF skips wakeups below it to spare the
-	// packet path the cost of one per event.
-	readPoll = 50 * time.Millisecond
+	// wakeupEvery is how many events a CPU submits between two wakeups of
+	// the reader: a wakeup per event would cost the packet path an irq_work
+	// each time. readPoll bounds how long the events in between wait.
+	wakeupEvery = 256
+	readPoll    = 50 * time.Millisecond
 )
 
 // EBPF observes kfree_skb and consume_skb through BTF tracepoints.
@@ -183,17 +184,13 @@ func (s *EBPF) Start() error {
 		return fmt.Errorf("reading embedded BPF object: %w", err)
 	}
 	spec.Maps[skbfateMapEvents].MaxEntries = uint32(s.cfg.RingBufferSize)
-	wakeup := uint64(s.cfg.RingBufferSize / 8)
-	if wakeup > 256<<10 {
-		wakeup = 256 << 10
-	}
 	for name, v := range map[string]any{
 		skbfateVarSnapLen:        uint32(s.cfg.SnapLen),
 		skbfateVarFilterNetns:    s.cfg.FilterNetns,
 		skbfateVarFilterIfindex:  s.cfg.FilterIfindex,
 		skbfateVarFilterMark:     s.cfg.FilterMark & s.cfg.FilterMarkMask,
 		skbfateVarFilterMarkMask: s.cfg.FilterMarkMask,
-		skbfateVarWakeupBytes:    wakeup,
+		skbfateVarWakeupEvery:    uint64(wakeupEvery),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("setting BPF variable %s: %w", name, err)

@@ -48,7 +48,7 @@ const (
 	skbfateVarFilterNetns      = "filter_netns"
 	skbfateVarSnapLen          = "snap_len"
 	skbfateVarUnusedEvent      = "unused_event"
-	skbfateVarWakeupBytes      = "wakeup_bytes"
+	skbfateVarWakeupEvery      = "wakeup_every"
 )
 
 // loadSkbfate returns the embedded CollectionSpec for skbfate.
@@ -116,7 +116,7 @@ type skbfateVariableSpecs struct {
 	FilterNetns    *ebpf.VariableSpec `ebpf:"filter_netns"`
 	SnapLen        *ebpf.VariableSpec `ebpf:"snap_len"`
 	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
-	WakeupBytes    *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WakeupEvery    *ebpf.VariableSpec `ebpf:"wakeup_every"`
 }
 
 // skbfateObjects contains all objects after they have been loaded into the kernel.
@@ -160,7 +160,7 @@ type skbfateVariables struct {
 	FilterNetns    *ebpf.Variable `ebpf:"filter_netns"`
 	SnapLen        *ebpf.Variable `ebpf:"snap_len"`
 	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
-	WakeupBytes    *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WakeupEvery    *ebpf.Variable `ebpf:"wakeup_every"`
 }
 
 // skbfatePrograms contains all programs after they have been loaded into the kernel.
