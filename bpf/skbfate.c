@@ -30,11 +30,15 @@ enum event_flags {
 	EVF_MAC = 1 << 1,
 	/* The probe had a location argument (consume_skb before 6.3 has none). */
 	EVF_HAS_LOCATION = 1 << 2,
+	/* Freed inside a netfilter hook's chain: nf_hook and nf_pf are valid. */
+	EVF_NF = 1 << 3,
 };
 
 enum counter {
 	CNT_RINGBUF_FULL = 0,
 	CNT_SUBMITTED = 1,
+	/* Packets whose entry into a netfilter hook could not be recorded. */
+	CNT_NF_INFLIGHT_FULL = 2,
 	CNT_MAX,
 };
 
@@ -52,7 +56,8 @@ struct event {
 	__u16 cap_len;	/* bytes valid in data[] */
 	__u8 kind;	/* enum event_kind */
 	__u8 flags;	/* enum event_flags */
-	__u8 pad[2];
+	__u8 nf_hook;	/* enum nf_inet_hooks, with EVF_NF */
+	__u8 nf_pf;	/* NFPROTO_*, with EVF_NF */
 	char ifname[16];
 	__u8 data[SNAP_MAX];
 };
@@ -63,6 +68,8 @@ const volatile __u32 filter_netns = 0;
 const volatile __u32 filter_ifindex = 0;
 const volatile __u32 filter_mark = 0;
 const volatile __u32 filter_mark_mask = 0;
+/* Netfilter hook attribution is on: kfree_skb consults the inflight map. */
+const volatile bool nf_enabled = false;
 /*
  * Wake the reader after every wakeup_every events on a CPU (a power of
  * two); in between, the reader polls. Asking the ring how much data waits
@@ -82,6 +89,25 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+/*
+ * Packets inside a netfilter hook's chain: nf_enter (first priority) adds
+ * the skb, nf_exit (last priority) removes it. An skb freed while present
+ * was dropped (or stolen) inside that hook.
+ */
+struct nf_inflight {
+	__u64 ts;
+	__u8 hook;
+	__u8 pf;
+	__u8 pad[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct nf_inflight);
+} inflight SEC(".maps");
 
 /* Force the generated Go type: bpf2go -type event. */
 const struct event *unused_event __attribute__((unused));
@@ -125,8 +151,25 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	unsigned char *head;
 	__u16 nh, mh;
 	__u32 off, tail, n;
+	__u8 nf_hook = 0, nf_pf = 0;
 
 	ifindex = dev ? dev->ifindex : skb->skb_iif;
+
+	/*
+	 * Whatever happens to the event, a freed skb leaves inflight: its
+	 * address will be reused by another packet.
+	 */
+	if (nf_enabled) {
+		__u64 key = (__u64)skb;
+		struct nf_inflight *in = bpf_map_lookup_elem(&inflight, &key);
+
+		if (in) {
+			nf_hook = in->hook;
+			nf_pf = in->pf;
+			flags |= EVF_NF;
+			bpf_map_delete_elem(&inflight, &key);
+		}
+	}
 
 	if (filter_netns && netns != filter_netns)
 		return 0;
@@ -155,8 +198,8 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	ev->cpu = bpf_get_smp_processor_id();
 	ev->protocol = skb->protocol;
 	ev->kind = kind;
-	ev->pad[0] = 0;
-	ev->pad[1] = 0;
+	ev->nf_hook = nf_hook;
+	ev->nf_pf = nf_pf;
 	ev->ifname[0] = 0;
 	if (dev)
 		bpf_probe_read_kernel_str(ev->ifname, sizeof(ev->ifname), dev->name);
@@ -211,4 +254,48 @@ SEC("tp_btf/consume_skb")
 int BPF_PROG(consume_skb_noloc, struct sk_buff *skb)
 {
 	return emit(skb, 0, 0, KIND_CONSUME, 0);
+}
+
+static __always_inline bool nf_wanted(const struct bpf_nf_ctx *ctx)
+{
+	struct sk_buff *skb = ctx->skb;
+	const struct nf_hook_state *state = ctx->state;
+	struct net_device *dev;
+
+	if (filter_mark_mask && (skb->mark & filter_mark_mask) != filter_mark)
+		return false;
+	if (filter_ifindex) {
+		dev = state->in ? state->in : state->out;
+		if (!dev || dev->ifindex != filter_ifindex)
+			return false;
+	}
+	return true;
+}
+
+/* First priority of a hook: the packet enters the hook's chain. */
+SEC("netfilter")
+int nf_enter(struct bpf_nf_ctx *ctx)
+{
+	struct nf_inflight in = {};
+	__u64 key;
+
+	if (!nf_wanted(ctx))
+		return NF_ACCEPT;
+	key = (__u64)ctx->skb;
+	in.ts = bpf_ktime_get_ns();
+	in.hook = ctx->state->hook;
+	in.pf = ctx->state->pf;
+	if (bpf_map_update_elem(&inflight, &key, &in, 0))
+		count(CNT_NF_INFLIGHT_FULL);
+	return NF_ACCEPT;
+}
+
+/* Last priority of a hook: every rule accepted the packet. */
+SEC("netfilter")
+int nf_exit(struct bpf_nf_ctx *ctx)
+{
+	__u64 key = (__u64)ctx->skb;
+
+	bpf_map_delete_elem(&inflight, &key);
+	return NF_ACCEPT;
 }

@@ -3,6 +3,7 @@ package tracer
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"unsafe"
 )
 
@@ -22,6 +23,8 @@ const (
 	offCapLen   = unsafe.Offsetof(skbfateEvent{}.CapLen)
 	offKind     = unsafe.Offsetof(skbfateEvent{}.Kind)
 	offFlags    = unsafe.Offsetof(skbfateEvent{}.Flags)
+	offNfHook   = unsafe.Offsetof(skbfateEvent{}.NfHook)
+	offNfPf     = unsafe.Offsetof(skbfateEvent{}.NfPf)
 	offIfname   = unsafe.Offsetof(skbfateEvent{}.Ifname)
 	offData     = unsafe.Offsetof(skbfateEvent{}.Data)
 
@@ -34,7 +37,42 @@ const (
 	flagNetwork     = 1 << 0
 	flagMAC         = 1 << 1
 	flagHasLocation = 1 << 2
+	flagNF          = 1 << 3
 )
+
+// NetfilterHook names a netfilter inet hook number (enum nf_inet_hooks).
+func NetfilterHook(h uint8) string {
+	switch h {
+	case 0:
+		return "PRE_ROUTING"
+	case 1:
+		return "LOCAL_IN"
+	case 2:
+		return "FORWARD"
+	case 3:
+		return "LOCAL_OUT"
+	case 4:
+		return "POST_ROUTING"
+	}
+	return "HOOK_" + strconv.Itoa(int(h))
+}
+
+// NetfilterFamily names a netfilter protocol family (NFPROTO_*).
+func NetfilterFamily(pf uint8) string {
+	switch pf {
+	case 1:
+		return "inet"
+	case 2:
+		return "ipv4"
+	case 3:
+		return "arp"
+	case 7:
+		return "bridge"
+	case 10:
+		return "ipv6"
+	}
+	return "pf" + strconv.Itoa(int(pf))
+}
 
 // Decoder turns raw ring-buffer records of the ebpf source into Events.
 // Not safe for concurrent use: it reuses its buffers and caches names.
@@ -95,6 +133,14 @@ func (d *Decoder) Decode(raw []byte, ev *Event) error {
 		ev.Fate, ev.Reason = FateDrop, d.Reasons.Name(ev.ReasonCode)
 	default:
 		return fmt.Errorf("record has unknown kind %d", kind)
+	}
+	ev.Hook, ev.Family, ev.Verdict = "", "", ""
+	if flags&flagNF != 0 {
+		ev.Hook, ev.Family = NetfilterHook(raw[offNfHook]), NetfilterFamily(raw[offNfPf])
+		ev.Verdict = "drop"
+		if ev.Fate == FateConsume {
+			ev.Verdict = "stolen"
+		}
 	}
 	ev.Location = d.Symbols.Format(ev.LocationAddr)
 	ev.Ifname = d.ifname(raw[offIfname : offIfname+16])

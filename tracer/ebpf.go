@@ -33,6 +33,13 @@ type EBPFConfig struct {
 	// RingBufferSize in bytes, a power of two multiple of the page size.
 	// Zero means the default, 16 MiB.
 	RingBufferSize int
+	// Netfilter attributes packets freed inside a netfilter hook's chain to
+	// that hook, with BPF netfilter programs at the first and last priority
+	// of every inet hook for IPv4 and IPv6 (kernel 6.4 and later).
+	// Netfilter links belong to one network namespace: they are attached in
+	// NetfilterNetns (a path such as /run/netns/NAME; "" is the current one).
+	Netfilter      bool
+	NetfilterNetns string
 	// Kernel is the kernel's BTF (nil loads the running kernel's).
 	Kernel *btf.Spec
 	// Decoder turns records into events (nil builds one from the kernel's
@@ -191,6 +198,7 @@ func (s *EBPF) Start() error {
 		skbfateVarFilterMark:     s.cfg.FilterMark & s.cfg.FilterMarkMask,
 		skbfateVarFilterMarkMask: s.cfg.FilterMarkMask,
 		skbfateVarWakeupEvery:    uint64(wakeupEvery),
+		skbfateVarNfEnabled:      s.cfg.Netfilter,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("setting BPF variable %s: %w", name, err)
@@ -233,6 +241,11 @@ func (s *EBPF) Start() error {
 			return fmt.Errorf("attaching %s tracepoint: %w", p, err)
 		}
 		s.links = append(s.links, l)
+	}
+	if s.cfg.Netfilter {
+		if err := s.attachNetfilter(spec, opts); err != nil {
+			return err
+		}
 	}
 	s.reader, err = ringbuf.NewReader(s.maps.Events)
 	if err != nil {
@@ -312,27 +325,28 @@ func (s *EBPF) Run(ctx context.Context, h Handler) error {
 // buffer was full; the kernel counted them per CPU) and records that could
 // not be decoded.
 func (s *EBPF) Losses() []Counter {
-	var full uint64
-	if s.maps.Counters != nil {
-		var perCPU []uint64
-		if err := s.maps.Counters.Lookup(uint32(0), &perCPU); err == nil {
-			for _, v := range perCPU {
-				full += v
-			}
-		}
-	}
-	return []Counter{
+	full := s.counter(cntRingbufFull)
+	out := []Counter{
 		{Name: "ebpf_ringbuf_full", Value: full},
 		{Name: "ebpf_decode_errors", Value: s.decodeErrors},
 	}
+	if s.cfg.Netfilter {
+		out = append(out, Counter{Name: "nf_inflight_full", Value: s.counter(cntNFInflightFull)})
+	}
+	return out
 }
 
-// Submitted returns how many events the BPF programs put into the ring buffer.
-func (s *EBPF) Submitted() uint64 {
+const (
+	cntRingbufFull    = 0
+	cntSubmitted      = 1
+	cntNFInflightFull = 2
+)
+
+func (s *EBPF) counter(idx uint32) uint64 {
 	var total uint64
 	if s.maps.Counters != nil {
 		var perCPU []uint64
-		if err := s.maps.Counters.Lookup(uint32(1), &perCPU); err == nil {
+		if err := s.maps.Counters.Lookup(idx, &perCPU); err == nil {
 			for _, v := range perCPU {
 				total += v
 			}
@@ -340,6 +354,9 @@ func (s *EBPF) Submitted() uint64 {
 	}
 	return total
 }
+
+// Submitted returns how many events the BPF programs put into the ring buffer.
+func (s *EBPF) Submitted() uint64 { return s.counter(cntSubmitted) }
 
 // Close implements Source.
 func (s *EBPF) Close() error {

@@ -71,6 +71,17 @@ type Event struct {
 	// and Data starts at the MAC header.
 	MACHeader bool
 
+	// Hook is the netfilter hook whose chain the packet was freed in
+	// ("LOCAL_IN"), or "" when it was not freed inside netfilter or the
+	// netfilter attribution was not running.
+	Hook string
+	// Family is the netfilter protocol family of Hook ("ipv4", "ipv6").
+	Family string
+	// Verdict is the netfilter verdict that ended the packet inside Hook:
+	// "drop" when it was dropped there, "stolen" when a hook took it and
+	// freed it as consumed.
+	Verdict string
+
 	// Packet is Data decoded.
 	Packet Packet
 }

@@ -28,9 +28,18 @@ type skbfateEvent struct {
 	CapLen   uint16
 	Kind     uint8
 	Flags    uint8
-	Pad      [2]uint8
+	NfHook   uint8
+	NfPf     uint8
 	Ifname   [16]int8
 	Data     [256]uint8
+}
+
+type skbfateNfInflight struct {
+	_    structs.HostLayout
+	Ts   uint64
+	Hook uint8
+	Pf   uint8
+	Pad  [6]uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -39,13 +48,17 @@ type skbfateEvent struct {
 const (
 	skbfateMapCounters         = "counters"
 	skbfateMapEvents           = "events"
+	skbfateMapInflight         = "inflight"
 	skbfateProgConsumeSkb      = "consume_skb"
 	skbfateProgConsumeSkbNoloc = "consume_skb_noloc"
 	skbfateProgKfreeSkb        = "kfree_skb"
+	skbfateProgNfEnter         = "nf_enter"
+	skbfateProgNfExit          = "nf_exit"
 	skbfateVarFilterIfindex    = "filter_ifindex"
 	skbfateVarFilterMark       = "filter_mark"
 	skbfateVarFilterMarkMask   = "filter_mark_mask"
 	skbfateVarFilterNetns      = "filter_netns"
+	skbfateVarNfEnabled        = "nf_enabled"
 	skbfateVarSnapLen          = "snap_len"
 	skbfateVarUnusedEvent      = "unused_event"
 	skbfateVarWakeupEvery      = "wakeup_every"
@@ -96,6 +109,8 @@ type skbfateProgramSpecs struct {
 	ConsumeSkb      *ebpf.ProgramSpec `ebpf:"consume_skb"`
 	ConsumeSkbNoloc *ebpf.ProgramSpec `ebpf:"consume_skb_noloc"`
 	KfreeSkb        *ebpf.ProgramSpec `ebpf:"kfree_skb"`
+	NfEnter         *ebpf.ProgramSpec `ebpf:"nf_enter"`
+	NfExit          *ebpf.ProgramSpec `ebpf:"nf_exit"`
 }
 
 // skbfateMapSpecs contains maps before they are loaded into the kernel.
@@ -104,6 +119,7 @@ type skbfateProgramSpecs struct {
 type skbfateMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
+	Inflight *ebpf.MapSpec `ebpf:"inflight"`
 }
 
 // skbfateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -114,6 +130,7 @@ type skbfateVariableSpecs struct {
 	FilterMark     *ebpf.VariableSpec `ebpf:"filter_mark"`
 	FilterMarkMask *ebpf.VariableSpec `ebpf:"filter_mark_mask"`
 	FilterNetns    *ebpf.VariableSpec `ebpf:"filter_netns"`
+	NfEnabled      *ebpf.VariableSpec `ebpf:"nf_enabled"`
 	SnapLen        *ebpf.VariableSpec `ebpf:"snap_len"`
 	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
 	WakeupEvery    *ebpf.VariableSpec `ebpf:"wakeup_every"`
@@ -141,12 +158,14 @@ func (o *skbfateObjects) Close() error {
 type skbfateMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
+	Inflight *ebpf.Map `ebpf:"inflight"`
 }
 
 func (m *skbfateMaps) Close() error {
 	return _SkbfateClose(
 		m.Counters,
 		m.Events,
+		m.Inflight,
 	)
 }
 
@@ -158,6 +177,7 @@ type skbfateVariables struct {
 	FilterMark     *ebpf.Variable `ebpf:"filter_mark"`
 	FilterMarkMask *ebpf.Variable `ebpf:"filter_mark_mask"`
 	FilterNetns    *ebpf.Variable `ebpf:"filter_netns"`
+	NfEnabled      *ebpf.Variable `ebpf:"nf_enabled"`
 	SnapLen        *ebpf.Variable `ebpf:"snap_len"`
 	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
 	WakeupEvery    *ebpf.Variable `ebpf:"wakeup_every"`
@@ -170,6 +190,8 @@ type skbfatePrograms struct {
 	ConsumeSkb      *ebpf.Program `ebpf:"consume_skb"`
 	ConsumeSkbNoloc *ebpf.Program `ebpf:"consume_skb_noloc"`
 	KfreeSkb        *ebpf.Program `ebpf:"kfree_skb"`
+	NfEnter         *ebpf.Program `ebpf:"nf_enter"`
+	NfExit          *ebpf.Program `ebpf:"nf_exit"`
 }
 
 func (p *skbfatePrograms) Close() error {
@@ -177,6 +199,8 @@ func (p *skbfatePrograms) Close() error {
 		p.ConsumeSkb,
 		p.ConsumeSkbNoloc,
 		p.KfreeSkb,
+		p.NfEnter,
+		p.NfExit,
 	)
 }
 

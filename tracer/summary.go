@@ -14,6 +14,8 @@ type Summary struct {
 	Consumed   uint64
 	ByReason   map[string]uint64
 	ByLocation map[string]uint64
+	// ByHook counts drops inside netfilter by "family hook" ("ipv4 LOCAL_IN").
+	ByHook map[string]uint64
 	// Lost holds every loss counter of every source, zero or not.
 	Lost []Counter
 	// Sources says which sources ran and why others did not.
@@ -31,7 +33,7 @@ type SourceStatus struct {
 
 // NewSummary returns an empty Summary.
 func NewSummary() *Summary {
-	return &Summary{ByReason: map[string]uint64{}, ByLocation: map[string]uint64{}}
+	return &Summary{ByReason: map[string]uint64{}, ByLocation: map[string]uint64{}, ByHook: map[string]uint64{}}
 }
 
 // Add counts one event.
@@ -42,6 +44,9 @@ func (s *Summary) Add(e *Event) {
 		s.Drops++
 		s.ByReason[e.Reason]++
 		s.ByLocation[e.Location]++
+		if e.Hook != "" {
+			s.ByHook[e.Family+" "+e.Hook]++
+		}
 	case FateConsume:
 		s.Consumed++
 	}

@@ -30,6 +30,7 @@ enum {
 
 /* include/uapi/linux/bpf.h */
 enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
@@ -86,6 +87,23 @@ struct sk_buff {
 	unsigned char *data;
 };
 
+struct nf_hook_state {
+	__u8 hook;
+	__u8 pf;
+	struct net_device *in;
+	struct net_device *out;
+	struct net *net;
+};
+
+struct bpf_nf_ctx {
+	const struct nf_hook_state *state;
+	struct sk_buff *skb;
+};
+
 #pragma clang attribute pop
+
+/* include/uapi/linux/netfilter.h */
+#define NF_DROP 0
+#define NF_ACCEPT 1
 
 #endif /* __PKTFATE_VMLINUX_MIN_H__ */

@@ -83,6 +83,7 @@ type demoScenario struct {
 	what       string
 	wantFate   tracer.Fate
 	wantReason string // "" accepts any reason
+	wantHook   string // checked when the netfilter attribution runs
 	match      func(p *tracer.Packet) bool
 	seen       *tracer.Event
 }
@@ -93,7 +94,7 @@ func demoScenarios() []*demoScenario {
 			match: func(p *tracer.Packet) bool {
 				return p.Proto == "udp" && p.Dst == demoServer && p.Dport == demoClosedPort
 			}},
-		{what: fmt.Sprintf("UDP to port %d, nftables DROP rule", demoNftPort), wantFate: tracer.FateDrop, wantReason: "NETFILTER_DROP",
+		{what: fmt.Sprintf("UDP to port %d, nftables DROP rule", demoNftPort), wantFate: tracer.FateDrop, wantReason: "NETFILTER_DROP", wantHook: "LOCAL_IN",
 			match: func(p *tracer.Packet) bool { return p.Proto == "udp" && p.Dst == demoServer && p.Dport == demoNftPort }},
 		{what: "UDP to " + demoUnroutable.String() + ", no route on the router", wantFate: tracer.FateDrop,
 			match: func(p *tracer.Packet) bool { return p.Proto == "udp" && p.Dst == demoUnroutable }},
@@ -226,7 +227,12 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, Consumes: true, FilterNetns: d.server.Inode, Kernel: kernel, Decoder: decoder})
+	ecfg := tracer.EBPFConfig{Drops: true, Consumes: true, FilterNetns: d.server.Inode, Kernel: kernel, Decoder: decoder}
+	status, err := chooseNetfilter([]string{"auto"}, &ecfg, d.server.Inode, "/run/netns/"+d.server.Name)
+	if err != nil {
+		return err
+	}
+	src := tracer.NewEBPF(ecfg)
 	if err := src.CanRun(); err != nil {
 		return fmt.Errorf("source ebpf cannot run: %w", err)
 	}
@@ -250,6 +256,7 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 	var sendErr error
 	_, err = capture.Run(ctx, capture.Config{
 		Sources:  []tracer.Source{src},
+		Status:   status,
 		Filter:   filter,
 		Renderer: r,
 		Ready: func() error {
@@ -294,16 +301,23 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 	if sendErr != nil {
 		return sendErr
 	}
-	return demoReport(stdout, scenarios)
+	return demoReport(stdout, scenarios, ecfg.Netfilter)
 }
 
-func demoReport(w io.Writer, scenarios []*demoScenario) error {
+func demoReport(w io.Writer, scenarios []*demoScenario, hooks bool) error {
 	fmt.Fprintf(w, "\nwhat happened to each packet:\n")
 	failed := 0
 	for _, s := range scenarios {
 		want := s.wantFate.String()
 		if s.wantReason != "" {
 			want += " " + s.wantReason
+		}
+		wantHook := ""
+		if hooks {
+			wantHook = s.wantHook
+		}
+		if wantHook != "" {
+			want += " in " + wantHook
 		}
 		got, verdict := "not observed", "FAIL"
 		if e := s.seen; e != nil {
@@ -312,14 +326,17 @@ func demoReport(w io.Writer, scenarios []*demoScenario) error {
 				got += " " + e.Reason
 			}
 			got += " at " + e.Location
-			if e.Fate == s.wantFate && (s.wantReason == "" || e.Reason == s.wantReason) {
+			if e.Hook != "" {
+				got += " in " + e.Family + " " + e.Hook
+			}
+			if e.Fate == s.wantFate && (s.wantReason == "" || e.Reason == s.wantReason) && e.Hook == wantHook {
 				verdict = "ok"
 			}
 		}
 		if verdict != "ok" {
 			failed++
 		}
-		fmt.Fprintf(w, "  %-4s %-44s expected %-20s observed %s\n", verdict, s.what, want, got)
+		fmt.Fprintf(w, "  %-4s %-44s expected %-32s observed %s\n", verdict, s.what, want, got)
 	}
 	if failed > 0 {
 		return fmt.Errorf("demo: %d of %d packets did not meet the expected fate", failed, len(scenarios))

@@ -42,7 +42,7 @@ type traceConfig struct {
 func traceFlags(cfg *traceConfig, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("pktfate trace", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Func("source", "event sources, comma separated: ebpf, auto (default auto)", func(s string) error {
+	fs.Func("source", "event sources, comma separated: ebpf, nf (netfilter hook attribution), auto = every one this kernel can run (default auto)", func(s string) error {
 		cfg.Sources = strings.Split(s, ",")
 		return nil
 	})
@@ -90,11 +90,11 @@ func parseTrace(args []string, stderr io.Writer) (traceConfig, error) {
 	}
 	for _, s := range cfg.Sources {
 		switch s {
-		case "auto", "ebpf":
-		case "dropmon", "kmod", "nf":
-			return cfg, usageErrorf("--source %s is not implemented yet; use ebpf or auto", s)
+		case "auto", "ebpf", "nf":
+		case "dropmon", "kmod":
+			return cfg, usageErrorf("--source %s is not implemented yet; use ebpf, nf or auto", s)
 		default:
-			return cfg, usageErrorf("--source %q: unknown source; use ebpf or auto", s)
+			return cfg, usageErrorf("--source %q: unknown source; use ebpf, nf or auto", s)
 		}
 	}
 	return cfg, nil
@@ -195,6 +195,15 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		return err
 	}
 	ecfg.Decoder = decoder
+	status, err := chooseNetfilter(cfg.Sources, &ecfg, netnsInode, netnsPath)
+	if err != nil {
+		return err
+	}
+	for _, st := range status {
+		if !st.Running {
+			fmt.Fprintf(stderr, "pktfate: source %s not running: %s\n", st.Name, st.Reason)
+		}
+	}
 	src := tracer.NewEBPF(ecfg)
 
 	out, closeOut, err := openOutput(cfg, stdout)
@@ -203,11 +212,11 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 	}
 	defer closeOut()
 
-	var status *statusLine
+	var live *statusLine
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !cfg.Verbose {
-		status = newStatusLine(stderr)
+		live = newStatusLine(stderr)
 		if out == stdout {
-			out = status.wrap(out)
+			out = live.wrap(out)
 		}
 	}
 	var r render.Renderer
@@ -219,6 +228,7 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 	stats := &capture.Stats{}
 	ccfg := capture.Config{
 		Sources:  []tracer.Source{src},
+		Status:   status,
 		Filter:   filter,
 		Reasons:  reasons,
 		Count:    cfg.Count,
@@ -226,8 +236,8 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		Renderer: r,
 		Ready: func() error {
 			logf("attached in %s (kfree_skb, consume_skb location: %v)", time.Since(started).Round(time.Millisecond), src.ConsumeLocation)
-			if status != nil {
-				status.start(stats)
+			if live != nil {
+				live.start(stats)
 			}
 			if cfg.ReadyFile != "" {
 				if err := os.WriteFile(cfg.ReadyFile, []byte("ready\n"), 0o644); err != nil {
@@ -238,8 +248,8 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		},
 	}
 	_, err = capture.Run(ctx, ccfg, stats)
-	if status != nil {
-		status.stop()
+	if live != nil {
+		live.stop()
 	}
 	return err
 }
@@ -261,4 +271,27 @@ func parseReasons(list string, known *tracer.Reasons) (map[string]bool, error) {
 		out[r] = true
 	}
 	return out, nil
+}
+
+// chooseNetfilter turns on the netfilter hook attribution (source nf) when
+// it was asked for, explicitly (then it must run) or through auto (then it
+// runs where the kernel can). BPF netfilter links live in one network
+// namespace: the one of --filter-netns, else the current one.
+func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint32, netnsPath string) ([]tracer.SourceStatus, error) {
+	explicit, auto := slices.Contains(sources, "nf"), slices.Contains(sources, "auto")
+	if !explicit && !auto {
+		return nil, nil
+	}
+	err := tracer.NetfilterLinksSupported()
+	if err == nil && netnsInode != 0 && netnsPath == "" {
+		err = fmt.Errorf("netfilter links attach inside one network namespace and namespace %d cannot be opened; give --filter-netns as a name or path", netnsInode)
+	}
+	if err != nil {
+		if explicit {
+			return nil, fmt.Errorf("source nf cannot run: %w", err)
+		}
+		return []tracer.SourceStatus{{Name: "nf", Reason: err.Error()}}, nil
+	}
+	ecfg.Netfilter, ecfg.NetfilterNetns = true, netnsPath
+	return []tracer.SourceStatus{{Name: "nf", Running: true}}, nil
 }

@@ -20,6 +20,10 @@ import (
 type Config struct {
 	// Sources to run; every one must start.
 	Sources []tracer.Source
+	// Status lists observers that are not Sources of their own (such as
+	// the netfilter attribution inside the ebpf source) and sources that
+	// were asked for but cannot run here, for the summary.
+	Status []tracer.SourceStatus
 	// Filter is the compiled pcap-filter expression (nil: everything).
 	Filter *pcapfilter.Filter
 	// Reasons keeps only drops with these reason names (empty: all);
@@ -83,6 +87,7 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		started = append(started, s)
 		sum.Sources = append(sum.Sources, tracer.SourceStatus{Name: s.Name(), Running: true})
 	}
+	sum.Sources = append(sum.Sources, cfg.Status...)
 	if cfg.Ready != nil {
 		if err := cfg.Ready(); err != nil {
 			return nil, err

@@ -42,6 +42,14 @@ func (r *NDJSON) Event(e *tracer.Event) error {
 		b = append(b, `,"location":`...)
 		b = appendString(b, e.Location)
 	}
+	if e.Hook != "" {
+		b = append(b, `,"hook":`...)
+		b = appendString(b, e.Hook)
+		b = append(b, `,"family":`...)
+		b = appendString(b, e.Family)
+		b = append(b, `,"verdict":`...)
+		b = appendString(b, e.Verdict)
+	}
 	if e.Ifindex != 0 {
 		b = append(b, `,"ifindex":`...)
 		b = strconv.AppendUint(b, uint64(e.Ifindex), 10)
@@ -98,7 +106,7 @@ func (r *NDJSON) Event(e *tracer.Event) error {
 	b = strconv.AppendUint(b, uint64(e.CPU), 10)
 	if e.Skb != 0 {
 		b = append(b, `,"skb":"0x`...)
-		b = strconv.AppendUint(b, e.Skb, 16)
+		b = appendHex(b, e.Skb)
 		b = append(b, '"')
 	}
 	b = append(b, "}\n"...)
@@ -124,6 +132,8 @@ func (r *NDJSON) Summary(s *tracer.Summary) error {
 	b = appendCounts(b, tracer.Sorted(s.ByReason))
 	b = append(b, `,"by_location":`...)
 	b = appendCounts(b, tracer.Sorted(s.ByLocation))
+	b = append(b, `,"by_hook":`...)
+	b = appendCounts(b, tracer.Sorted(s.ByHook))
 	b = append(b, `,"lost":`...)
 	b = appendCounts(b, s.Lost)
 	b = append(b, `,"sources":[`...)
@@ -178,6 +188,31 @@ func appendTCPFlags(b []byte, f uint8) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// appendHex appends v in lower-case hex without leading zeros, like
+// strconv.AppendUint(b, v, 16) without its general-base slow path.
+func appendHex(b []byte, v uint64) []byte {
+	var d [16]byte
+	i := len(d)
+	for {
+		i--
+		d[i] = hexDigits[v&0xf]
+		v >>= 4
+		if v == 0 {
+			break
+		}
+	}
+	return append(b, d[i:]...)
+}
+
+// jsonSafe marks the bytes appendString copies as they are: printable
+// ASCII other than '"' and '\\'.
+var jsonSafe = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendString appends s as a JSON string, escaping what JSON requires and
 // replacing invalid UTF-8 (interface names are arbitrary bytes).
 func appendString(b []byte, s string) []byte {
@@ -185,7 +220,7 @@ func appendString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+		if jsonSafe[c] {
 			i++
 			continue
 		}
@@ -231,7 +266,7 @@ func (c *timeCache) appendRFC3339(b []byte, t time.Time) []byte {
 	sec := t.Unix()
 	if c.prefix == nil || sec != c.sec {
 		c.sec = sec
-		c.prefix = t.AppendFormat(c.prefix[:0], "2006-01-02T15:04:05")
+		c.prefix = appendDateTime(c.prefix[:0], t)
 	}
 	b = append(b, c.prefix...)
 	ns := t.Nanosecond()
@@ -243,4 +278,22 @@ func (c *timeCache) appendRFC3339(b []byte, t time.Time) []byte {
 	}
 	b = append(b, d[:]...)
 	return append(b, 'Z')
+}
+
+// appendDateTime appends t as "2006-01-02T15:04:05" without the cost of
+// time.Time.AppendFormat's layout parsing (it runs once a second of events).
+func appendDateTime(b []byte, t time.Time) []byte {
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, "2006-01-02T15:04:05")
+	}
+	hour, minute, sec := t.Clock()
+	b = append(b,
+		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+month/10), byte('0'+month%10), '-',
+		byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':',
+		byte('0'+minute/10), byte('0'+minute%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10))
+	return b
 }

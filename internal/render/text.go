@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pktfate/pktfate/tracer"
 )
@@ -25,13 +27,13 @@ func NewText(w io.Writer) *Text {
 	return &Text{w: bufio.NewWriterSize(w, 32<<10), buf: make([]byte, 0, 256)}
 }
 
-const textLayout = "%-15s %-7s %-20s %-34s %-10s %-10s %s\n"
+const textLayout = "%-15s %-7s %-20s %-34s %-12s %-10s %-10s %s\n"
 
 // Event implements Renderer.
 func (r *Text) Event(e *tracer.Event) error {
 	if !r.header {
 		r.header = true
-		if _, err := fmt.Fprintf(r.w, textLayout, "TIME", "FATE", "REASON", "LOCATION", "IFACE", "NETNS", "PACKET"); err != nil {
+		if _, err := fmt.Fprintf(r.w, textLayout, "TIME", "FATE", "REASON", "LOCATION", "HOOK", "IFACE", "NETNS", "PACKET"); err != nil {
 			return err
 		}
 	}
@@ -50,6 +52,7 @@ func (r *Text) Event(e *tracer.Event) error {
 	if iface == "" {
 		iface = "-"
 	}
+	iface = printable(iface)
 	netns := "-"
 	if e.Netns != 0 {
 		netns = strconv.FormatUint(uint64(e.Netns), 10)
@@ -58,8 +61,24 @@ func (r *Text) Event(e *tracer.Event) error {
 	if loc == "" {
 		loc = "-"
 	}
-	_, err := fmt.Fprintf(r.w, textLayout, t.Format("15:04:05.000000"), e.Fate, reason, loc, iface, netns, PacketSummary(e))
+	hook := e.Hook
+	if hook == "" {
+		hook = "-"
+	}
+	_, err := fmt.Fprintf(r.w, textLayout, t.Format("15:04:05.000000"), e.Fate, reason, loc, hook, iface, netns, PacketSummary(e))
 	return err
+}
+
+// printable returns s, or s quoted when it holds anything a terminal would
+// interpret or mangle: interface names are arbitrary bytes (ESC, invalid
+// UTF-8, control characters) chosen by whoever created the interface.
+func printable(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // PacketSummary describes the decoded headers in one tcpdump-like phrase:
@@ -109,6 +128,9 @@ func (r *Text) Summary(s *tracer.Summary) error {
 	}
 	table(w, "drops by reason", tracer.Sorted(s.ByReason))
 	table(w, "drops by location", tracer.Sorted(s.ByLocation))
+	if len(s.ByHook) > 0 {
+		table(w, "drops inside netfilter, by hook", tracer.Sorted(s.ByHook))
+	}
 	table(w, "lost events", s.Lost)
 	if n := s.TotalLost(); n > 0 {
 		fmt.Fprintf(w, "WARNING: %d events were lost; the capture is incomplete\n", n)
