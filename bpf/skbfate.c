@@ -272,21 +272,24 @@ static __always_inline bool nf_wanted(const struct bpf_nf_ctx *ctx)
 	return true;
 }
 
+static __always_inline void nf_record(struct sk_buff *skb, const struct nf_hook_state *state)
+{
+	struct nf_inflight in = {};
+	__u64 key = (__u64)skb;
+
+	in.ts = bpf_ktime_get_ns();
+	in.hook = state->hook;
+	in.pf = state->pf;
+	if (bpf_map_update_elem(&inflight, &key, &in, 0))
+		count(CNT_NF_INFLIGHT_FULL);
+}
+
 /* First priority of a hook: the packet enters the hook's chain. */
 SEC("netfilter")
 int nf_enter(struct bpf_nf_ctx *ctx)
 {
-	struct nf_inflight in = {};
-	__u64 key;
-
-	if (!nf_wanted(ctx))
-		return NF_ACCEPT;
-	key = (__u64)ctx->skb;
-	in.ts = bpf_ktime_get_ns();
-	in.hook = ctx->state->hook;
-	in.pf = ctx->state->pf;
-	if (bpf_map_update_elem(&inflight, &key, &in, 0))
-		count(CNT_NF_INFLIGHT_FULL);
+	if (nf_wanted(ctx))
+		nf_record(ctx->skb, ctx->state);
 	return NF_ACCEPT;
 }
 
@@ -298,4 +301,37 @@ int nf_exit(struct bpf_nf_ctx *ctx)
 
 	bpf_map_delete_elem(&inflight, &key);
 	return NF_ACCEPT;
+}
+
+/*
+ * Kernels without BPF netfilter programs (before 6.4) but with fentry:
+ * nf_hook_slow() runs one hook's chain, so entering and leaving it brackets
+ * the chain exactly like nf_enter/nf_exit. It runs for every network
+ * namespace, so the netns filter applies here.
+ */
+SEC("fentry/nf_hook_slow")
+int BPF_PROG(nf_hook_slow_enter, struct sk_buff *skb, const struct nf_hook_state *state)
+{
+	struct net_device *dev;
+
+	if (filter_netns && state->net->ns.inum != filter_netns)
+		return 0;
+	if (filter_mark_mask && (skb->mark & filter_mark_mask) != filter_mark)
+		return 0;
+	if (filter_ifindex) {
+		dev = state->in ? state->in : state->out;
+		if (!dev || dev->ifindex != filter_ifindex)
+			return 0;
+	}
+	nf_record(skb, state);
+	return 0;
+}
+
+SEC("fexit/nf_hook_slow")
+int BPF_PROG(nf_hook_slow_exit, struct sk_buff *skb)
+{
+	__u64 key = (__u64)skb;
+
+	bpf_map_delete_elem(&inflight, &key);
+	return 0;
 }

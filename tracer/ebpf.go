@@ -40,6 +40,10 @@ type EBPFConfig struct {
 	// NetfilterNetns (a path such as /run/netns/NAME; "" is the current one).
 	Netfilter      bool
 	NetfilterNetns string
+	// NetfilterMethod forces NetfilterLinks or NetfilterFexit; "" picks
+	// links where the kernel has them (6.4+), else fexit on nf_hook_slow,
+	// which sees every network namespace.
+	NetfilterMethod string
 	// Kernel is the kernel's BTF (nil loads the running kernel's).
 	Kernel *btf.Spec
 	// Decoder turns records into events (nil builds one from the kernel's
@@ -71,6 +75,9 @@ type EBPF struct {
 	// ConsumeLocation reports whether consume_skb events carry their
 	// caller (kernel 6.3 and later). Valid after Start.
 	ConsumeLocation bool
+	// NetfilterMethod is the netfilter attribution method in use
+	// (NetfilterLinks, NetfilterFexit), "" when off. Valid after Start.
+	NetfilterMethod string
 }
 
 // NewEBPF returns an ebpf source; nothing is loaded until Start.

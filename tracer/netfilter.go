@@ -7,6 +7,7 @@ import (
 	"runtime"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	vnetns "github.com/vishvananda/netns"
@@ -37,26 +38,113 @@ func NetfilterLinksSupported() error {
 	return nil
 }
 
-type nfObjects struct {
+// Netfilter attribution methods.
+const (
+	// NetfilterLinks uses BPF netfilter programs (6.4+), in one netns.
+	NetfilterLinks = "links"
+	// NetfilterFexit uses fentry/fexit on nf_hook_slow (needs fentry), all netns.
+	NetfilterFexit = "fexit"
+)
+
+// FexitSupported returns nil when fexit programs attach to nf_hook_slow,
+// or an error wrapping ebpf.ErrNotSupported (no BPF trampolines, as on
+// kernels built without fentry support).
+func FexitSupported() error {
+	spec := &ebpf.ProgramSpec{
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachTraceFExit,
+		AttachTo:     "nf_hook_slow",
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	}
+	prog, err := ebpf.NewProgram(spec)
+	if err != nil {
+		return fmt.Errorf("loading an fexit program on nf_hook_slow: %w", errors.Join(ebpf.ErrNotSupported, err))
+	}
+	defer prog.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+	if err != nil {
+		return fmt.Errorf("attaching an fexit program to nf_hook_slow: %w", errors.Join(ebpf.ErrNotSupported, err))
+	}
+	return l.Close()
+}
+
+// NetfilterMethodAvailable returns the netfilter attribution method this
+// kernel supports: links (6.4+) else fexit, or an error wrapping
+// ebpf.ErrNotSupported.
+func NetfilterMethodAvailable() (string, error) {
+	lerr := NetfilterLinksSupported()
+	if lerr == nil {
+		return NetfilterLinks, nil
+	}
+	ferr := FexitSupported()
+	if ferr == nil {
+		return NetfilterFexit, nil
+	}
+	return "", fmt.Errorf("no way to attribute drops to netfilter hooks: %w; %w", lerr, ferr)
+}
+
+type nfLinkObjects struct {
 	Enter *ebpf.Program `ebpf:"nf_enter"`
 	Exit  *ebpf.Program `ebpf:"nf_exit"`
 }
 
-// attachNetfilter loads nf_enter/nf_exit against the already loaded maps
-// and links them to every inet hook of both families in the configured
-// network namespace.
+type nfFexitObjects struct {
+	Enter *ebpf.Program `ebpf:"nf_hook_slow_enter"`
+	Exit  *ebpf.Program `ebpf:"nf_hook_slow_exit"`
+}
+
+// attachNetfilter loads the netfilter programs against the already loaded
+// maps and attaches them with the configured method, or the best the
+// kernel offers: links, else fexit.
 func (s *EBPF) attachNetfilter(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
-	if err := NetfilterLinksSupported(); err != nil {
-		return err
-	}
 	nfOpts := *opts
 	nfOpts.MapReplacements = map[string]*ebpf.Map{
 		skbfateMapInflight: s.maps.Inflight,
 		skbfateMapCounters: s.maps.Counters,
 		skbfateMapEvents:   s.maps.Events,
 	}
-	var o nfObjects
-	if err := spec.LoadAndAssign(&o, &nfOpts); err != nil {
+	method := s.cfg.NetfilterMethod
+	if method == "" {
+		method = NetfilterFexit
+		if NetfilterLinksSupported() == nil {
+			method = NetfilterLinks
+		}
+	}
+	switch method {
+	case NetfilterLinks:
+		if err := NetfilterLinksSupported(); err != nil {
+			return err
+		}
+		s.NetfilterMethod = method
+		return s.attachNetfilterLinks(spec, &nfOpts)
+	case NetfilterFexit:
+		s.NetfilterMethod = method
+		return s.attachNetfilterFexit(spec, &nfOpts)
+	}
+	return fmt.Errorf("unknown netfilter attribution method %q: use %q or %q", method, NetfilterLinks, NetfilterFexit)
+}
+
+func (s *EBPF) attachNetfilterFexit(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+	var o nfFexitObjects
+	if err := spec.LoadAndAssign(&o, opts); err != nil {
+		return fmt.Errorf("loading fentry/fexit programs on nf_hook_slow (the kernel needs BPF trampolines; netfilter links need 6.4+): %w",
+			errors.Join(ebpf.ErrNotSupported, explainLoadError(err)))
+	}
+	s.progs = append(s.progs, o.Enter, o.Exit)
+	for _, p := range []*ebpf.Program{o.Enter, o.Exit} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			return fmt.Errorf("attaching %s to nf_hook_slow: %w", p, err)
+		}
+		s.links = append(s.links, l)
+	}
+	return nil
+}
+
+func (s *EBPF) attachNetfilterLinks(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+	var o nfLinkObjects
+	if err := spec.LoadAndAssign(&o, opts); err != nil {
 		return fmt.Errorf("loading netfilter programs: %w", explainLoadError(err))
 	}
 	s.progs = append(s.progs, o.Enter, o.Exit)

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/pktfate/pktfate/internal/netns"
 	"github.com/pktfate/pktfate/internal/testutil"
 	"github.com/pktfate/pktfate/tracer"
@@ -170,11 +168,23 @@ func sendFrom(t *testing.T, ns *netns.NS, network string, dst netip.AddrPort) {
 // drops is never attributed to netfilter.
 func TestNetfilterHookAttribution(t *testing.T) {
 	testutil.RequireRoot(t)
-	if err := tracer.NetfilterLinksSupported(); err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) && testutil.InVM() == "6.1" {
-			t.Skipf("kernel 6.1 has no BPF netfilter links (6.4+): %v", err)
-		}
-		t.Fatal(err)
+	var methods []string
+	lerr, ferr := tracer.NetfilterLinksSupported(), tracer.FexitSupported()
+	if lerr == nil {
+		methods = append(methods, tracer.NetfilterLinks)
+	}
+	if ferr == nil {
+		methods = append(methods, tracer.NetfilterFexit)
+	}
+	switch vm := testutil.InVM(); {
+	case len(methods) == 0:
+		t.Fatalf("no netfilter attribution method: links: %v; fexit: %v", lerr, ferr)
+	case vm == "6.1" && lerr == nil:
+		t.Error("kernel 6.1 claims BPF netfilter links (they arrived in 6.4)")
+	case vm != "" && vm != "6.1" && len(methods) != 2:
+		t.Errorf("kernel %s should offer links and fexit: links: %v; fexit: %v", vm, lerr, ferr)
+	case vm != "" && ferr != nil:
+		t.Errorf("kernel %s should offer fexit: %v", vm, ferr)
 	}
 	for _, tool := range []string{"iptables-legacy", "iptables-nft", "nftables"} {
 		bin := "nft"
@@ -186,12 +196,22 @@ func TestNetfilterHookAttribution(t *testing.T) {
 		}
 	}
 	top := newNFTopology(t)
+	port := uint16(20000)
+	for _, method := range methods {
+		t.Run(method, func(t *testing.T) { testHookAttribution(t, top, method, &port) })
+	}
+}
+
+func testHookAttribution(t *testing.T, top *nfTopology, method string, port *uint16) {
 	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, FilterNetns: top.router.Inode,
-		Netfilter: true, NetfilterNetns: top.routerPath})
+		Netfilter: true, NetfilterNetns: top.routerPath, NetfilterMethod: method})
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
+	if src.NetfilterMethod != method {
+		t.Fatalf("method in use %q, want %q", src.NetfilterMethod, method)
+	}
 	var col collector
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -208,7 +228,6 @@ func TestNetfilterHookAttribution(t *testing.T) {
 		}
 	}()
 
-	port := uint16(20000)
 	for _, tool := range []string{"iptables-legacy", "iptables-nft", "nftables"} {
 		for _, fam := range nfFamilies {
 			for _, hook := range []string{"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING"} {
@@ -217,9 +236,9 @@ func TestNetfilterHookAttribution(t *testing.T) {
 					targets = append(targets, "REJECT")
 				}
 				for _, target := range targets {
-					port++
+					*port++
 					name := fmt.Sprintf("%s/%s/%s/%s", tool, fam.network, hook, target)
-					if err := addRule(ctx, top.router, tool, fam.network, hook, target, port); err != nil {
+					if err := addRule(ctx, top.router, tool, fam.network, hook, target, *port); err != nil {
 						t.Fatalf("%s: %v", name, err)
 					}
 					from, dst := top.client, fam.server
@@ -229,8 +248,8 @@ func TestNetfilterHookAttribution(t *testing.T) {
 					case "LOCAL_OUT":
 						from = top.router
 					}
-					sendFrom(t, from, fam.network, netip.AddrPortFrom(dst, port))
-					e := col.waitFor(port, 10*time.Second)
+					sendFrom(t, from, fam.network, netip.AddrPortFrom(dst, *port))
+					e := col.waitFor(*port, 10*time.Second)
 					switch {
 					case e == nil:
 						t.Errorf("%s: no drop reported", name)
@@ -249,9 +268,9 @@ func TestNetfilterHookAttribution(t *testing.T) {
 			}
 			// No rule: a packet to a closed port of the router is dropped by
 			// UDP, not inside netfilter.
-			port++
-			sendFrom(t, top.client, fam.network, netip.AddrPortFrom(fam.routerIn, port))
-			if e := col.waitFor(port, 10*time.Second); e == nil || e.Reason != "NO_SOCKET" || e.Hook != "" {
+			*port++
+			sendFrom(t, top.client, fam.network, netip.AddrPortFrom(fam.routerIn, *port))
+			if e := col.waitFor(*port, 10*time.Second); e == nil || e.Reason != "NO_SOCKET" || e.Hook != "" {
 				t.Errorf("%s/%s accepted: got %+v, want a NO_SOCKET drop outside netfilter", tool, fam.network, e)
 			}
 		}

@@ -54,6 +54,8 @@ const (
 	skbfateProgKfreeSkb        = "kfree_skb"
 	skbfateProgNfEnter         = "nf_enter"
 	skbfateProgNfExit          = "nf_exit"
+	skbfateProgNfHookSlowEnter = "nf_hook_slow_enter"
+	skbfateProgNfHookSlowExit  = "nf_hook_slow_exit"
 	skbfateVarFilterIfindex    = "filter_ifindex"
 	skbfateVarFilterMark       = "filter_mark"
 	skbfateVarFilterMarkMask   = "filter_mark_mask"
@@ -111,6 +113,8 @@ type skbfateProgramSpecs struct {
 	KfreeSkb        *ebpf.ProgramSpec `ebpf:"kfree_skb"`
 	NfEnter         *ebpf.ProgramSpec `ebpf:"nf_enter"`
 	NfExit          *ebpf.ProgramSpec `ebpf:"nf_exit"`
+	NfHookSlowEnter *ebpf.ProgramSpec `ebpf:"nf_hook_slow_enter"`
+	NfHookSlowExit  *ebpf.ProgramSpec `ebpf:"nf_hook_slow_exit"`
 }
 
 // skbfateMapSpecs contains maps before they are loaded into the kernel.
@@ -192,6 +196,8 @@ type skbfatePrograms struct {
 	KfreeSkb        *ebpf.Program `ebpf:"kfree_skb"`
 	NfEnter         *ebpf.Program `ebpf:"nf_enter"`
 	NfExit          *ebpf.Program `ebpf:"nf_exit"`
+	NfHookSlowEnter *ebpf.Program `ebpf:"nf_hook_slow_enter"`
+	NfHookSlowExit  *ebpf.Program `ebpf:"nf_hook_slow_exit"`
 }
 
 func (p *skbfatePrograms) Close() error {
@@ -201,6 +207,8 @@ func (p *skbfatePrograms) Close() error {
 		p.KfreeSkb,
 		p.NfEnter,
 		p.NfExit,
+		p.NfHookSlowEnter,
+		p.NfHookSlowExit,
 	)
 }
 

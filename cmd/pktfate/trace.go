@@ -282,8 +282,8 @@ func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint3
 	if !explicit && !auto {
 		return nil, nil
 	}
-	err := tracer.NetfilterLinksSupported()
-	if err == nil && netnsInode != 0 && netnsPath == "" {
+	method, err := tracer.NetfilterMethodAvailable()
+	if err == nil && method == tracer.NetfilterLinks && netnsInode != 0 && netnsPath == "" {
 		err = fmt.Errorf("netfilter links attach inside one network namespace and namespace %d cannot be opened; give --filter-netns as a name or path", netnsInode)
 	}
 	if err != nil {
@@ -292,6 +292,6 @@ func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint3
 		}
 		return []tracer.SourceStatus{{Name: "nf", Reason: err.Error()}}, nil
 	}
-	ecfg.Netfilter, ecfg.NetfilterNetns = true, netnsPath
+	ecfg.Netfilter, ecfg.NetfilterNetns, ecfg.NetfilterMethod = true, netnsPath, method
 	return []tracer.SourceStatus{{Name: "nf", Running: true}}, nil
 }
