@@ -7,6 +7,11 @@
 // attached (filtered to that namespace), and prints the sender's rate each
 // time, the kernel's own count of the drops (/proc/net/snmp Udp NoPorts),
 // how many drops pktfate reported and how many it counted as lost.
+//
+// With -target veth the packets cross a veth pair into a second namespace
+// where a socket receives them (no drop), and pktfate traces that
+// namespace with -trace-args (e.g. "--source nf --filter-fate drop"): the
+// cost of the netfilter hooks on delivered traffic.
 package main
 
 import (
@@ -35,8 +40,14 @@ func main() {
 	dur := flag.Duration("duration", 3*time.Second, "length of each flood")
 	rounds := flag.Int("rounds", 3, "alternating rounds without/with the tracer")
 	cpu := flag.Int("cpu", 0, "CPU the sender is pinned to")
+	target := flag.String("target", "closed", "closed: UDP to a closed port (every packet dropped); veth: delivered across a veth pair")
+	traceArgs := flag.String("trace-args", "--filter-fate drop", "extra pktfate trace arguments")
 	flag.Parse()
-	if err := run(*bin, *dur, *rounds, *cpu); err != nil {
+	if *target != "closed" && *target != "veth" {
+		fmt.Fprintf(os.Stderr, "udpflood: -target %q: use closed or veth\n", *target)
+		os.Exit(2)
+	}
+	if err := run(*bin, *dur, *rounds, *cpu, *target, strings.Fields(*traceArgs)); err != nil {
 		fmt.Fprintf(os.Stderr, "udpflood: %v\n", err)
 		os.Exit(1)
 	}
@@ -49,20 +60,75 @@ type result struct {
 
 func (r result) rate() float64 { return float64(r.sent) / r.secs }
 
-func run(bin string, dur time.Duration, rounds, cpu int) error {
-	ns, err := netns.New("")
+// setup is where the flood goes: dst from src, traced in traceNS.
+type setup struct {
+	src, traceNS *netns.NS
+	tracePath    string
+	dst          *net.UDPAddr
+}
+
+func newSetup(target string) (*setup, func(), error) {
+	src, err := netns.New("")
+	if err != nil {
+		return nil, nil, err
+	}
+	if target == "closed" {
+		return &setup{src: src, traceNS: src, dst: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}}, func() { src.Close() }, nil
+	}
+	name := fmt.Sprintf("udpflood-%d", os.Getpid())
+	dstNS, err := netns.New(name)
+	if err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	cleanup := func() { src.Close(); dstNS.Close() }
+	steps := []func() error{
+		func() error { return netns.Veth(src, "fl0", dstNS, "fl1") },
+		func() error { return src.AddAddr("fl0", "192.0.2.1/24") },
+		func() error { return dstNS.AddAddr("fl1", "192.0.2.2/24") },
+	}
+	for _, f := range steps {
+		if err := f(); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+	}
+	var sink *net.UDPConn
+	if err := dstNS.Do(func() error {
+		var err error
+		sink, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 5001})
+		return err
+	}); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	sink.SetReadBuffer(8 << 20)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := sink.ReadFromUDP(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return &setup{src: src, traceNS: dstNS, tracePath: "/run/netns/" + name, dst: &net.UDPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 5001}},
+		func() { sink.Close(); cleanup() }, nil
+}
+
+func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArgs []string) error {
+	st, cleanup, err := newSetup(target)
 	if err != nil {
 		return err
 	}
-	defer ns.Close()
+	defer cleanup()
 	var base, traced []result
 	for i := 0; i < rounds; i++ {
-		r, err := flood(ns, dur, cpu)
+		r, err := flood(st, dur, cpu)
 		if err != nil {
 			return err
 		}
 		base = append(base, r)
-		r, err = floodTraced(ns, bin, dur, cpu)
+		r, err = floodTraced(st, bin, dur, cpu, traceArgs)
 		if err != nil {
 			return err
 		}
@@ -127,22 +193,22 @@ func noPorts(ns *netns.NS) (uint64, error) {
 
 // flood sends 64-byte UDP datagrams to 127.0.0.1:9 in batches of 64
 // (sendmmsg) from a thread pinned to cpu, for dur.
-func flood(ns *netns.NS, dur time.Duration, cpu int) (result, error) {
+func flood(st *setup, dur time.Duration, cpu int) (result, error) {
 	var conn *net.UDPConn
-	if err := ns.Do(func() error {
+	if err := st.src.Do(func() error {
 		var err error
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		conn, err = net.ListenUDP("udp4", nil)
 		return err
 	}); err != nil {
 		return result{}, err
 	}
 	defer conn.Close()
-	before, err := noPorts(ns)
+	before, err := noPorts(st.traceNS)
 	if err != nil {
 		return result{}, err
 	}
 	pc := ipv4.NewPacketConn(conn)
-	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	dst := st.dst
 	msgs := make([]ipv4.Message, 64)
 	payload := make([]byte, 64)
 	for i := range msgs {
@@ -169,22 +235,26 @@ func flood(ns *netns.NS, dur time.Duration, cpu int) (result, error) {
 	}
 	secs := time.Since(start).Seconds()
 	time.Sleep(100 * time.Millisecond)
-	after, err := noPorts(ns)
+	after, err := noPorts(st.traceNS)
 	if err != nil {
 		return result{}, err
 	}
 	return result{sent: sent, noPorts: after - before, secs: secs}, nil
 }
 
-func floodTraced(ns *netns.NS, bin string, dur time.Duration, cpu int) (result, error) {
+func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []string) (result, error) {
 	dir, err := os.MkdirTemp("", "udpflood-")
 	if err != nil {
 		return result{}, err
 	}
 	defer os.RemoveAll(dir)
 	ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out.ndjson")
-	cmd := exec.Command(bin, "trace", "--filter-fate", "drop", "--output-json", "--output-file", out,
-		"--ready-file", ready, "--filter-netns", strconv.FormatUint(uint64(ns.Inode), 10))
+	netnsArg := strconv.FormatUint(uint64(st.traceNS.Inode), 10)
+	if st.tracePath != "" {
+		netnsArg = st.tracePath
+	}
+	args := append([]string{"trace", "--output-json", "--output-file", out, "--ready-file", ready, "--filter-netns", netnsArg}, traceArgs...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return result{}, err
@@ -198,7 +268,7 @@ func floodTraced(ns *netns.NS, bin string, dur time.Duration, cpu int) (result, 
 			return result{}, fmt.Errorf("pktfate never became ready")
 		}
 	}
-	r, err := flood(ns, dur, cpu)
+	r, err := flood(st, dur, cpu)
 	if err != nil {
 		return r, err
 	}
