@@ -4,19 +4,27 @@
 GO      ?= go
 BIN     := bin/pktfate
 KERNEL  ?=
-DEPS    := clang llvm libbpf-dev libpcap-dev tcpdump iproute2 nftables iptables \
-           qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap dwarves \
-           kmod bpftool gcc make
+# What building and running pktfate needs (the demo), and what the tests add.
+RUN_DEPS  := gcc make libpcap-dev iproute2 nftables
+TEST_DEPS := $(RUN_DEPS) clang llvm libbpf-dev tcpdump iptables \
+             qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap dwarves \
+             kmod bpftool
 GOFILES := $(shell find . -name '*.go' -not -path './.git/*' 2>/dev/null)
 
-.PHONY: all deps build demo generate check-generate test test-unit vmtest vmshell bench clean
+.PHONY: all deps deps-run install-pkgs build demo generate check-generate test test-unit vmtest vmshell bench clean
 
 all: build
 
-# Installs the Debian packages pktfate builds and tests with; does nothing
-# when they are all present.
+# Install the Debian packages pktfate builds and tests with (deps) or just
+# runs with (deps-run); they do nothing when everything is present.
 deps:
-	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	@$(MAKE) --no-print-directory install-pkgs PKGS="$(TEST_DEPS)"
+
+deps-run:
+	@$(MAKE) --no-print-directory install-pkgs PKGS="$(RUN_DEPS)"
+
+install-pkgs:
+	@missing=$$(for p in $(PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
@@ -27,7 +35,7 @@ build: $(BIN)
 $(BIN): $(GOFILES) go.mod go.sum tracer/skbfate_bpfel.o
 	$(GO) build -o $(BIN) ./cmd/pktfate
 
-demo: deps build
+demo: deps-run build
 	./$(BIN) demo
 
 # Regenerates the BPF objects and their Go bindings (needs clang).
