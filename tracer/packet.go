@@ -35,14 +35,25 @@ type packetDecoder struct {
 func newPacketDecoder() *packetDecoder {
 	d := &packetDecoder{layers: make([]gopacket.LayerType, 0, 8)}
 	all := []gopacket.DecodingLayer{&d.ip4, &d.ip6, &d.udp, &d.tcp, &d.icmp4, &d.icmp6, &d.arp}
-	d.p4 = gopacket.NewDecodingLayerParser(layers.LayerTypeIPv4, all...)
-	d.p6 = gopacket.NewDecodingLayerParser(layers.LayerTypeIPv6, all...)
-	d.pARP = gopacket.NewDecodingLayerParser(layers.LayerTypeARP, all...)
-	d.pEth = gopacket.NewDecodingLayerParser(layers.LayerTypeEthernet, append(all, &d.eth)...)
-	for _, p := range []*gopacket.DecodingLayerParser{d.p4, d.p6, d.pARP, d.pEth} {
-		p.IgnoreUnsupported = true
-	}
+	d.p4 = newParser(layers.LayerTypeIPv4, all...)
+	d.p6 = newParser(layers.LayerTypeIPv6, all...)
+	d.pARP = newParser(layers.LayerTypeARP, all...)
+	d.pEth = newParser(layers.LayerTypeEthernet, append(all, &d.eth)...)
 	return d
+}
+
+// newParser returns a parser that stops quietly at unsupported layers.
+// Layer types are small integers: a sparse array finds the next decoder
+// without the default container's map lookup.
+func newParser(first gopacket.LayerType, decoders ...gopacket.DecodingLayer) *gopacket.DecodingLayerParser {
+	dlc := gopacket.DecodingLayerContainer(gopacket.DecodingLayerSparse(nil))
+	for _, l := range decoders {
+		dlc = dlc.Put(l)
+	}
+	p := gopacket.NewDecodingLayerParser(first)
+	p.SetDecodingLayerContainer(dlc)
+	p.IgnoreUnsupported = true
+	return p
 }
 
 // decode fills p from data, which starts at the network header (or the MAC
@@ -121,11 +132,12 @@ func (d *packetDecoder) decode(p *Packet, etherType uint16, data []byte, mac boo
 }
 
 func tcpFlags(t *layers.TCP) uint8 {
-	var f uint8
-	for i, set := range []bool{t.FIN, t.SYN, t.RST, t.PSH, t.ACK, t.URG, t.ECE, t.CWR} {
+	bit := func(set bool, b uint8) uint8 {
 		if set {
-			f |= 1 << i
+			return b
 		}
+		return 0
 	}
-	return f
+	return bit(t.FIN, 0x01) | bit(t.SYN, 0x02) | bit(t.RST, 0x04) | bit(t.PSH, 0x08) |
+		bit(t.ACK, 0x10) | bit(t.URG, 0x20) | bit(t.ECE, 0x40) | bit(t.CWR, 0x80)
 }

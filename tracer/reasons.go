@@ -3,6 +3,8 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -98,6 +100,9 @@ func (r *Reasons) Name(v uint32) string {
 // Value returns the raw value of a reason name (without prefix) on this
 // kernel.
 func (r *Reasons) Value(name string) (uint32, bool) {
+	if name == "" {
+		return 0, false
+	}
 	for v, n := range r.names {
 		if n == name {
 			return uint32(v), true
@@ -125,8 +130,8 @@ func (r *Reasons) Names() []string {
 			out = append(out, n)
 		}
 	}
-	for _, n := range r.sparse {
-		out = append(out, n)
+	for _, v := range slices.Sorted(maps.Keys(r.sparse)) {
+		out = append(out, r.sparse[v])
 	}
 	return out
 }

@@ -1,0 +1,517 @@
+package render
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"maps"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+
+	"github.com/pktfate/pktfate/tracer"
+)
+
+// rfc3339Nano is the contract's time format: UTC, always nine fraction digits.
+var rfc3339Nano = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$`)
+
+// eventKeys are every key an event line may have.
+var eventKeys = map[string]bool{
+	"type": true, "time": true, "source": true, "fate": true, "reason": true, "location": true,
+	"hook": true, "family": true, "verdict": true,
+	"ifindex": true, "ifname": true, "netns": true, "mark": true, "len": true,
+	"proto": true, "ethertype": true, "src": true, "dst": true, "sport": true, "dport": true,
+	"icmp_type": true, "icmp_code": true, "tcp_flags": true, "cpu": true, "skb": true,
+}
+
+// TestNDJSONContract parses every line of the golden output with
+// encoding/json and checks the contract fields against the events.
+func TestNDJSONContract(t *testing.T) {
+	var out bytes.Buffer
+	renderAll(t, NewNDJSON(&out))
+	events := goldenEvents()
+	sum := goldenSummary(events)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != len(events)+1 {
+		t.Fatalf("%d lines, want %d events and a summary", len(lines), len(events))
+	}
+	for i, e := range events {
+		checkEventLine(t, i+1, lines[i], e)
+	}
+	checkSummaryLine(t, lines[len(lines)-1], sum)
+}
+
+func checkEventLine(t *testing.T, n int, line string, e *tracer.Event) {
+	t.Helper()
+	var m map[string]any
+	dec := json.NewDecoder(strings.NewReader(line))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		t.Fatalf("line %d %q: %v", n, line, err)
+	}
+	for k := range m {
+		if !eventKeys[k] {
+			t.Errorf("line %d: unexpected key %q", n, k)
+		}
+	}
+	str := func(k string) (string, bool) {
+		v, ok := m[k]
+		if !ok {
+			return "", false
+		}
+		s, isStr := v.(string)
+		if !isStr {
+			t.Errorf("line %d: %s = %v (%T), want a string", n, k, v, v)
+		}
+		return s, true
+	}
+	num := func(k string) (uint64, bool) {
+		v, ok := m[k]
+		if !ok {
+			return 0, false
+		}
+		jn, isNum := v.(json.Number)
+		if !isNum {
+			t.Errorf("line %d: %s = %v (%T), want a number", n, k, v, v)
+			return 0, true
+		}
+		u, err := jn.Int64()
+		if err != nil || u < 0 {
+			t.Errorf("line %d: %s = %v, want an unsigned integer", n, k, jn)
+		}
+		return uint64(u), true
+	}
+	wantStr := func(k string, want string, present bool) {
+		t.Helper()
+		got, ok := str(k)
+		if ok != present || (present && got != want) {
+			t.Errorf("line %d: %s = %q (present %v), want %q (present %v)", n, k, got, ok, want, present)
+		}
+	}
+	wantNum := func(k string, want uint64, present bool) {
+		t.Helper()
+		got, ok := num(k)
+		if ok != present || (present && got != want) {
+			t.Errorf("line %d: %s = %d (present %v), want %d (present %v)", n, k, got, ok, want, present)
+		}
+	}
+
+	wantStr("type", "event", true)
+	ts, _ := str("time")
+	if !rfc3339Nano.MatchString(ts) {
+		t.Errorf("line %d: time %q is not RFC 3339 UTC with nanoseconds", n, ts)
+	}
+	if tm, err := time.Parse(time.RFC3339Nano, ts); err != nil || !tm.Equal(e.Time) {
+		t.Errorf("line %d: time %q parses to %v (%v), want %v", n, ts, tm, err, e.Time)
+	}
+	wantStr("source", e.Source, true)
+	wantStr("fate", e.Fate.String(), true)
+	wantStr("reason", e.Reason, e.Fate == tracer.FateDrop)
+	wantStr("location", e.Location, e.Location != "")
+	wantStr("hook", e.Hook, e.Hook != "")
+	wantStr("family", e.Family, e.Hook != "")
+	wantStr("verdict", e.Verdict, e.Hook != "")
+	wantNum("ifindex", uint64(e.Ifindex), e.Ifindex != 0)
+	wantStr("ifname", replaceInvalid(e.Ifname), e.Ifname != "")
+	wantNum("netns", uint64(e.Netns), e.Netns != 0)
+	wantNum("mark", uint64(e.Mark), true)
+	wantNum("len", uint64(e.Len), true)
+	p := e.Packet
+	wantStr("proto", p.Proto, p.Proto != "")
+	wantNum("ethertype", uint64(e.EtherType), p.Proto == "" && e.EtherType != 0)
+	wantStr("src", p.Src.String(), p.Src.IsValid())
+	wantStr("dst", p.Dst.String(), p.Dst.IsValid())
+	ports := p.Proto == "udp" || p.Proto == "tcp"
+	wantNum("sport", uint64(p.Sport), ports)
+	wantNum("dport", uint64(p.Dport), ports)
+	icmp := p.Proto == "icmp" || p.Proto == "icmp6"
+	wantNum("icmp_type", uint64(p.ICMPType), icmp)
+	wantNum("icmp_code", uint64(p.ICMPCode), icmp)
+	wantStr("tcp_flags", string(appendTCPFlags(nil, p.TCPFlags)), p.Proto == "tcp")
+	wantNum("cpu", uint64(e.CPU), true)
+	if e.Skb != 0 {
+		wantStr("skb", "0x"+hex.EncodeToString([]byte{
+			byte(e.Skb >> 56), byte(e.Skb >> 48), byte(e.Skb >> 40), byte(e.Skb >> 32),
+			byte(e.Skb >> 24), byte(e.Skb >> 16), byte(e.Skb >> 8), byte(e.Skb)}), true)
+	} else {
+		wantStr("skb", "", false)
+	}
+}
+
+func checkSummaryLine(t *testing.T, line string, s *tracer.Summary) {
+	t.Helper()
+	var m struct {
+		Type       string            `json:"type"`
+		Start      time.Time         `json:"start"`
+		End        time.Time         `json:"end"`
+		Events     uint64            `json:"events"`
+		Drops      uint64            `json:"drops"`
+		Consumed   uint64            `json:"consumed"`
+		ByReason   map[string]uint64 `json:"by_reason"`
+		ByLocation map[string]uint64 `json:"by_location"`
+		ByHook     map[string]uint64 `json:"by_hook"`
+		Lost       map[string]uint64 `json:"lost"`
+		Sources    []struct {
+			Name    string  `json:"name"`
+			Running bool    `json:"running"`
+			Reason  *string `json:"reason"`
+		} `json:"sources"`
+	}
+	dec := json.NewDecoder(strings.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		t.Fatalf("summary %q: %v", line, err)
+	}
+	if m.Type != "summary" {
+		t.Errorf("last line has type %q, want summary", m.Type)
+	}
+	if !m.Start.Equal(s.Start) || !m.End.Equal(s.End) {
+		t.Errorf("start %v end %v, want %v %v", m.Start, m.End, s.Start, s.End)
+	}
+	if m.Events != s.Events || m.Drops != s.Drops || m.Consumed != s.Consumed || m.Events != m.Drops+m.Consumed {
+		t.Errorf("events %d drops %d consumed %d, want %d %d %d", m.Events, m.Drops, m.Consumed, s.Events, s.Drops, s.Consumed)
+	}
+	if !maps.Equal(m.ByReason, s.ByReason) {
+		t.Errorf("by_reason %v, want %v", m.ByReason, s.ByReason)
+	}
+	if !maps.Equal(m.ByLocation, s.ByLocation) {
+		t.Errorf("by_location %v, want %v", m.ByLocation, s.ByLocation)
+	}
+	if !maps.Equal(m.ByHook, s.ByHook) || len(m.ByHook) == 0 {
+		t.Errorf("by_hook %v, want %v", m.ByHook, s.ByHook)
+	}
+	// Every loss counter is listed, also the zero ones.
+	if len(m.Lost) != len(s.Lost) {
+		t.Errorf("lost %v, want every counter of %v", m.Lost, s.Lost)
+	}
+	for _, c := range s.Lost {
+		if v, ok := m.Lost[c.Name]; !ok || v != c.Value {
+			t.Errorf("lost[%s] = %d (%v), want %d", c.Name, v, ok, c.Value)
+		}
+	}
+	if len(m.Sources) != len(s.Sources) {
+		t.Fatalf("sources %+v, want %+v", m.Sources, s.Sources)
+	}
+	for i, src := range s.Sources {
+		got := m.Sources[i]
+		if got.Name != src.Name || got.Running != src.Running || (got.Reason != nil) != (src.Reason != "") ||
+			(got.Reason != nil && *got.Reason != src.Reason) {
+			t.Errorf("source %d = %+v, want %+v", i, got, src)
+		}
+	}
+	// by_reason is ordered largest first, then by name.
+	if i, j := strings.Index(line, `"NO_SOCKET":2`), strings.Index(line, `"ARP`); i < 0 || (j >= 0 && j < i) {
+		t.Errorf("by_reason not sorted largest first: %s", line)
+	}
+}
+
+// replaceInvalid replaces each byte that is not valid UTF-8 with U+FFFD,
+// as encoding/json does.
+func replaceInvalid(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+func TestAppendString(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                  `""`,
+		"lo":                `"lo"`,
+		`v"e`:               `"v\"e"`,
+		`a\b`:               `"a\\b"`,
+		"\n\t\r\x00\x1f":    `"\n\t\u000d\u0000\u001f"`,
+		"\xff":              `"\ufffd"`,
+		"a\xffb\xfe":        `"a\ufffdb\ufffd"`,
+		"é€😀":               `"é€😀"`,
+		"\xe2\x82":          `"\ufffd\ufffd"`, // truncated 3-byte sequence
+		"\x7f<>&":           "\"\x7f<>&\"",
+		"\u2028\u2029":      "\"\u2028\u2029\"",
+		"eth0\x00rest":      `"eth0\u0000rest"`,
+		"\xed\xa0\x80surr":  `"\ufffd\ufffd\ufffdsurr"`, // UTF-16 surrogate: invalid in UTF-8
+		"\xc0\xafoverlong/": `"\ufffd\ufffdoverlong/"`,
+	} {
+		got := string(appendString(nil, in))
+		if got != want {
+			t.Errorf("appendString(%q) = %s, want %s", in, got, want)
+		}
+		checkJSONString(t, in, got)
+	}
+}
+
+func checkJSONString(t *testing.T, in, enc string) {
+	t.Helper()
+	var back string
+	if err := json.Unmarshal([]byte(enc), &back); err != nil {
+		t.Fatalf("appendString(%q) = %s: not JSON: %v", in, enc, err)
+	}
+	if want := replaceInvalid(in); back != want {
+		t.Fatalf("appendString(%q) = %s decodes to %q, want %q", in, enc, back, want)
+	}
+	// encoding/json agrees on the decoded value.
+	std, _ := json.Marshal(in)
+	var stdBack string
+	if err := json.Unmarshal(std, &stdBack); err != nil || stdBack != back {
+		t.Fatalf("encoding/json encodes %q to a different string: %q vs %q", in, stdBack, back)
+	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "lo", "v\"\\\xff\xfe\x1bé", "\u2028", "\xed\xa0\x80", "eth0\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		checkJSONString(t, s, string(appendString([]byte("x"), s)[1:]))
+	})
+}
+
+func TestAppendRFC3339(t *testing.T) {
+	var c timeCache
+	times := []time.Time{
+		base,
+		base.Add(time.Nanosecond),
+		base.Add(time.Second), // next second: the cached prefix must change
+		base,                  // and back
+		time.Date(2026, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 11, 27, 6, 10, 0, 5, time.FixedZone("CET", 3600)), // converted to UTC
+		time.Date(1969, 12, 31, 23, 59, 59, 500000000, time.UTC),          // before the epoch
+		{},
+	}
+	for _, tm := range times {
+		got := string(c.appendRFC3339(nil, tm))
+		want := tm.UTC().Format("2006-01-02T15:04:05.000000000Z")
+		if got != want {
+			t.Errorf("appendRFC3339(%v) = %s, want %s", tm, got, want)
+		}
+	}
+}
+
+func TestSummaryWithoutEvents(t *testing.T) {
+	var out bytes.Buffer
+	r := NewNDJSON(&out)
+	s := tracer.NewSummary()
+	s.Start, s.End = base, base.Add(time.Second)
+	if err := r.Summary(s); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"type":"summary","start":"2026-11-27T04:10:00.123456789Z","end":"2026-11-27T04:10:01.123456789Z","events":0,"drops":0,"consumed":0,"by_reason":{},"by_location":{},"by_hook":{},"lost":{},"sources":[]}` + "\n"
+	if out.String() != want {
+		t.Errorf("got  %s\nwant %s", out.String(), want)
+	}
+}
+
+// errWriter fails every write.
+type errWriter struct{}
+
+func (errWriter) Write([]byte) (int, error) { return 0, os.ErrClosed }
+
+func TestRenderWriteErrors(t *testing.T) {
+	for name, r := range map[string]Renderer{"ndjson": NewNDJSON(errWriter{}), "text": NewText(errWriter{})} {
+		e := goldenEvents()[0]
+		var err error
+		// Output is buffered: the error shows at the latest on Flush or Summary.
+		for range 2000 {
+			if err = r.Event(e); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = r.Flush()
+		}
+		if err == nil {
+			t.Errorf("%s: no error from a failing writer", name)
+		}
+		if err := r.Summary(goldenSummary(nil)); err == nil {
+			t.Errorf("%s: Summary to a failing writer: no error", name)
+		}
+	}
+}
+
+// Records and fixtures shared with package tracer's tests.
+const (
+	recordsDir       = "../../testdata/records"
+	recordsKallsyms  = "../../testdata/kallsyms/6.18-records.txt"
+	recordsBTF       = "../../testdata/btf/6.18.btf"
+	recordsClockBase = int64(1_790_000_000_000_000_000)
+)
+
+// loadRecords reads the recorded ring-buffer records (testdata/records).
+func loadRecords(tb testing.TB) [][]byte {
+	tb.Helper()
+	b, err := os.ReadFile(recordsDir + "/records.json")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var m struct {
+		Records []struct{ File string }
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		tb.Fatal(err)
+	}
+	var out [][]byte
+	for _, r := range m.Records {
+		f, err := os.Open(recordsDir + "/" + r.File)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var raw []byte
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line, _, _ := strings.Cut(sc.Text(), "#")
+			h, err := hex.DecodeString(strings.Join(strings.Fields(line), ""))
+			if err != nil {
+				tb.Fatal(err)
+			}
+			raw = append(raw, h...)
+		}
+		f.Close()
+		out = append(out, raw)
+	}
+	if len(out) == 0 {
+		tb.Fatal("no records")
+	}
+	return out
+}
+
+func recordsDecoder(tb testing.TB) *tracer.Decoder {
+	tb.Helper()
+	spec, err := btf.LoadSpec(recordsBTF)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	reasons, err := tracer.ReasonsFromBTF(spec)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f, err := os.Open(recordsKallsyms)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := tracer.ParseKallsyms(f)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tracer.NewDecoder(reasons, syms, tracer.FixedClock(recordsClockBase))
+}
+
+// TestRecordsNDJSON renders the recorded records: the line of the UDP drop
+// is fixed by the record and the fixtures.
+func TestRecordsNDJSON(t *testing.T) {
+	d := recordsDecoder(t)
+	var out bytes.Buffer
+	r := NewNDJSON(&out)
+	for _, raw := range loadRecords(t) {
+		var ev tracer.Event
+		if err := d.Decode(raw, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Event(&ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	want := `{"type":"event","time":"2026-09-21T14:26:59.812899262Z","source":"ebpf","fate":"drop","reason":"NO_SOCKET","location":"__udp4_lib_rcv+0x4bc","ifindex":1,"ifname":"lo","netns":4026532246,"mark":0,"len":15,"proto":"udp","src":"127.0.0.1","dst":"127.0.0.1","sport":41784,"dport":9,"cpu":0,"skb":"0xffff888106837400"}`
+	if !slices.Contains(lines, want) {
+		t.Errorf("no line\n%s\nin\n%s", want, out.String())
+	}
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("invalid JSON: %s", l)
+		}
+	}
+}
+
+// BenchmarkDecodeRenderNDJSON is the hot path of `pktfate trace -o ndjson`:
+// decode one ring-buffer record, render it as an NDJSON line.
+func BenchmarkDecodeRenderNDJSON(b *testing.B) {
+	recs := loadRecords(b)
+	d := recordsDecoder(b)
+	r := NewNDJSON(io.Discard)
+	var ev tracer.Event
+	b.ReportAllocs()
+	i := 0
+	var cpu0 time.Duration
+	for b.Loop() {
+		if i == 0 {
+			cpu0 = processCPUTime(b)
+		}
+		if err := d.Decode(recs[i%len(recs)], &ev); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.Event(&ev); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	reportRates(b, i, processCPUTime(b)-cpu0)
+}
+
+// reportRates reports events per second of wall-clock time and per second
+// of CPU time used by the process: on a shared machine the second one does
+// not depend on what else runs (run with -cpu 1: with zero allocations the
+// process's CPU time is the benchmark's).
+func reportRates(b *testing.B, n int, cpu time.Duration) {
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+	if cpu > 0 {
+		b.ReportMetric(float64(n)/cpu.Seconds(), "events/cpu-s")
+	}
+}
+
+func processCPUTime(b *testing.B) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkNDJSONEvent renders a decoded event only.
+func BenchmarkNDJSONEvent(b *testing.B) {
+	e := goldenEvents()[0]
+	r := NewNDJSON(io.Discard)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := r.Event(e); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkTextEvent renders a decoded event as a text line.
+func BenchmarkTextEvent(b *testing.B) {
+	e := goldenEvents()[0]
+	r := NewText(io.Discard)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := r.Event(e); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "events/s")
+}
