@@ -3,6 +3,7 @@ package render
 import (
 	"bufio"
 	"io"
+	"net/netip"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -17,6 +18,77 @@ type NDJSON struct {
 	w   *bufio.Writer
 	buf []byte
 	ts  timeCache
+
+	// Consecutive events mostly share their reason, location and
+	// interface: the rendered JSON of those fields is kept and reused
+	// while they stay equal, which costs a few comparisons instead of
+	// escaping and number formatting.
+	heads  fragCache[headKey]
+	ifaces fragCache[ifaceKey]
+	addrs  fragCache[addrKey]
+}
+
+// fragCache keeps the rendered JSON of the last few distinct keys, looked
+// up by linear scan and replaced round robin: a handful of comparisons,
+// no hashing.
+type fragCache[K comparable] struct {
+	keys [8]K
+	json [8][]byte
+	n    int
+	next int
+}
+
+// get returns the cached JSON for k, or nil.
+func (c *fragCache[K]) get(k K) []byte {
+	for i := 0; i < c.n; i++ {
+		if c.keys[i] == k {
+			return c.json[i]
+		}
+	}
+	return nil
+}
+
+// put renders k with f into a reused slot and returns the JSON.
+func (c *fragCache[K]) put(k K, f func([]byte) []byte) []byte {
+	i := c.next
+	c.next = (c.next + 1) % len(c.keys)
+	if c.n < len(c.keys) {
+		c.n++
+	}
+	c.keys[i] = k
+	c.json[i] = f(c.json[i][:0])
+	return c.json[i]
+}
+
+type addrKey struct {
+	src  bool
+	addr netip.Addr
+}
+
+type headKey struct {
+	fate                                            tracer.Fate
+	source, reason, location, hook, family, verdict string
+}
+
+type ifaceKey struct {
+	ifindex, netns uint32
+	ifname         string
+}
+
+func (r *NDJSON) appendAddr(b []byte, src bool, a netip.Addr) []byte {
+	k := addrKey{src, a}
+	if j := r.addrs.get(k); j != nil {
+		return append(b, j...)
+	}
+	return append(b, r.addrs.put(k, func(h []byte) []byte {
+		if src {
+			h = append(h, `,"src":"`...)
+		} else {
+			h = append(h, `,"dst":"`...)
+		}
+		h = a.AppendTo(h)
+		return append(h, '"')
+	})...)
 }
 
 // NewNDJSON returns an NDJSON renderer writing to w.
@@ -24,44 +96,73 @@ func NewNDJSON(w io.Writer) *NDJSON {
 	return &NDJSON{w: bufio.NewWriterSize(w, 64<<10), buf: make([]byte, 0, 1024)}
 }
 
+func (r *NDJSON) appendHead(b []byte, e *tracer.Event) []byte {
+	k := headKey{e.Fate, e.Source, e.Reason, e.Location, e.Hook, e.Family, e.Verdict}
+	if j := r.heads.get(k); j != nil {
+		return append(b, j...)
+	}
+	return append(b, r.heads.put(k, func(h []byte) []byte { return renderHead(h, e) })...)
+}
+
+func renderHead(h []byte, e *tracer.Event) []byte {
+	h = append(h, `","source":`...)
+	h = appendString(h, e.Source)
+	h = append(h, `,"fate":"`...)
+	h = append(h, e.Fate.String()...)
+	h = append(h, '"')
+	if e.Reason != "" {
+		h = append(h, `,"reason":`...)
+		h = appendString(h, e.Reason)
+	}
+	if e.Location != "" {
+		h = append(h, `,"location":`...)
+		h = appendString(h, e.Location)
+	}
+	if e.Hook != "" {
+		h = append(h, `,"hook":`...)
+		h = appendString(h, e.Hook)
+		h = append(h, `,"family":`...)
+		h = appendString(h, e.Family)
+		h = append(h, `,"verdict":`...)
+		h = appendString(h, e.Verdict)
+	}
+	return h
+}
+
+func (r *NDJSON) appendIface(b []byte, e *tracer.Event) []byte {
+	k := ifaceKey{e.Ifindex, e.Netns, e.Ifname}
+	if j := r.ifaces.get(k); j != nil {
+		return append(b, j...)
+	}
+	return append(b, r.ifaces.put(k, func(h []byte) []byte { return renderIface(h, e) })...)
+}
+
+func renderIface(h []byte, e *tracer.Event) []byte {
+	if e.Ifindex != 0 {
+		h = append(h, `,"ifindex":`...)
+		h = strconv.AppendUint(h, uint64(e.Ifindex), 10)
+	}
+	if e.Ifname != "" {
+		h = append(h, `,"ifname":`...)
+		h = appendString(h, e.Ifname)
+	}
+	if e.Netns != 0 {
+		h = append(h, `,"netns":`...)
+		h = strconv.AppendUint(h, uint64(e.Netns), 10)
+	}
+	if h == nil {
+		h = []byte{} // cached as present, even when empty
+	}
+	return h
+}
+
 // Event implements Renderer.
 func (r *NDJSON) Event(e *tracer.Event) error {
 	b := r.buf[:0]
 	b = append(b, `{"type":"event","time":"`...)
 	b = r.ts.appendRFC3339(b, e.Time)
-	b = append(b, `","source":`...)
-	b = appendString(b, e.Source)
-	b = append(b, `,"fate":"`...)
-	b = append(b, e.Fate.String()...)
-	b = append(b, '"')
-	if e.Reason != "" {
-		b = append(b, `,"reason":`...)
-		b = appendString(b, e.Reason)
-	}
-	if e.Location != "" {
-		b = append(b, `,"location":`...)
-		b = appendString(b, e.Location)
-	}
-	if e.Hook != "" {
-		b = append(b, `,"hook":`...)
-		b = appendString(b, e.Hook)
-		b = append(b, `,"family":`...)
-		b = appendString(b, e.Family)
-		b = append(b, `,"verdict":`...)
-		b = appendString(b, e.Verdict)
-	}
-	if e.Ifindex != 0 {
-		b = append(b, `,"ifindex":`...)
-		b = strconv.AppendUint(b, uint64(e.Ifindex), 10)
-	}
-	if e.Ifname != "" {
-		b = append(b, `,"ifname":`...)
-		b = appendString(b, e.Ifname)
-	}
-	if e.Netns != 0 {
-		b = append(b, `,"netns":`...)
-		b = strconv.AppendUint(b, uint64(e.Netns), 10)
-	}
+	b = r.appendHead(b, e)
+	b = r.appendIface(b, e)
 	b = append(b, `,"mark":`...)
 	b = strconv.AppendUint(b, uint64(e.Mark), 10)
 	b = append(b, `,"len":`...)
@@ -76,31 +177,27 @@ func (r *NDJSON) Event(e *tracer.Event) error {
 		b = strconv.AppendUint(b, uint64(e.EtherType), 10)
 	}
 	if p.Src.IsValid() {
-		b = append(b, `,"src":"`...)
-		b = p.Src.AppendTo(b)
-		b = append(b, '"')
+		b = r.appendAddr(b, true, p.Src)
 	}
 	if p.Dst.IsValid() {
-		b = append(b, `,"dst":"`...)
-		b = p.Dst.AppendTo(b)
-		b = append(b, '"')
+		b = r.appendAddr(b, false, p.Dst)
 	}
-	if p.Proto == "udp" || p.Proto == "tcp" {
+	switch p.Proto {
+	case "udp", "tcp":
 		b = append(b, `,"sport":`...)
 		b = strconv.AppendUint(b, uint64(p.Sport), 10)
 		b = append(b, `,"dport":`...)
 		b = strconv.AppendUint(b, uint64(p.Dport), 10)
-	}
-	if p.Proto == "icmp" || p.Proto == "icmp6" {
+		if p.Proto == "tcp" {
+			b = append(b, `,"tcp_flags":"`...)
+			b = appendTCPFlags(b, p.TCPFlags)
+			b = append(b, '"')
+		}
+	case "icmp", "icmp6":
 		b = append(b, `,"icmp_type":`...)
 		b = strconv.AppendUint(b, uint64(p.ICMPType), 10)
 		b = append(b, `,"icmp_code":`...)
 		b = strconv.AppendUint(b, uint64(p.ICMPCode), 10)
-	}
-	if p.Proto == "tcp" {
-		b = append(b, `,"tcp_flags":"`...)
-		b = appendTCPFlags(b, p.TCPFlags)
-		b = append(b, '"')
 	}
 	b = append(b, `,"cpu":`...)
 	b = strconv.AppendUint(b, uint64(e.CPU), 10)
@@ -257,27 +354,36 @@ func appendString(b []byte, s string) []byte {
 // timeCache formats RFC 3339 UTC timestamps with nanoseconds, reusing the
 // formatted date and time of day while the second does not change.
 type timeCache struct {
-	sec    int64
-	prefix []byte // "2006-01-02T15:04:05"
+	day    int64
+	prefix []byte // "2006-01-02T" of day
 }
 
+// appendRFC3339 appends t in UTC with nanoseconds. Only the date needs a
+// calendar computation, once a day; the time of day is arithmetic, so
+// events that interleave around a second boundary cost nothing extra.
 func (c *timeCache) appendRFC3339(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	sec := t.Unix()
-	if c.prefix == nil || sec != c.sec {
-		c.sec = sec
-		c.prefix = appendDateTime(c.prefix[:0], t)
+	unix := t.Unix()
+	day, sod := unix/86400, unix%86400
+	if sod < 0 {
+		day, sod = day-1, sod+86400
+	}
+	if c.prefix == nil || day != c.day {
+		c.day = day
+		c.prefix = appendDateTime(c.prefix[:0], t.UTC())[:len("2006-01-02T")]
 	}
 	b = append(b, c.prefix...)
+	h, m, sec := sod/3600, sod/60%60, sod%60
 	ns := t.Nanosecond()
-	var d [10]byte
-	d[0] = '.'
-	for i := 9; i >= 1; i-- {
+	var d [19]byte
+	d[0], d[1], d[2] = byte('0'+h/10), byte('0'+h%10), ':'
+	d[3], d[4], d[5] = byte('0'+m/10), byte('0'+m%10), ':'
+	d[6], d[7], d[8] = byte('0'+sec/10), byte('0'+sec%10), '.'
+	for i := 17; i >= 9; i-- {
 		d[i] = byte('0' + ns%10)
 		ns /= 10
 	}
-	b = append(b, d[:]...)
-	return append(b, 'Z')
+	d[18] = 'Z'
+	return append(b, d[:]...)
 }
 
 // appendDateTime appends t as "2006-01-02T15:04:05" without the cost of
