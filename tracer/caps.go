@@ -9,6 +9,7 @@ import (
 
 // Capability numbers from include/uapi/linux/capability.h.
 const (
+	capNetAdmin = 12
 	capSysAdmin = 21
 	capPerfmon  = 38
 	capBPF      = 39

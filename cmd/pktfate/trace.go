@@ -42,7 +42,7 @@ type traceConfig struct {
 func traceFlags(cfg *traceConfig, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("pktfate trace", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Func("source", "event sources, comma separated: ebpf, nf (netfilter hook attribution), auto = every one this kernel can run (default auto)", func(s string) error {
+	fs.Func("source", "event sources, comma separated: ebpf, nf (netfilter hook attribution), dropmon (the kernel's drop monitor, NET_DM), auto = every one this kernel can run (default auto)", func(s string) error {
 		cfg.Sources = strings.Split(s, ",")
 		return nil
 	})
@@ -90,11 +90,11 @@ func parseTrace(args []string, stderr io.Writer) (traceConfig, error) {
 	}
 	for _, s := range cfg.Sources {
 		switch s {
-		case "auto", "ebpf", "nf":
-		case "dropmon", "kmod":
-			return cfg, usageErrorf("--source %s is not implemented yet; use ebpf, nf or auto", s)
+		case "auto", "ebpf", "nf", "dropmon":
+		case "kmod":
+			return cfg, usageErrorf("--source %s is not implemented yet; use ebpf, nf, dropmon or auto", s)
 		default:
-			return cfg, usageErrorf("--source %q: unknown source; use ebpf, nf or auto", s)
+			return cfg, usageErrorf("--source %q: unknown source; use ebpf, nf, dropmon or auto", s)
 		}
 	}
 	return cfg, nil
@@ -205,6 +205,20 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		}
 	}
 	src := tracer.NewEBPF(ecfg)
+	sources := []tracer.Source{src}
+	dm, dmStatus, err := chooseDropmon(cfg, decoder, netnsInode != 0 || ifindex != 0 || mask != 0)
+	if err != nil {
+		return err
+	}
+	if dm != nil {
+		sources = append(sources, dm)
+	}
+	for _, st := range dmStatus {
+		if !st.Running {
+			fmt.Fprintf(stderr, "pktfate: source %s not running: %s\n", st.Name, st.Reason)
+		}
+	}
+	status = append(status, dmStatus...)
 
 	out, closeOut, err := openOutput(cfg, stdout)
 	if err != nil {
@@ -227,7 +241,7 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 	}
 	stats := &capture.Stats{}
 	ccfg := capture.Config{
-		Sources:  []tracer.Source{src},
+		Sources:  sources,
 		Status:   status,
 		Filter:   filter,
 		Reasons:  reasons,
@@ -238,6 +252,9 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 			logf("attached in %s (kfree_skb, consume_skb location: %v)", time.Since(started).Round(time.Millisecond), src.ConsumeLocation)
 			if live != nil {
 				live.start(stats)
+			}
+			if dm != nil && dm.Passive() {
+				fmt.Fprintln(stderr, "pktfate: drop monitoring was already running (dropwatch or another pktfate): source dropmon attached passively and leaves it running")
 			}
 			if cfg.ReadyFile != "" {
 				if err := os.WriteFile(cfg.ReadyFile, []byte("ready\n"), 0o644); err != nil {
@@ -271,6 +288,34 @@ func parseReasons(list string, known *tracer.Reasons) (map[string]bool, error) {
 		out[r] = true
 	}
 	return out, nil
+}
+
+// chooseDropmon adds the drop monitor source (NET_DM) when it was asked for,
+// explicitly (then it must run) or through auto (then it runs where the
+// kernel has it). NET_DM alerts carry no network namespace and no mark, so
+// the in-kernel filters cannot apply to them.
+func chooseDropmon(cfg traceConfig, decoder *tracer.Decoder, kernelFilters bool) (*tracer.Dropmon, []tracer.SourceStatus, error) {
+	explicit, auto := slices.Contains(cfg.Sources, "dropmon"), slices.Contains(cfg.Sources, "auto")
+	if !explicit && !auto {
+		return nil, nil, nil
+	}
+	src := tracer.NewDropmon(tracer.DropmonConfig{SnapLen: cfg.SnapLen, Decoder: decoder})
+	var err error
+	switch {
+	case cfg.FilterFate == "consume":
+		err = errors.New("the drop monitor reports drops only (--filter-fate consume)")
+	case kernelFilters:
+		err = errors.New("NET_DM alerts carry no network namespace or mark: --filter-netns, --filter-ifname and --filter-mark cannot apply to them")
+	default:
+		err = src.CanRun()
+	}
+	if err != nil {
+		if explicit {
+			return nil, nil, fmt.Errorf("source dropmon cannot run: %w", err)
+		}
+		return nil, []tracer.SourceStatus{{Name: "dropmon", Reason: err.Error()}}, nil
+	}
+	return src, nil, nil
 }
 
 // chooseNetfilter turns on the netfilter hook attribution (source nf) when

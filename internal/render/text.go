@@ -27,13 +27,13 @@ func NewText(w io.Writer) *Text {
 	return &Text{w: bufio.NewWriterSize(w, 32<<10), buf: make([]byte, 0, 256)}
 }
 
-const textLayout = "%-15s %-7s %-20s %-34s %-12s %-10s %-10s %s\n"
+const textLayout = "%-15s %-7s %-7s %-20s %-34s %-12s %-10s %-10s %s\n"
 
 // Event implements Renderer.
 func (r *Text) Event(e *tracer.Event) error {
 	if !r.header {
 		r.header = true
-		if _, err := fmt.Fprintf(r.w, textLayout, "TIME", "FATE", "REASON", "LOCATION", "HOOK", "IFACE", "NETNS", "PACKET"); err != nil {
+		if _, err := fmt.Fprintf(r.w, textLayout, "TIME", "SOURCE", "FATE", "REASON", "LOCATION", "HOOK", "IFACE", "NETNS", "PACKET"); err != nil {
 			return err
 		}
 	}
@@ -65,7 +65,7 @@ func (r *Text) Event(e *tracer.Event) error {
 	if hook == "" {
 		hook = "-"
 	}
-	_, err := fmt.Fprintf(r.w, textLayout, t.Format("15:04:05.000000"), e.Fate, reason, loc, hook, iface, netns, PacketSummary(e))
+	_, err := fmt.Fprintf(r.w, textLayout, t.Format("15:04:05.000000"), e.Source, e.Fate, reason, loc, hook, iface, netns, PacketSummary(e))
 	return err
 }
 

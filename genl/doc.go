@@ -1,0 +1,13 @@
+// Package genl is the home of pktfate's generic netlink clients. Each family
+// lives in its own subpackage:
+//
+//   - genl/dropmon: the kernel's drop monitor (family NET_DM, what dropwatch
+//     uses), pktfate's second observer of packet drops next to eBPF.
+//
+// The clients follow one shape (see STYLE.md): a type wrapping a
+// *genetlink.Conn with the family and its multicast groups resolved once,
+// one parse function per message type on a netlink.AttributeDecoder, and
+// errno values mapped so that callers can branch with errors.Is
+// (os.ErrNotExist: the family is not registered, the source is not
+// available; os.ErrPermission: a capability is missing).
+package genl

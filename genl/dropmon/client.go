@@ -1,0 +1,316 @@
+package dropmon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ErrBusy is wrapped by the error of Start and SetConfig when drop
+// monitoring is already running: NET_DM's state is global, so someone (a
+// dropwatch, another pktfate, or a pktfate that was killed) started it. The
+// caller can attach passively: join the events group and read what that
+// session produces, without configuring, starting or stopping anything.
+// START then fails with EAGAIN and CONFIG with EBUSY
+// (set_all_monitor_traces, net_dm_hw_monitor_start and net_dm_cmd_config in
+// net/core/drop_monitor.c); the errno stays wrapped too.
+var ErrBusy = errors.New("drop monitor already running (NET_DM state is global)")
+
+// Drops selects what START and STOP act on.
+type Drops uint8
+
+const (
+	// DropsSoftware is drops in the kernel's stack (NET_DM_ATTR_SW_DROPS).
+	DropsSoftware Drops = 1 << iota
+	// DropsHardware is packets trapped by devices and reported through
+	// devlink (NET_DM_ATTR_HW_DROPS). Kernels built without devlink refuse
+	// it with EOPNOTSUPP.
+	DropsHardware
+)
+
+// String returns "sw", "hw", "sw+hw" or "none".
+func (d Drops) String() string {
+	switch d & (DropsSoftware | DropsHardware) {
+	case DropsSoftware:
+		return "sw"
+	case DropsHardware:
+		return "hw"
+	case DropsSoftware | DropsHardware:
+		return "sw+hw"
+	}
+	return "none"
+}
+
+// Config is the drop monitor's global configuration (CONFIG, CONFIG_GET).
+type Config struct {
+	// Mode is what the events group carries: packet or summary alerts.
+	Mode AlertMode
+	// TruncLen caps the payload of packet alerts in bytes; 0 sends the
+	// whole packet (up to 64 KiB).
+	TruncLen uint32
+	// QueueLen is the per-CPU queue of packets waiting to be sent as
+	// alerts (the kernel's default is 1000); beyond it packets are counted
+	// in Stats.Dropped instead. In SetConfig, 0 keeps the kernel's value.
+	QueueLen uint32
+}
+
+// Stats are the drop monitor's loss counters (STATS_GET). They count since
+// the module was loaded, across sessions: take differences.
+type Stats struct {
+	// Dropped is the number of software drops not reported because the
+	// per-CPU queue was full.
+	Dropped uint64
+	// HWDropped is the same for hardware drops; HasHW says whether the
+	// kernel reported it.
+	HWDropped uint64
+	HasHW     bool
+}
+
+// Client talks to the kernel's drop monitor, the generic netlink family
+// NET_DM. Create it with Dial; it must be closed.
+//
+// Kernel quirks every user must know:
+//   - NET_DM exists only in the initial network namespace (a Client dialled
+//     in another one fails with os.ErrNotExist), yet it reports drops in
+//     every namespace, and neither tells which one nor gives the skb
+//     address or mark.
+//   - Its state (running or not, alert mode, truncation, queue length) is
+//     global and has no owner: never Stop a session someone else started
+//     (see Session, which tracks what this process started).
+//   - CONFIG, START and STOP need CAP_NET_ADMIN; CONFIG_GET and STATS_GET
+//     need nothing; joining the events group needs CAP_SYS_ADMIN.
+//   - In packet mode the kernel clones each dropped skb and frees the clone
+//     with consume_skb from a kworker after sending the alert.
+//
+// A Client is not safe for concurrent use, except that Listen's Events
+// have their own socket.
+type Client struct {
+	c      *genetlink.Conn
+	family genetlink.Family
+	group  uint32
+	// dialEvents opens the socket for Listen (a second one: commands and
+	// multicast events never share a socket).
+	dialEvents func() (eventConn, error)
+}
+
+// Dial opens a generic netlink socket and resolves the NET_DM family and its
+// events group. When the family is not registered the error wraps
+// os.ErrNotExist: drop_monitor is not available on this kernel (or not from
+// this network namespace), which is not a crash.
+func Dial() (*Client, error) {
+	conn, err := genetlink.Dial(nil)
+	if err != nil {
+		return nil, fmt.Errorf("opening generic netlink socket: %w", err)
+	}
+	// Extended acks carry the kernel's reason ("Trace state already set to
+	// requested state") into OpError.Message; best effort.
+	_ = conn.SetOption(netlink.ExtendedAcknowledge, true)
+	c, err := initClient(conn)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	c.dialEvents = dialEventConn
+	return c, nil
+}
+
+// initClient resolves the family and the events group on conn; tests call
+// it with a genltest connection.
+func initClient(conn *genetlink.Conn) (*Client, error) {
+	f, err := conn.GetFamily(familyName)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("generic netlink family %s not registered (kernel without CONFIG_NET_DROP_MONITOR, "+
+				"drop_monitor module not loaded, or not in the initial network namespace): %w", familyName, err)
+		}
+		return nil, fmt.Errorf("resolving generic netlink family %s: %w", familyName, err)
+	}
+	var group uint32
+	for _, g := range f.Groups {
+		if g.Name == eventsGroup {
+			group = g.ID
+			break
+		}
+	}
+	if group == 0 {
+		return nil, fmt.Errorf("generic netlink family %s has no %q multicast group", familyName, eventsGroup)
+	}
+	return &Client{c: conn, family: f, group: group}, nil
+}
+
+// Close closes the command socket. It stops nothing: monitoring outlives
+// the socket (see Session).
+func (c *Client) Close() error { return c.c.Close() }
+
+// FamilyVersion returns the family's version as the kernel registered it (2
+// on every kernel with packet alerts).
+func (c *Client) FamilyVersion() uint8 { return c.family.Version }
+
+// SetConfig sets the alert mode, truncation length and queue length (CONFIG;
+// CAP_NET_ADMIN). While monitoring runs, the kernel refuses any change: the
+// error wraps ErrBusy.
+func (c *Client) SetConfig(cfg Config) error {
+	_, err := c.execute(cmdConfig, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		ae.Uint8(attrAlertMode, uint8(cfg.Mode))
+		ae.Uint32(attrTruncLen, cfg.TruncLen)
+		if cfg.QueueLen != 0 {
+			ae.Uint32(attrQueueLen, cfg.QueueLen)
+		}
+	})
+	return err
+}
+
+// Config reads the current configuration (CONFIG_GET; no privileges).
+func (c *Client) Config() (Config, error) {
+	msgs, err := c.execute(cmdConfigGet, 0, nil)
+	if err != nil {
+		return Config{}, err
+	}
+	if len(msgs) != 1 || msgs[0].Header.Command != cmdConfigNew {
+		return Config{}, fmt.Errorf("reading NET_DM configuration: %w: want one CONFIG_NEW reply, got %d messages", ErrMalformed, len(msgs))
+	}
+	ad, err := netlink.NewAttributeDecoder(msgs[0].Data)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading NET_DM configuration: %w: %w", ErrMalformed, err)
+	}
+	cfg, err := parseConfig(ad)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading NET_DM configuration: %w: %w", ErrMalformed, err)
+	}
+	return cfg, nil
+}
+
+// parseConfig decodes a CONFIG_NEW reply (net_dm_config_fill).
+func parseConfig(ad *netlink.AttributeDecoder) (Config, error) {
+	var cfg Config
+	for ad.Next() {
+		switch ad.Type() {
+		case attrAlertMode:
+			cfg.Mode = AlertMode(ad.Uint8())
+		case attrTruncLen:
+			cfg.TruncLen = ad.Uint32()
+		case attrQueueLen:
+			cfg.QueueLen = ad.Uint32()
+		}
+	}
+	return cfg, ad.Err()
+}
+
+// Start starts monitoring the drops d selects (START; CAP_NET_ADMIN). When
+// monitoring already runs the error wraps ErrBusy. Asking for hardware drops
+// on a kernel without devlink fails with EOPNOTSUPP (unix.EOPNOTSUPP,
+// wrapped), and the kernel then undoes the software part as well.
+func (c *Client) Start(d Drops) error {
+	_, err := c.execute(cmdStart, netlink.Acknowledge, d.encode)
+	return err
+}
+
+// Stop stops monitoring the drops d selects (STOP; CAP_NET_ADMIN). Stopping
+// what is not running succeeds. Only stop what you started: the state is
+// global.
+func (c *Client) Stop(d Drops) error {
+	_, err := c.execute(cmdStop, netlink.Acknowledge, d.encode)
+	return err
+}
+
+func (d Drops) encode(ae *netlink.AttributeEncoder) {
+	if d&DropsSoftware != 0 {
+		ae.Flag(attrSWDrops, true)
+	}
+	if d&DropsHardware != 0 {
+		ae.Flag(attrHWDrops, true)
+	}
+}
+
+// Stats reads the loss counters (STATS_GET; no privileges).
+func (c *Client) Stats() (Stats, error) {
+	msgs, err := c.execute(cmdStatsGet, 0, nil)
+	if err != nil {
+		return Stats{}, err
+	}
+	if len(msgs) != 1 || msgs[0].Header.Command != cmdStatsNew {
+		return Stats{}, fmt.Errorf("reading NET_DM statistics: %w: want one STATS_NEW reply, got %d messages", ErrMalformed, len(msgs))
+	}
+	ad, err := netlink.NewAttributeDecoder(msgs[0].Data)
+	if err != nil {
+		return Stats{}, fmt.Errorf("reading NET_DM statistics: %w: %w", ErrMalformed, err)
+	}
+	st, err := parseStats(ad)
+	if err != nil {
+		return Stats{}, fmt.Errorf("reading NET_DM statistics: %w: %w", ErrMalformed, err)
+	}
+	return st, nil
+}
+
+// parseStats decodes a STATS_NEW reply (net_dm_stats_fill): the software
+// and hardware counters, each nested with a u64 of type 0.
+func parseStats(ad *netlink.AttributeDecoder) (Stats, error) {
+	var st Stats
+	dropped := func(dst *uint64) func(*netlink.AttributeDecoder) error {
+		return func(nad *netlink.AttributeDecoder) error {
+			for nad.Next() {
+				if nad.Type() == statsAttrDropped {
+					*dst = nad.Uint64()
+				}
+			}
+			return nad.Err()
+		}
+	}
+	for ad.Next() {
+		switch ad.Type() {
+		case attrStats:
+			ad.Nested(dropped(&st.Dropped))
+		case attrHWStats:
+			st.HasHW = true
+			ad.Nested(dropped(&st.HWDropped))
+		}
+	}
+	return st, ad.Err()
+}
+
+var cmdNames = [...]string{
+	cmdConfig: "CONFIG", cmdStart: "START", cmdStop: "STOP",
+	cmdConfigGet: "CONFIG_GET", cmdStatsGet: "STATS_GET",
+}
+
+// execute sends one command and returns its replies, with errno values
+// mapped (EPERM names the capability; busy states wrap ErrBusy).
+func (c *Client) execute(cmd uint8, flags netlink.HeaderFlags, encode func(*netlink.AttributeEncoder)) ([]genetlink.Message, error) {
+	name := cmdNames[cmd]
+	var data []byte
+	if encode != nil {
+		ae := netlink.NewAttributeEncoder()
+		encode(ae)
+		b, err := ae.Encode()
+		if err != nil {
+			return nil, fmt.Errorf("encoding NET_DM %s: %w", name, err)
+		}
+		data = b
+	}
+	req := genetlink.Message{
+		Header: genetlink.Header{Command: cmd, Version: familyVersion},
+		Data:   data,
+	}
+	msgs, err := c.c.Execute(req, c.family.ID, netlink.Request|flags)
+	if err != nil {
+		return nil, mapError(cmd, err)
+	}
+	return msgs, nil
+}
+
+// mapError names the step and turns errno values into what callers branch on.
+func mapError(cmd uint8, err error) error {
+	name := cmdNames[cmd]
+	switch {
+	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+		return fmt.Errorf("NET_DM %s needs CAP_NET_ADMIN: %w", name, err)
+	case cmd == cmdStart && errors.Is(err, unix.EAGAIN),
+		cmd == cmdConfig && errors.Is(err, unix.EBUSY):
+		return fmt.Errorf("NET_DM %s: %w: %w", name, ErrBusy, err)
+	}
+	return fmt.Errorf("NET_DM %s: %w", name, err)
+}

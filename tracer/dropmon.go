@@ -1,0 +1,185 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pktfate/pktfate/genl/dropmon"
+)
+
+// DropmonConfig configures the dropmon source.
+type DropmonConfig struct {
+	// SnapLen is how many bytes of each packet to keep from its network
+	// header, as for the ebpf source (NET_DM truncates from the MAC header:
+	// the source asks for 14 more). Zero means the default, 128.
+	SnapLen int
+	// QueueLen is NET_DM's per-CPU alert queue; 0 keeps the kernel's (1000).
+	QueueLen uint32
+	// Hardware also asks for devlink hardware drops where the kernel has them.
+	Hardware bool
+	// Decoder names reasons (for ReasonCode) and decodes packets; nil uses
+	// raw names only.
+	Decoder *Decoder
+	// MarkerPath overrides dropmon.DefaultMarkerPath ("-" disables it).
+	MarkerPath string
+}
+
+// dropmonDrain is how long Run keeps reading after ctx is done: NET_DM
+// sends alerts from a kworker, some time after the drop.
+const dropmonDrain = 200 * time.Millisecond
+
+// Dropmon observes drops through the kernel's drop monitor (NET_DM, packet
+// mode). Create it with NewDropmon; it must be closed. When another program
+// already runs drop monitoring the source attaches passively (Passive) and
+// gets whatever alert mode that program configured.
+type Dropmon struct {
+	cfg     DropmonConfig
+	sess    *dropmon.Session
+	decoder *Decoder
+	clock   Clock
+
+	summaries uint64 // summary alerts of a passive session in summary mode
+}
+
+// NewDropmon returns a dropmon source; nothing happens until Start.
+func NewDropmon(cfg DropmonConfig) *Dropmon {
+	if cfg.SnapLen == 0 {
+		cfg.SnapLen = defaultSnapLen
+	}
+	return &Dropmon{cfg: cfg}
+}
+
+// Name implements Source.
+func (s *Dropmon) Name() string { return "dropmon" }
+
+// CanRun implements Source: the kernel needs the NET_DM family (the error
+// wraps os.ErrNotExist without it), and the process CAP_NET_ADMIN and
+// CAP_SYS_ADMIN.
+func (s *Dropmon) CanRun() error {
+	caps, err := effectiveCaps()
+	if err != nil {
+		return fmt.Errorf("reading process capabilities: %w", err)
+	}
+	if !hasCap(caps, capNetAdmin) || !hasCap(caps, capSysAdmin) {
+		return fmt.Errorf("drop monitor needs CAP_NET_ADMIN and CAP_SYS_ADMIN: run as root: %w", os.ErrPermission)
+	}
+	c, err := dropmon.Dial()
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// Start implements Source.
+func (s *Dropmon) Start() error {
+	drops := dropmon.DropsSoftware
+	if s.cfg.Hardware {
+		drops |= dropmon.DropsHardware
+	}
+	sess, err := dropmon.StartSession(dropmon.SessionConfig{
+		Config: dropmon.Config{
+			Mode:     dropmon.ModePacket,
+			TruncLen: uint32(s.cfg.SnapLen + 14),
+			QueueLen: s.cfg.QueueLen,
+		},
+		Drops:      drops,
+		MarkerPath: s.cfg.MarkerPath,
+	})
+	if err != nil {
+		return err
+	}
+	s.sess = sess
+	s.decoder = s.cfg.Decoder
+	if s.decoder == nil {
+		s.decoder = NewDecoder(nil, nil, NewClock())
+	}
+	s.clock = s.decoder.Clock
+	return nil
+}
+
+// Passive reports whether the source attached to drop monitoring another
+// program runs (valid after Start).
+func (s *Dropmon) Passive() bool { return s.sess != nil && s.sess.Passive() }
+
+// Run implements Source.
+func (s *Dropmon) Run(ctx context.Context, h Handler) error {
+	if s.sess == nil {
+		return errors.New("dropmon source: Run before Start")
+	}
+	ev := s.sess.Events()
+	stop := context.AfterFunc(ctx, func() { _ = ev.SetReadDeadline(time.Now().Add(dropmonDrain)) })
+	defer stop()
+	var a dropmon.Alert
+	var e Event
+	for {
+		err := ev.Read(&a)
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, dropmon.ErrClosed):
+			return nil
+		default:
+			return err
+		}
+		if a.Kind != dropmon.KindPacket {
+			s.summaries++
+			continue
+		}
+		s.fill(&e, &a.Packet)
+		h(&e)
+	}
+}
+
+// fill converts a packet alert into an Event. NET_DM gives no skb address,
+// mark, netns or CPU; its time is wall-clock, converted to the monotonic
+// clock of the ebpf events with the same offset.
+func (s *Dropmon) fill(e *Event, p *dropmon.PacketAlert) {
+	*e = Event{Source: "dropmon", Fate: FateDrop, Data: e.Data[:0]}
+	e.Time = p.Time()
+	e.Mono = s.clock.Mono(e.Time)
+	e.LocationAddr = p.PC
+	// %pS prints "func+0xoff/0xsize": keep "func+0xoff" like Symbols.Format.
+	e.Location, _, _ = strings.Cut(p.Symbol, "/")
+	if p.Origin == dropmon.OriginHardware {
+		e.Location = "hw:" + p.HWTrapGroup + "/" + p.HWTrapName
+	}
+	e.Reason = p.Reason
+	if v, ok := s.decoder.Reasons.Value(p.Reason); ok {
+		e.ReasonCode = v
+	}
+	e.Ifindex = p.Ifindex
+	e.Ifname = p.Ifname
+	e.Len = p.OrigLen
+	e.EtherType = p.Proto
+	n := min(len(p.Payload), s.cfg.SnapLen+14)
+	e.Data = append(e.Data, p.Payload[:n]...)
+	e.MACHeader = true
+	s.decoder.pkt.decode(&e.Packet, e.EtherType, e.Data, true)
+}
+
+// Losses implements Source: alerts the kernel's queue could not hold, and
+// ENOBUFS overruns of the events socket.
+func (s *Dropmon) Losses() []Counter {
+	var l dropmon.Loss
+	if s.sess != nil {
+		l, _ = s.sess.Loss()
+	}
+	return []Counter{
+		{Name: "dropmon_queue_full", Value: l.Queue + l.HWQueue},
+		{Name: "dropmon_socket_overrun", Value: l.Overruns},
+		{Name: "dropmon_decode_errors", Value: l.Decode},
+		{Name: "dropmon_summary_alerts_skipped", Value: s.summaries},
+	}
+}
+
+// Close implements Source: it stops monitoring only if this source started
+// it.
+func (s *Dropmon) Close() error {
+	if s.sess == nil {
+		return nil
+	}
+	return s.sess.Close()
+}
