@@ -32,6 +32,8 @@ enum event_flags {
 	EVF_HAS_LOCATION = 1 << 2,
 	/* Freed inside a netfilter hook's chain: nf_hook and nf_pf are valid. */
 	EVF_NF = 1 << 3,
+	/* The skb had a MAC header (drop_monitor skips packets without one). */
+	EVF_MAC_SET = 1 << 4,
 };
 
 enum counter {
@@ -208,6 +210,8 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	nh = skb->network_header;
 	mh = skb->mac_header;
 	tail = skb->tail;
+	if (mh != (__u16)~0U)
+		flags |= EVF_MAC_SET;
 	if (nh != (__u16)~0U) {
 		off = nh;
 		flags |= EVF_NETWORK;

@@ -38,6 +38,7 @@ const (
 	flagMAC         = 1 << 1
 	flagHasLocation = 1 << 2
 	flagNF          = 1 << 3
+	flagMACSet      = 1 << 4
 )
 
 // NetfilterHook names a netfilter inet hook number (enum nf_inet_hooks).
@@ -123,6 +124,7 @@ func (d *Decoder) Decode(raw []byte, ev *Event) error {
 	ev.EtherType = binary.BigEndian.Uint16(raw[offProtocol:])
 	ev.Data = raw[offData : int(offData)+capLen]
 	ev.MACHeader = flags&flagMAC != 0
+	ev.HadMAC = flags&flagMACSet != 0
 
 	switch {
 	case kind == kindConsume:

@@ -70,6 +70,10 @@ type Event struct {
 	// MACHeader is set when the kernel had no network header for this packet
 	// and Data starts at the MAC header.
 	MACHeader bool
+	// HadMAC is set when the kernel had a MAC header for this packet
+	// (drop_monitor cannot report packets without one). Only the ebpf
+	// source knows; others leave it false.
+	HadMAC bool
 
 	// Hook is the netfilter hook whose chain the packet was freed in
 	// ("LOCAL_IN"), or "" when it was not freed inside netfilter or the

@@ -1,0 +1,622 @@
+package tracer
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Observer names. "nf" is the netfilter attribution of the ebpf source: BPF
+// programs on the netfilter hooks (or nf_hook_slow), independent of the
+// kfree_skb tracepoint that reports the drop.
+const (
+	ObserverEBPF    = "ebpf"
+	ObserverNF      = "nf"
+	ObserverDropmon = "dropmon"
+	ObserverKmod    = "kmod"
+)
+
+// Observers lists every observer pktfate knows, in report order.
+var Observers = []string{ObserverEBPF, ObserverNF, ObserverDropmon, ObserverKmod}
+
+// ObserverStatus says what one observer knows of a packet.
+type ObserverStatus uint8
+
+const (
+	// StatusNotRunning: the observer was not running in this capture.
+	StatusNotRunning ObserverStatus = iota
+	// StatusSaw: the observer reported the packet.
+	StatusSaw
+	// StatusBlind: the observer cannot see such a packet by design (NET_DM
+	// reports no consumed packets and no packet without a MAC header; the
+	// netfilter observers see only packets freed inside a hook).
+	StatusBlind
+	// StatusLost: the observer lost events around the packet's time, so its
+	// silence proves nothing.
+	StatusLost
+	// StatusMissed: the observer was running, could have seen the packet,
+	// lost nothing, and did not report it.
+	StatusMissed
+)
+
+var statusNames = [...]string{"not_running", "saw", "blind", "lost", "missed"}
+
+func (s ObserverStatus) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return fmt.Sprintf("status_%d", s)
+}
+
+// Verdict is how far the observers agree about a packet's fate.
+type Verdict uint8
+
+const (
+	// VerdictSingle: one observer saw it; none other could have.
+	VerdictSingle Verdict = iota
+	// VerdictConfirmed: two or more independent observers saw it and agree.
+	VerdictConfirmed
+	// VerdictConflict: observers that saw it disagree on fate, reason or location.
+	VerdictConflict
+	// VerdictUnconfirmed: another observer should have seen it and did not.
+	VerdictUnconfirmed
+)
+
+var verdictNames = [...]string{"single", "confirmed", "conflict", "unconfirmed"}
+
+func (v Verdict) String() string {
+	if int(v) < len(verdictNames) {
+		return verdictNames[v]
+	}
+	return fmt.Sprintf("verdict_%d", v)
+}
+
+// Sighting is what one observer reported of a packet.
+type Sighting struct {
+	Observer string
+	Mono     uint64
+	Fate     Fate
+	Reason   string
+	Location string
+	Hook     string
+}
+
+// ObserverReport is one observer's part in a FateRecord.
+type ObserverReport struct {
+	Name   string
+	Status ObserverStatus
+	// Why explains StatusBlind and StatusNotRunning.
+	Why string
+	// Sighting is valid with StatusSaw.
+	Sighting Sighting
+}
+
+// FateRecord joins what every observer saw of one packet.
+type FateRecord struct {
+	// ID numbers records in emission order, from 1.
+	ID uint64
+	// Event is the most complete sighting's event (the ebpf one when there
+	// is one); its Fate, Reason, Location, Hook, Family and Verdict are the
+	// agreed answer, filled in from other observers where it lacked them.
+	Event *Event
+	// Observers has one entry per known observer, in Observers order.
+	Observers []ObserverReport
+	Verdict   Verdict
+	// Conflicts describes each disagreement ("reason: ebpf NO_SOCKET, dropmon NOT_SPECIFIED").
+	Conflicts []string
+	// Late is set when a sighting arrived after the record's window had
+	// closed: it could not be joined with the others' sightings.
+	Late bool
+
+	sightings []Sighting
+	mono      uint64 // earliest sighting
+	skb       uint64
+	hash      uint64
+	hadMAC    bool
+	ifindex   uint32
+	done      bool
+	// Intrusive chains of the bySkb and byHash indexes, oldest first.
+	nextSkb, nextHash *FateRecord
+}
+
+// Confirmations returns the names of the observers that saw the packet.
+func (r *FateRecord) Confirmations() []string {
+	var out []string
+	for _, o := range r.Observers {
+		if o.Status == StatusSaw {
+			out = append(out, o.Name)
+		}
+	}
+	return out
+}
+
+// CorrelatorConfig configures a Correlator.
+type CorrelatorConfig struct {
+	// Running names the observers running in this capture.
+	Running map[string]bool
+	// Window is how long a record waits for other observers' sightings
+	// after its first one (default 200ms). NET_DM sends alerts from a
+	// kworker, so its sightings arrive later than eBPF's.
+	Window time.Duration
+	// Skew is the largest time difference between sightings joined without
+	// a shared skb address: NET_DM's wall-clock timestamps converted to
+	// the monotonic clock (default 20ms).
+	Skew time.Duration
+	// SkbSkew bounds the time difference of sightings joined by skb address
+	// (same clock; default 5ms, because addresses are reused).
+	SkbSkew time.Duration
+	// MaxPending bounds the records waiting in the window (default 65536);
+	// past it the oldest is emitted early.
+	MaxPending int
+}
+
+// CorrelatorStats counts what the correlator did besides joining.
+type CorrelatorStats struct {
+	Records uint64
+	// Late counts sightings that arrived after their window closed.
+	Late uint64
+	// Forced counts records emitted before their window closed because
+	// MaxPending was reached.
+	Forced uint64
+	// ByVerdict counts records by verdict.
+	ByVerdict [4]uint64
+	// Agreement[a][b] counts records both observers a and b saw
+	// (indices into Observers); Disagreement counts those in conflict.
+	Agreement, Disagreement [4][4]uint64
+}
+
+// Correlator joins sightings of the same packet by different observers
+// into FateRecords. eBPF and the kernel module share the skb address and
+// the clock; NET_DM has neither, so its sightings join by time, in-port
+// and a hash of the network and transport headers. Records wait at most
+// Window for more sightings, then are emitted in time order; memory is
+// bounded by MaxPending. Not safe for concurrent use.
+type Correlator struct {
+	cfg     CorrelatorConfig
+	emit    func(*FateRecord)
+	pending []*FateRecord // by mono, nearly sorted on arrival
+	// Chains of pending records by skb address and by header hash; each
+	// index is kept only when two running observers can use it.
+	bySkb, byHash       map[uint64]*FateRecord
+	indexSkb, indexHash bool
+	losses  map[string][]lossSpan
+	lastOut uint64 // mono of the last emitted record
+	nextID  uint64
+	free    []*FateRecord
+	stats   CorrelatorStats
+}
+
+type lossSpan struct{ from, to uint64 }
+
+// NewCorrelator returns a Correlator calling emit for every record, in
+// time order. The record passed to emit is reused afterwards: copy what
+// must be kept.
+func NewCorrelator(cfg CorrelatorConfig, emit func(*FateRecord)) *Correlator {
+	if cfg.Window == 0 {
+		cfg.Window = 200 * time.Millisecond
+	}
+	if cfg.Skew == 0 {
+		cfg.Skew = 20 * time.Millisecond
+	}
+	if cfg.SkbSkew == 0 {
+		cfg.SkbSkew = 5 * time.Millisecond
+	}
+	if cfg.MaxPending == 0 {
+		cfg.MaxPending = 65536
+	}
+	return &Correlator{
+		cfg: cfg, emit: emit,
+		bySkb:  map[uint64]*FateRecord{},
+		byHash: map[uint64]*FateRecord{},
+		losses: map[string][]lossSpan{},
+		// eBPF and the module share skb addresses; NET_DM joins by headers.
+		indexSkb:  cfg.Running[ObserverEBPF] && cfg.Running[ObserverKmod],
+		indexHash: cfg.Running[ObserverDropmon] && (cfg.Running[ObserverEBPF] || cfg.Running[ObserverKmod]),
+	}
+}
+
+// chainAdd appends r to the chain of key k.
+func chainAdd(m map[uint64]*FateRecord, k uint64, r *FateRecord, next func(*FateRecord) **FateRecord) {
+	head, ok := m[k]
+	if !ok {
+		m[k] = r
+		return
+	}
+	for *next(head) != nil {
+		head = *next(head)
+	}
+	*next(head) = r
+}
+
+// chainRemove unlinks r from the chain of key k.
+func chainRemove(m map[uint64]*FateRecord, k uint64, r *FateRecord, next func(*FateRecord) **FateRecord) {
+	head, ok := m[k]
+	if !ok {
+		return
+	}
+	if head == r {
+		if n := *next(r); n != nil {
+			m[k] = n
+		} else {
+			delete(m, k)
+		}
+		*next(r) = nil
+		return
+	}
+	for p := head; *next(p) != nil; p = *next(p) {
+		if *next(p) == r {
+			*next(p) = *next(r)
+			*next(r) = nil
+			return
+		}
+	}
+}
+
+func skbNext(r *FateRecord) **FateRecord  { return &r.nextSkb }
+func hashNext(r *FateRecord) **FateRecord { return &r.nextHash }
+
+// Stats returns the counters so far.
+func (c *Correlator) Stats() CorrelatorStats { return c.stats }
+
+// NoteLoss records that an observer lost events between two monotonic
+// times: records in that span do not count its silence against it.
+func (c *Correlator) NoteLoss(observer string, from, to uint64) {
+	spans := c.losses[observer]
+	if n := len(spans); n > 0 && spans[n-1].to >= from {
+		spans[n-1].to = max(spans[n-1].to, to)
+	} else {
+		spans = append(spans, lossSpan{from, to})
+	}
+	c.losses[observer] = spans
+}
+
+// headerHash hashes the network header and the first 8 bytes after it
+// (ports, ICMP type): what every observer captures of the same packet.
+func headerHash(e *Event) uint64 {
+	d := e.Data
+	if e.MACHeader {
+		if len(d) < 14 {
+			return 0
+		}
+		d = d[14:]
+	}
+	n := 0
+	switch {
+	case len(d) >= 20 && d[0]>>4 == 4:
+		n = int(d[0]&0xf)*4 + 8
+	case len(d) >= 40 && d[0]>>4 == 6:
+		n = 48
+	default:
+		return 0
+	}
+	n = min(n, len(d))
+	// FNV-1a, 64 bit. Bytes 8 (IPv4 TTL) and 10-11 (checksum) are the same
+	// for every observer of one skb, so they stay in.
+	h := uint64(14695981039346656037)
+	for _, b := range d[:n] {
+		h ^= uint64(b)
+		h *= 1099511628211
+	}
+	return h
+}
+
+func absDiff(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
+func (r *FateRecord) has(observer string) bool {
+	for i := range r.sightings {
+		if r.sightings[i].Observer == observer {
+			return true
+		}
+	}
+	return false
+}
+
+// Add joins one event (and, for an ebpf event with netfilter attribution,
+// the nf observer's sighting) to a pending record or starts a new one.
+func (c *Correlator) Add(e *Event) {
+	s := Sighting{Observer: e.Source, Mono: e.Mono, Fate: e.Fate, Reason: e.Reason, Location: e.Location, Hook: e.Hook}
+	hash := headerHash(e)
+	if c.lastOut != 0 && e.Mono+uint64(c.cfg.Window) < c.lastOut {
+		// Its partners are gone already: report it on its own.
+		c.stats.Late++
+		r := c.newRecord(e, hash)
+		r.Late = true
+		c.addSighting(r, s, e)
+		c.finalize(r)
+		return
+	}
+	r := c.match(e, hash)
+	if r == nil {
+		r = c.newRecord(e, hash)
+		c.insert(r)
+	} else if r.Event.Source != ObserverEBPF && e.Source == ObserverEBPF {
+		// Prefer the ebpf event as the record's representative: it has
+		// the skb, netns and mark that others lack.
+		c.setEvent(r, e)
+	}
+	c.addSighting(r, s, e)
+	for len(c.pending) > c.cfg.MaxPending {
+		c.stats.Forced++
+		c.pop()
+	}
+}
+
+func (c *Correlator) addSighting(r *FateRecord, s Sighting, e *Event) {
+	r.sightings = append(r.sightings, s)
+	if e.Hook != "" && e.Source == ObserverEBPF {
+		r.sightings = append(r.sightings, Sighting{Observer: ObserverNF, Mono: e.Mono, Fate: e.Fate, Reason: e.Reason, Hook: e.Hook})
+	}
+	if e.Skb != 0 && r.skb == 0 {
+		r.skb = e.Skb
+		if c.indexSkb && !r.done {
+			chainAdd(c.bySkb, e.Skb, r, skbNext)
+		}
+	}
+	if e.HadMAC {
+		r.hadMAC = true
+	}
+	if r.ifindex == 0 {
+		r.ifindex = e.Ifindex
+	}
+	if e.Mono < r.mono {
+		r.mono = e.Mono
+	}
+}
+
+// match finds the pending record e belongs to: the same skb within
+// SkbSkew, else the same headers (and in-port, when both know it) within
+// Skew; the earliest such record that lacks this observer.
+func (c *Correlator) match(e *Event, hash uint64) *FateRecord {
+	if e.Skb != 0 && c.indexSkb {
+		for r := c.bySkb[e.Skb]; r != nil; r = r.nextSkb {
+			if !r.has(e.Source) && absDiff(r.mono, e.Mono) <= uint64(c.cfg.SkbSkew) {
+				return r
+			}
+		}
+	}
+	if hash == 0 || !c.indexHash {
+		return nil
+	}
+	for r := c.byHash[hash]; r != nil; r = r.nextHash {
+		if r.has(e.Source) || absDiff(r.mono, e.Mono) > uint64(c.cfg.Skew) {
+			continue
+		}
+		if e.Skb != 0 && r.skb != 0 {
+			continue // both know the skb, and it differs
+		}
+		if e.Ifindex != 0 && r.ifindex != 0 && e.Ifindex != r.ifindex {
+			continue
+		}
+		return r
+	}
+	return nil
+}
+
+func (c *Correlator) newRecord(e *Event, hash uint64) *FateRecord {
+	var r *FateRecord
+	if n := len(c.free); n > 0 {
+		r, c.free = c.free[n-1], c.free[:n-1]
+		ev, sightings, obs := r.Event, r.sightings[:0], r.Observers[:0]
+		*r = FateRecord{Event: ev, sightings: sightings, Observers: obs}
+	} else {
+		r = &FateRecord{Event: &Event{}}
+	}
+	c.setEvent(r, e)
+	r.mono, r.hash = e.Mono, hash
+	if hash != 0 && c.indexHash {
+		chainAdd(c.byHash, hash, r, hashNext)
+	}
+	return r
+}
+
+func (c *Correlator) setEvent(r *FateRecord, e *Event) {
+	data := append(r.Event.Data[:0], e.Data...)
+	*r.Event = *e
+	r.Event.Data = data
+}
+
+// insert keeps pending sorted by mono; arrivals are nearly in order, so
+// the search starts at the end.
+func (c *Correlator) insert(r *FateRecord) {
+	i := len(c.pending)
+	for i > 0 && c.pending[i-1].mono > r.mono {
+		i--
+	}
+	if i == len(c.pending) {
+		c.pending = append(c.pending, r)
+		return
+	}
+	c.pending = slices.Insert(c.pending, i, r)
+}
+
+// Advance emits every record whose window closed before now (monotonic ns).
+func (c *Correlator) Advance(now uint64) {
+	for len(c.pending) > 0 && c.pending[0].mono+uint64(c.cfg.Window) <= now {
+		c.pop()
+	}
+}
+
+// Flush emits every pending record (at the end of a capture).
+func (c *Correlator) Flush() {
+	for len(c.pending) > 0 {
+		c.pop()
+	}
+}
+
+func (c *Correlator) pop() {
+	r := c.pending[0]
+	c.pending[0] = nil
+	c.pending = c.pending[1:]
+	c.lastOut = max(c.lastOut, r.mono)
+	c.finalize(r)
+}
+
+func (c *Correlator) finalize(r *FateRecord) {
+	r.done = true
+	if r.skb != 0 && c.indexSkb {
+		chainRemove(c.bySkb, r.skb, r, skbNext)
+	}
+	if r.hash != 0 && c.indexHash {
+		chainRemove(c.byHash, r.hash, r, hashNext)
+	}
+	c.judge(r)
+	c.nextID++
+	r.ID = c.nextID
+	c.stats.Records++
+	c.stats.ByVerdict[r.Verdict]++
+	c.emit(r)
+	c.free = append(c.free, r)
+	c.pruneLosses(r.mono)
+}
+
+// pruneLosses forgets loss spans that ended more than a window before t.
+func (c *Correlator) pruneLosses(t uint64) {
+	for name, spans := range c.losses {
+		i := 0
+		for i < len(spans) && spans[i].to+uint64(c.cfg.Window) < t {
+			i++
+		}
+		if i > 0 {
+			c.losses[name] = spans[i:]
+		}
+	}
+}
+
+func (c *Correlator) lostAt(observer string, t uint64) bool {
+	for _, s := range c.losses[observer] {
+		if t+uint64(c.cfg.Window) >= s.from && t <= s.to+uint64(c.cfg.Window) {
+			return true
+		}
+	}
+	return false
+}
+
+// judge fills the agreed answer, each observer's status and the verdict.
+func (c *Correlator) judge(r *FateRecord) {
+	e := r.Event
+	// Fill what the representative lacks from the other sightings.
+	for _, s := range r.sightings {
+		if e.Hook == "" && s.Hook != "" {
+			e.Hook = s.Hook
+			if e.Verdict == "" {
+				e.Verdict = "drop"
+			}
+		}
+		if e.Reason == "" && s.Fate == FateDrop {
+			e.Reason = s.Reason
+		}
+		if e.Location == "" {
+			e.Location = s.Location
+		}
+	}
+	r.Observers = r.Observers[:0]
+	saw := 0
+	missed := false
+	for _, name := range Observers {
+		o := ObserverReport{Name: name}
+		switch {
+		case !c.cfg.Running[name]:
+			o.Status, o.Why = StatusNotRunning, "not running"
+		case r.has(name):
+			o.Status = StatusSaw
+			for _, s := range r.sightings {
+				if s.Observer == name {
+					o.Sighting = s
+					break
+				}
+			}
+			saw++
+		default:
+			if why := blindness(name, r); why != "" {
+				o.Status, o.Why = StatusBlind, why
+			} else if c.lostAt(name, r.mono) {
+				o.Status = StatusLost
+			} else {
+				o.Status = StatusMissed
+				missed = true
+			}
+		}
+		r.Observers = append(r.Observers, o)
+	}
+	r.Conflicts = conflicts(r, r.Conflicts[:0])
+	switch {
+	case len(r.Conflicts) > 0:
+		r.Verdict = VerdictConflict
+	case saw >= 2:
+		r.Verdict = VerdictConfirmed
+	case missed:
+		r.Verdict = VerdictUnconfirmed
+	default:
+		r.Verdict = VerdictSingle
+	}
+	for i, a := range r.Observers {
+		if a.Status != StatusSaw {
+			continue
+		}
+		for j, b := range r.Observers {
+			if j <= i || b.Status != StatusSaw {
+				continue
+			}
+			c.stats.Agreement[i][j]++
+			if r.Verdict == VerdictConflict {
+				c.stats.Disagreement[i][j]++
+			}
+		}
+	}
+}
+
+// blindness says why an observer could not have seen this packet, or "".
+func blindness(observer string, r *FateRecord) string {
+	e := r.Event
+	switch observer {
+	case ObserverDropmon:
+		if e.Fate != FateDrop {
+			return "drop_monitor reports drops only"
+		}
+		if r.skb != 0 && !r.hadMAC {
+			return "drop_monitor skips packets without a MAC header"
+		}
+	case ObserverNF, ObserverKmod:
+		if e.Hook == "" {
+			return "sees only packets freed inside a netfilter hook"
+		}
+	}
+	return ""
+}
+
+// conflicts lists where the observers that saw the packet disagree.
+func conflicts(r *FateRecord, out []string) []string {
+	var first *Sighting
+	for i := range r.sightings {
+		s := &r.sightings[i]
+		if first == nil {
+			first = s
+			continue
+		}
+		if s.Fate != first.Fate {
+			out = append(out, fmt.Sprintf("fate: %s %s, %s %s", first.Observer, first.Fate, s.Observer, s.Fate))
+		}
+		if s.Reason != "" && first.Reason != "" && s.Reason != first.Reason {
+			out = append(out, fmt.Sprintf("reason: %s %s, %s %s", first.Observer, first.Reason, s.Observer, s.Reason))
+		}
+		if s.Location != "" && first.Location != "" && Function(s.Location) != Function(first.Location) {
+			out = append(out, fmt.Sprintf("location: %s %s, %s %s", first.Observer, Function(first.Location), s.Observer, Function(s.Location)))
+		}
+		if s.Hook != "" && first.Hook != "" && s.Hook != first.Hook {
+			out = append(out, fmt.Sprintf("hook: %s %s, %s %s", first.Observer, first.Hook, s.Observer, s.Hook))
+		}
+	}
+	return out
+}
+
+// ObserverList formats the names of the observers that saw the packet
+// ("ebpf+dropmon").
+func (r *FateRecord) ObserverList() string {
+	return strings.Join(r.Confirmations(), "+")
+}

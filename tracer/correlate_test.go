@@ -1,0 +1,290 @@
+package tracer
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+const ms = uint64(time.Millisecond)
+
+// udpHeaders returns IPv4+UDP headers from 10.0.0.1:sport to 10.0.0.2:9.
+func udpHeaders(sport uint16) []byte {
+	d := make([]byte, 28)
+	d[0], d[2], d[3], d[8], d[9] = 0x45, 0, 28, 64, 17
+	copy(d[12:], []byte{10, 0, 0, 1, 10, 0, 0, 2})
+	d[20], d[21], d[23], d[25] = byte(sport>>8), byte(sport), 9, 8
+	return d
+}
+
+func ebpfDrop(mono, skb uint64, sport uint16, reason, loc string) *Event {
+	return &Event{Source: ObserverEBPF, Mono: mono, Skb: skb, Fate: FateDrop, Reason: reason, Location: loc,
+		Ifindex: 1, Data: udpHeaders(sport), HadMAC: true, EtherType: 0x0800}
+}
+
+// dropmonDrop is the NET_DM view of the same packet: payload from the MAC
+// header, no skb address.
+func dropmonDrop(mono uint64, sport uint16, reason, loc string) *Event {
+	return &Event{Source: ObserverDropmon, Mono: mono, Fate: FateDrop, Reason: reason, Location: loc,
+		Ifindex: 1, Data: append(make([]byte, 14), udpHeaders(sport)...), MACHeader: true, EtherType: 0x0800}
+}
+
+type result struct {
+	verdict   Verdict
+	observers map[string]ObserverStatus
+	reason    string
+	hook      string
+	late      bool
+	conflicts []string
+	mono      uint64
+}
+
+func collect(cfg CorrelatorConfig) (*Correlator, *[]result) {
+	var out []result
+	c := NewCorrelator(cfg, func(r *FateRecord) {
+		res := result{verdict: r.Verdict, observers: map[string]ObserverStatus{}, reason: r.Event.Reason,
+			hook: r.Event.Hook, late: r.Late, conflicts: slices.Clone(r.Conflicts), mono: r.mono}
+		for _, o := range r.Observers {
+			res.observers[o.Name] = o.Status
+		}
+		out = append(out, res)
+	})
+	return c, &out
+}
+
+func running(names ...string) map[string]bool {
+	m := map[string]bool{}
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+func TestCorrelateAgreementAndReordering(t *testing.T) {
+	c, out := collect(CorrelatorConfig{Running: running("ebpf", "nf", "dropmon")})
+	// Packet 1: eBPF first, NET_DM 3 ms later. Packet 2: NET_DM first.
+	c.Add(ebpfDrop(100*ms, 0xa, 1000, "NO_SOCKET", "__udp4_lib_rcv+0x4bc"))
+	c.Add(dropmonDrop(103*ms, 1000, "NO_SOCKET", "__udp4_lib_rcv+0x4bc"))
+	c.Add(dropmonDrop(110*ms, 1001, "NO_SOCKET", "__udp4_lib_rcv+0x4bc"))
+	c.Add(ebpfDrop(109*ms, 0xb, 1001, "NO_SOCKET", "__udp4_lib_rcv+0x4bc"))
+	c.Flush()
+	if len(*out) != 2 {
+		t.Fatalf("%d records, want 2: %+v", len(*out), *out)
+	}
+	for i, r := range *out {
+		if r.verdict != VerdictConfirmed || r.observers["ebpf"] != StatusSaw || r.observers["dropmon"] != StatusSaw ||
+			r.observers["nf"] != StatusBlind || r.observers["kmod"] != StatusNotRunning {
+			t.Errorf("record %d: %+v", i, r)
+		}
+	}
+	if (*out)[0].mono > (*out)[1].mono {
+		t.Error("records not emitted in time order")
+	}
+	if st := c.Stats(); st.ByVerdict[VerdictConfirmed] != 2 || st.Agreement[0][2] != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestCorrelateSkbJoinAndNetfilter(t *testing.T) {
+	c, out := collect(CorrelatorConfig{Running: running("ebpf", "nf", "kmod", "dropmon")})
+	e := ebpfDrop(50*ms, 0xff00, 2000, "NETFILTER_DROP", "nf_hook_slow+0x7d")
+	e.Hook, e.Family, e.Verdict = "LOCAL_IN", "ipv4", "drop"
+	k := &Event{Source: ObserverKmod, Mono: 50*ms + 2000, Skb: 0xff00, Fate: FateDrop, Reason: "NETFILTER_DROP",
+		Hook: "LOCAL_IN", Family: "ipv4", Data: udpHeaders(2000)}
+	c.Add(k)
+	c.Add(e)
+	c.Add(dropmonDrop(51*ms, 2000, "NETFILTER_DROP", "nf_hook_slow+0x7d"))
+	c.Flush()
+	if len(*out) != 1 {
+		t.Fatalf("%d records, want 1: %+v", len(*out), *out)
+	}
+	r := (*out)[0]
+	for _, name := range Observers {
+		if r.observers[name] != StatusSaw {
+			t.Errorf("%s: %s, want saw (%+v)", name, r.observers[name], r)
+		}
+	}
+	if r.verdict != VerdictConfirmed || r.hook != "LOCAL_IN" {
+		t.Errorf("record %+v", r)
+	}
+}
+
+func TestCorrelateConflicts(t *testing.T) {
+	c, out := collect(CorrelatorConfig{Running: running("ebpf", "dropmon")})
+	c.Add(ebpfDrop(10*ms, 1, 3000, "NO_SOCKET", "__udp4_lib_rcv+0x4bc"))
+	c.Add(dropmonDrop(11*ms, 3000, "NOT_SPECIFIED", "__udp4_lib_rcv+0x4bc"))
+	c.Add(ebpfDrop(20*ms, 2, 3001, "NO_SOCKET", "__udp4_lib_rcv+0x4bc"))
+	c.Add(dropmonDrop(21*ms, 3001, "NO_SOCKET", "udp_queue_rcv_one_skb+0x10"))
+	c.Flush()
+	if len(*out) != 2 {
+		t.Fatalf("%d records: %+v", len(*out), *out)
+	}
+	want := []string{"reason: ebpf NO_SOCKET, dropmon NOT_SPECIFIED", "location: ebpf __udp4_lib_rcv, dropmon udp_queue_rcv_one_skb"}
+	for i, r := range *out {
+		if r.verdict != VerdictConflict || len(r.conflicts) != 1 || r.conflicts[0] != want[i] {
+			t.Errorf("record %d: %+v, want conflict %q", i, r, want[i])
+		}
+	}
+	if st := c.Stats(); st.Disagreement[0][2] != 2 {
+		t.Errorf("disagreement not counted: %+v", st)
+	}
+}
+
+// TestCorrelateSkew: NET_DM's wall-clock timestamps may be off by a few
+// milliseconds; within Skew they join, beyond it both records say the
+// other observer missed the packet.
+func TestCorrelateSkew(t *testing.T) {
+	c, out := collect(CorrelatorConfig{Running: running("ebpf", "dropmon"), Skew: 20 * time.Millisecond})
+	c.Add(ebpfDrop(100*ms, 1, 4000, "NO_SOCKET", "f+0x1"))
+	c.Add(dropmonDrop(100*ms-15*ms, 4000, "NO_SOCKET", "f+0x1"))
+	c.Add(ebpfDrop(200*ms, 2, 4001, "NO_SOCKET", "f+0x1"))
+	c.Add(dropmonDrop(200*ms+30*ms, 4001, "NO_SOCKET", "f+0x1"))
+	c.Flush()
+	var got []string
+	for _, r := range *out {
+		got = append(got, r.verdict.String())
+	}
+	if fmt.Sprint(got) != "[confirmed unconfirmed unconfirmed]" {
+		t.Errorf("verdicts %v, want [confirmed unconfirmed unconfirmed]", got)
+	}
+	if r := (*out)[1]; r.observers["dropmon"] != StatusMissed {
+		t.Errorf("the lone ebpf record should say dropmon missed it: %+v", r)
+	}
+}
+
+func TestCorrelateWindowAndLate(t *testing.T) {
+	c, out := collect(CorrelatorConfig{Running: running("ebpf", "dropmon"), Window: 100 * time.Millisecond})
+	c.Add(ebpfDrop(1000*ms, 1, 5000, "NO_SOCKET", "f+0x1"))
+	c.Advance(1050 * ms)
+	if len(*out) != 0 {
+		t.Fatal("record emitted before its window closed")
+	}
+	c.Advance(1100 * ms)
+	if len(*out) != 1 || (*out)[0].verdict != VerdictUnconfirmed {
+		t.Fatalf("after the window: %+v", *out)
+	}
+	// The NET_DM sighting arrives much later: it is reported on its own, late.
+	c.Add(ebpfDrop(1300*ms, 2, 5001, "NO_SOCKET", "f+0x1"))
+	c.Advance(1500 * ms)
+	c.Add(dropmonDrop(1000*ms, 5000, "NO_SOCKET", "f+0x1"))
+	c.Flush()
+	last := (*out)[len(*out)-1]
+	if !last.late || c.Stats().Late != 1 {
+		t.Errorf("late sighting not flagged: %+v, stats %+v", last, c.Stats())
+	}
+}
+
+func TestCorrelateLossAndBlind(t *testing.T) {
+	c, out := collect(CorrelatorConfig{Running: running("ebpf", "dropmon")})
+	c.NoteLoss("dropmon", 90*ms, 110*ms)
+	c.Add(ebpfDrop(100*ms, 1, 6000, "NO_SOCKET", "f+0x1"))
+	c.Add(ebpfDrop(5000*ms, 2, 6001, "NO_SOCKET", "f+0x1"))
+	consume := ebpfDrop(5001*ms, 3, 6002, "", "icmp_rcv+0x259")
+	consume.Fate = FateConsume
+	c.Add(consume)
+	noMAC := ebpfDrop(5002*ms, 4, 6003, "NO_SOCKET", "f+0x1")
+	noMAC.HadMAC = false
+	c.Add(noMAC)
+	c.Flush()
+	want := []struct {
+		verdict Verdict
+		dropmon ObserverStatus
+	}{
+		{VerdictSingle, StatusLost},
+		{VerdictUnconfirmed, StatusMissed},
+		{VerdictSingle, StatusBlind},
+		{VerdictSingle, StatusBlind},
+	}
+	if len(*out) != len(want) {
+		t.Fatalf("%d records: %+v", len(*out), *out)
+	}
+	for i, w := range want {
+		if r := (*out)[i]; r.verdict != w.verdict || r.observers["dropmon"] != w.dropmon {
+			t.Errorf("record %d: verdict %s dropmon %s, want %s %s", i, r.verdict, r.observers["dropmon"], w.verdict, w.dropmon)
+		}
+	}
+}
+
+// TestCorrelateIdenticalFlood: a flood of identical packets (same headers)
+// pairs one NET_DM sighting with one eBPF sighting each, in order.
+func TestCorrelateIdenticalFlood(t *testing.T) {
+	c, out := collect(CorrelatorConfig{Running: running("ebpf", "dropmon")})
+	const n = 500
+	for i := uint64(0); i < n; i++ {
+		c.Add(ebpfDrop(1000*ms+i*10000, 0x1000+i%7, 7000, "NO_SOCKET", "f+0x1"))
+	}
+	for i := uint64(0); i < n; i++ {
+		c.Add(dropmonDrop(1000*ms+i*10000+500, 7000, "NO_SOCKET", "f+0x1"))
+	}
+	c.Flush()
+	if len(*out) != n {
+		t.Fatalf("%d records, want %d", len(*out), n)
+	}
+	for i, r := range *out {
+		if r.verdict != VerdictConfirmed {
+			t.Fatalf("record %d: %+v", i, r)
+		}
+	}
+}
+
+func TestCorrelateBoundedMemory(t *testing.T) {
+	c, out := collect(CorrelatorConfig{Running: running("ebpf"), MaxPending: 100})
+	for i := uint64(0); i < 10000; i++ {
+		c.Add(ebpfDrop(i*1000, i+1, uint16(i), "NO_SOCKET", "f+0x1"))
+		if len(c.pending) > 100 {
+			t.Fatalf("%d pending records, bound is 100", len(c.pending))
+		}
+	}
+	c.Flush()
+	if len(*out) != 10000 || c.Stats().Forced != 9900 {
+		t.Errorf("%d records, %d forced", len(*out), c.Stats().Forced)
+	}
+	if len(c.bySkb) != 0 || len(c.byHash) != 0 {
+		t.Errorf("indexes not emptied: %d skb, %d hash", len(c.bySkb), len(c.byHash))
+	}
+	if !strings.Contains(VerdictConflict.String()+StatusLost.String(), "conflictlost") {
+		t.Error("names")
+	}
+}
+
+// BenchmarkCorrelate4 feeds one packet seen by four observers (ebpf with
+// netfilter attribution, kmod, dropmon) per three events and advances
+// the window as a live capture does.
+func BenchmarkCorrelate4(b *testing.B) {
+	c := NewCorrelator(CorrelatorConfig{Running: running("ebpf", "nf", "dropmon", "kmod")}, func(*FateRecord) {})
+	evs := make([]*Event, 0, 3)
+	e := ebpfDrop(0, 0, 1, "NETFILTER_DROP", "nf_hook_slow+0x7d")
+	e.Hook, e.Family = "LOCAL_IN", "ipv4"
+	k := &Event{Source: ObserverKmod, Fate: FateDrop, Reason: "NETFILTER_DROP", Hook: "LOCAL_IN", Family: "ipv4", Data: udpHeaders(1)}
+	d := dropmonDrop(0, 1, "NETFILTER_DROP", "nf_hook_slow+0x7d")
+	evs = append(evs, e, k, d)
+	b.ReportAllocs()
+	n := 0
+	mono := uint64(1)
+	for b.Loop() {
+		ev := evs[n%3]
+		if n%3 == 0 {
+			mono += 1000 // a packet every microsecond
+			sport := uint16(mono / 1000)
+			for _, x := range evs {
+				x.Skb = 0
+				if x.Source != ObserverDropmon {
+					x.Skb = 0xffff000000000000 + mono
+					copy(x.Data, udpHeaders(sport))
+				} else {
+					copy(x.Data[14:], udpHeaders(sport))
+				}
+			}
+		}
+		ev.Mono = mono
+		c.Add(ev)
+		n++
+		if n%1024 == 0 {
+			c.Advance(mono)
+		}
+	}
+	c.Flush()
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+}
