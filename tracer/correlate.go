@@ -180,11 +180,11 @@ type Correlator struct {
 	// index is kept only when two running observers can use it.
 	bySkb, byHash       map[uint64]*FateRecord
 	indexSkb, indexHash bool
-	losses  map[string][]lossSpan
-	lastOut uint64 // mono of the last emitted record
-	nextID  uint64
-	free    []*FateRecord
-	stats   CorrelatorStats
+	losses              map[string][]lossSpan
+	lastOut             uint64 // mono of the last emitted record
+	nextID              uint64
+	free                []*FateRecord
+	stats               CorrelatorStats
 }
 
 type lossSpan struct{ from, to uint64 }
