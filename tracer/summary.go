@@ -20,6 +20,50 @@ type Summary struct {
 	Lost []Counter
 	// Sources says which sources ran and why others did not.
 	Sources []SourceStatus
+	// Fates counts fate records; with several observers, the drop and
+	// consume counts above count records (packets), not sightings.
+	Fates uint64
+	// Correlation is set when several observers were joined.
+	Correlation *Correlation
+}
+
+// Correlation summarises how the observers agreed.
+type Correlation struct {
+	Observers []string
+	ByVerdict map[string]uint64
+	Pairs     []PairAgreement
+	// Late counts sightings that came after their record was reported.
+	Late uint64
+	// Forced counts records reported early because the window was full.
+	Forced uint64
+}
+
+// PairAgreement counts the packets two observers both saw, and how many of
+// those they disagreed about.
+type PairAgreement struct {
+	A, B      string
+	BothSaw   uint64
+	Conflicts uint64
+}
+
+// Complete reports whether no observer lost anything: only then does the
+// capture prove what happened to every packet.
+func (s *Summary) Complete() bool { return s.TotalLost() == 0 }
+
+// SetCorrelation fills Correlation from a correlator's statistics.
+func (s *Summary) SetCorrelation(running []string, st CorrelatorStats) {
+	c := &Correlation{Observers: running, ByVerdict: map[string]uint64{}, Late: st.Late, Forced: st.Forced}
+	for v, n := range st.ByVerdict {
+		c.ByVerdict[Verdict(v).String()] = n
+	}
+	for i := range Observers {
+		for j := i + 1; j < len(Observers); j++ {
+			if st.Agreement[i][j] > 0 {
+				c.Pairs = append(c.Pairs, PairAgreement{A: Observers[i], B: Observers[j], BothSaw: st.Agreement[i][j], Conflicts: st.Disagreement[i][j]})
+			}
+		}
+	}
+	s.Correlation = c
 }
 
 // SourceStatus says whether a source ran.
@@ -36,9 +80,15 @@ func NewSummary() *Summary {
 	return &Summary{ByReason: map[string]uint64{}, ByLocation: map[string]uint64{}, ByHook: map[string]uint64{}}
 }
 
-// Add counts one event.
+// Add counts one event and its fate.
 func (s *Summary) Add(e *Event) {
 	s.Events++
+	s.AddFate(e)
+}
+
+// AddFate counts one packet's fate without counting an event.
+func (s *Summary) AddFate(e *Event) {
+	s.Fates++
 	switch e.Fate {
 	case FateDrop:
 		s.Drops++

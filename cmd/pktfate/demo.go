@@ -255,10 +255,12 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 	defer cancel()
 	var sendErr error
 	_, err = capture.Run(ctx, capture.Config{
-		Sources:  []tracer.Source{src},
-		Status:   status,
-		Filter:   filter,
-		Renderer: r,
+		Sources:   []tracer.Source{src},
+		Observers: observers([]tracer.Source{src}, ecfg.Netfilter),
+		FatesOnly: !cfg.OutputJSON,
+		Status:    status,
+		Filter:    filter,
+		Renderer:  r,
 		Ready: func() error {
 			go func() {
 				if err := sendDemoTraffic(d); err != nil {

@@ -114,6 +114,7 @@ func parseNDJSON(t *testing.T, out []byte) (events []ndjsonLine, summary ndjsonL
 			events = append(events, l)
 		case "summary":
 			summary = l
+		case "fate":
 		default:
 			t.Fatalf("line of unknown type: %q", sc.Text())
 		}

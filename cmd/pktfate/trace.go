@@ -241,13 +241,15 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 	}
 	stats := &capture.Stats{}
 	ccfg := capture.Config{
-		Sources:  sources,
-		Status:   status,
-		Filter:   filter,
-		Reasons:  reasons,
-		Count:    cfg.Count,
-		Duration: cfg.Duration,
-		Renderer: r,
+		Sources:   sources,
+		Observers: observers(sources, ecfg.Netfilter),
+		FatesOnly: !cfg.OutputJSON,
+		Status:    status,
+		Filter:    filter,
+		Reasons:   reasons,
+		Count:     cfg.Count,
+		Duration:  cfg.Duration,
+		Renderer:  r,
 		Ready: func() error {
 			logf("attached in %s (kfree_skb, consume_skb location: %v)", time.Since(started).Round(time.Millisecond), src.ConsumeLocation)
 			if live != nil {
@@ -339,4 +341,17 @@ func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint3
 	}
 	ecfg.Netfilter, ecfg.NetfilterNetns, ecfg.NetfilterMethod = true, netnsPath, method
 	return []tracer.SourceStatus{{Name: "nf", Running: true}}, nil
+}
+
+// observers names what runs: every source, and nf when the ebpf source
+// attributes netfilter drops (an observer of its own: other programs).
+func observers(sources []tracer.Source, netfilter bool) []string {
+	var out []string
+	for _, s := range sources {
+		out = append(out, s.Name())
+	}
+	if netfilter {
+		out = append(out, tracer.ObserverNF)
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +41,16 @@ type Config struct {
 	// OnEvent, when set, sees each event after filtering (for the demo and
 	// the live status line); it must not keep the pointer.
 	OnEvent func(*tracer.Event)
+	// Observers names every observer running: source names, plus "nf"
+	// when the ebpf source attributes netfilter drops. With two or more,
+	// their sightings are joined into fate records (tracer.Correlator),
+	// rendered with Renderer.Fate, and the summary counts packets.
+	Observers []string
+	// FatesOnly skips rendering individual events while correlating
+	// (the text output shows fates; NDJSON keeps both).
+	FatesOnly bool
+	// Window overrides the correlation window (0: the correlator's default).
+	Window time.Duration
 	// Log receives progress messages (nil: discarded).
 	Log io.Writer
 	// FlushEvery bounds how long rendered events wait in buffers.
@@ -104,10 +115,26 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 	}
 
 	var (
-		mu        sync.Mutex // serialises filtering, summary and rendering
+		mu        sync.Mutex // serialises filtering, correlation, summary and rendering
 		renderErr error
 		done      bool
+		corr      *tracer.Correlator
 	)
+	if len(cfg.Observers) >= 2 {
+		running := map[string]bool{}
+		for _, o := range cfg.Observers {
+			running[o] = true
+		}
+		corr = tracer.NewCorrelator(tracer.CorrelatorConfig{Running: running, Window: cfg.Window}, func(r *tracer.FateRecord) {
+			sum.AddFate(r.Event)
+			if renderErr == nil {
+				if err := cfg.Renderer.Fate(r); err != nil {
+					renderErr = fmt.Errorf("writing output: %w", err)
+					cancel()
+				}
+			}
+		})
+	}
 	handle := func(e *tracer.Event) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -120,17 +147,24 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		if len(cfg.Reasons) > 0 && e.Fate == tracer.FateDrop && !cfg.Reasons[e.Reason] {
 			return
 		}
-		sum.Add(e)
+		if corr != nil {
+			sum.Events++
+			corr.Add(e)
+		} else {
+			sum.Add(e)
+		}
 		stats.mu.Lock()
 		stats.Events, stats.Drops = sum.Events, sum.Drops
 		stats.mu.Unlock()
 		if cfg.OnEvent != nil {
 			cfg.OnEvent(e)
 		}
-		if err := cfg.Renderer.Event(e); err != nil {
-			renderErr = fmt.Errorf("writing output: %w", err)
-			cancel()
-			return
+		if corr == nil || !cfg.FatesOnly {
+			if err := cfg.Renderer.Event(e); err != nil {
+				renderErr = fmt.Errorf("writing output: %w", err)
+				cancel()
+				return
+			}
 		}
 		if cfg.Count > 0 && sum.Events >= cfg.Count {
 			done = true
@@ -138,7 +172,10 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		}
 	}
 
-	// Flush rendered output and refresh loss counters periodically.
+	// Flush rendered output, refresh loss counters and close correlation
+	// windows periodically.
+	lastLoss := map[string]uint64{}
+	lastTick := tracer.MonoNow()
 	flushDone := make(chan struct{})
 	go func() {
 		defer close(flushDone)
@@ -149,16 +186,25 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				now := tracer.MonoNow()
 				var lost uint64
+				mu.Lock()
 				for _, s := range started {
 					for _, c := range s.Losses() {
 						lost += c.Value
+						if corr != nil && c.Value > lastLoss[c.Name] {
+							corr.NoteLoss(observerOf(c.Name), lastTick, now)
+						}
+						lastLoss[c.Name] = c.Value
 					}
+				}
+				lastTick = now
+				if corr != nil {
+					corr.Advance(now)
 				}
 				stats.mu.Lock()
 				stats.Losses = lost
 				stats.mu.Unlock()
-				mu.Lock()
 				if err := cfg.Renderer.Flush(); err != nil && renderErr == nil {
 					renderErr = fmt.Errorf("writing output: %w", err)
 					cancel()
@@ -192,6 +238,17 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 	for _, s := range started {
 		sum.Lost = append(sum.Lost, s.Losses()...)
 	}
+	if corr != nil {
+		mu.Lock()
+		for _, c := range sum.Lost {
+			if c.Value > lastLoss[c.Name] {
+				corr.NoteLoss(observerOf(c.Name), lastTick, tracer.MonoNow())
+			}
+		}
+		corr.Flush()
+		mu.Unlock()
+		sum.SetCorrelation(cfg.Observers, corr.Stats())
+	}
 	if runErr != nil {
 		return sum, runErr
 	}
@@ -202,4 +259,14 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		return sum, fmt.Errorf("writing summary: %w", err)
 	}
 	return sum, nil
+}
+
+// observerOf maps a loss counter ("dropmon_queue_full") to its observer.
+func observerOf(counter string) string {
+	for _, o := range tracer.Observers {
+		if strings.HasPrefix(counter, o+"_") {
+			return o
+		}
+	}
+	return counter
 }

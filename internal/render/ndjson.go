@@ -163,6 +163,22 @@ func (r *NDJSON) Event(e *tracer.Event) error {
 	b = r.ts.appendRFC3339(b, e.Time)
 	b = r.appendHead(b, e)
 	b = r.appendIface(b, e)
+	b = r.appendPacket(b, e)
+	b = append(b, `,"cpu":`...)
+	b = strconv.AppendUint(b, uint64(e.CPU), 10)
+	if e.Skb != 0 {
+		b = append(b, `,"skb":"0x`...)
+		b = appendHex(b, e.Skb)
+		b = append(b, '"')
+	}
+	b = append(b, "}\n"...)
+	r.buf = b
+	_, err := r.w.Write(b)
+	return err
+}
+
+// appendPacket appends mark, len and the decoded headers.
+func (r *NDJSON) appendPacket(b []byte, e *tracer.Event) []byte {
 	b = append(b, `,"mark":`...)
 	b = strconv.AppendUint(b, uint64(e.Mark), 10)
 	b = append(b, `,"len":`...)
@@ -199,12 +215,80 @@ func (r *NDJSON) Event(e *tracer.Event) error {
 		b = append(b, `,"icmp_code":`...)
 		b = strconv.AppendUint(b, uint64(p.ICMPCode), 10)
 	}
-	b = append(b, `,"cpu":`...)
-	b = strconv.AppendUint(b, uint64(e.CPU), 10)
-	if e.Skb != 0 {
-		b = append(b, `,"skb":"0x`...)
-		b = appendHex(b, e.Skb)
+	return b
+}
+
+// Fate implements Renderer: one "type":"fate" line per packet, with the
+// agreed answer, the verdict and every observer's status.
+func (r *NDJSON) Fate(f *tracer.FateRecord) error {
+	e := f.Event
+	b := r.buf[:0]
+	b = append(b, `{"type":"fate","id":`...)
+	b = strconv.AppendUint(b, f.ID, 10)
+	b = append(b, `,"time":"`...)
+	b = r.ts.appendRFC3339(b, e.Time)
+	b = append(b, `","verdict":"`...)
+	b = append(b, f.Verdict.String()...)
+	b = append(b, `","fate":"`...)
+	b = append(b, e.Fate.String()...)
+	b = append(b, '"')
+	if e.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, e.Reason)
+	}
+	if e.Location != "" {
+		b = append(b, `,"location":`...)
+		b = appendString(b, e.Location)
+	}
+	if e.Hook != "" {
+		b = append(b, `,"hook":`...)
+		b = appendString(b, e.Hook)
+		b = append(b, `,"family":`...)
+		b = appendString(b, e.Family)
+		b = append(b, `,"nf_verdict":`...)
+		b = appendString(b, e.Verdict)
+	}
+	b = r.appendIface(b, e)
+	b = r.appendPacket(b, e)
+	if f.Late {
+		b = append(b, `,"late":true`...)
+	}
+	b = append(b, `,"observers":{`...)
+	for i, o := range f.Observers {
+		if i > 0 {
+			b = append(b, ',')
+		}
 		b = append(b, '"')
+		b = append(b, o.Name...)
+		b = append(b, `":{"status":"`...)
+		b = append(b, o.Status.String()...)
+		b = append(b, '"')
+		if o.Why != "" && o.Status == tracer.StatusBlind {
+			b = append(b, `,"why":`...)
+			b = appendString(b, o.Why)
+		}
+		if o.Status == tracer.StatusSaw {
+			if o.Sighting.Reason != "" {
+				b = append(b, `,"reason":`...)
+				b = appendString(b, o.Sighting.Reason)
+			}
+			if o.Sighting.Location != "" {
+				b = append(b, `,"location":`...)
+				b = appendString(b, o.Sighting.Location)
+			}
+		}
+		b = append(b, '}')
+	}
+	b = append(b, '}')
+	if len(f.Conflicts) > 0 {
+		b = append(b, `,"conflicts":[`...)
+		for i, c := range f.Conflicts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, c)
+		}
+		b = append(b, ']')
 	}
 	b = append(b, "}\n"...)
 	r.buf = b
@@ -233,6 +317,33 @@ func (r *NDJSON) Summary(s *tracer.Summary) error {
 	b = appendCounts(b, tracer.Sorted(s.ByHook))
 	b = append(b, `,"lost":`...)
 	b = appendCounts(b, s.Lost)
+	b = append(b, `,"complete":`...)
+	b = strconv.AppendBool(b, s.Complete())
+	if c := s.Correlation; c != nil {
+		b = append(b, `,"fates":`...)
+		b = strconv.AppendUint(b, s.Fates, 10)
+		b = append(b, `,"verdicts":`...)
+		b = appendCounts(b, tracer.Sorted(c.ByVerdict))
+		b = append(b, `,"agreement":[`...)
+		for i, p := range c.Pairs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"observers":[`...)
+			b = appendString(b, p.A)
+			b = append(b, ',')
+			b = appendString(b, p.B)
+			b = append(b, `],"both_saw":`...)
+			b = strconv.AppendUint(b, p.BothSaw, 10)
+			b = append(b, `,"conflicts":`...)
+			b = strconv.AppendUint(b, p.Conflicts, 10)
+			b = append(b, '}')
+		}
+		b = append(b, `],"late":`...)
+		b = strconv.AppendUint(b, c.Late, 10)
+		b = append(b, `,"forced":`...)
+		b = strconv.AppendUint(b, c.Forced, 10)
+	}
 	b = append(b, `,"sources":[`...)
 	for i, src := range s.Sources {
 		if i > 0 {

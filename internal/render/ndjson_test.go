@@ -160,6 +160,7 @@ func checkSummaryLine(t *testing.T, line string, s *tracer.Summary) {
 		ByLocation map[string]uint64 `json:"by_location"`
 		ByHook     map[string]uint64 `json:"by_hook"`
 		Lost       map[string]uint64 `json:"lost"`
+		Complete   bool              `json:"complete"`
 		Sources    []struct {
 			Name    string  `json:"name"`
 			Running bool    `json:"running"`
@@ -188,6 +189,9 @@ func checkSummaryLine(t *testing.T, line string, s *tracer.Summary) {
 	}
 	if !maps.Equal(m.ByHook, s.ByHook) || len(m.ByHook) == 0 {
 		t.Errorf("by_hook %v, want %v", m.ByHook, s.ByHook)
+	}
+	if m.Complete != (s.TotalLost() == 0) {
+		t.Errorf("complete %v with %d events lost", m.Complete, s.TotalLost())
 	}
 	// Every loss counter is listed, also the zero ones.
 	if len(m.Lost) != len(s.Lost) {
@@ -311,7 +315,7 @@ func TestSummaryWithoutEvents(t *testing.T) {
 	if err := r.Summary(s); err != nil {
 		t.Fatal(err)
 	}
-	want := `{"type":"summary","start":"2026-11-27T04:10:00.123456789Z","end":"2026-11-27T04:10:01.123456789Z","events":0,"drops":0,"consumed":0,"by_reason":{},"by_location":{},"by_hook":{},"lost":{},"sources":[]}` + "\n"
+	want := `{"type":"summary","start":"2026-11-27T04:10:00.123456789Z","end":"2026-11-27T04:10:01.123456789Z","events":0,"drops":0,"consumed":0,"by_reason":{},"by_location":{},"by_hook":{},"lost":{},"complete":true,"sources":[]}` + "\n"
 	if out.String() != want {
 		t.Errorf("got  %s\nwant %s", out.String(), want)
 	}

@@ -13,6 +13,8 @@ import (
 // last call of a capture.
 type Renderer interface {
 	Event(e *tracer.Event) error
+	// Fate writes one fate record (when several observers are joined).
+	Fate(r *tracer.FateRecord) error
 	Summary(s *tracer.Summary) error
 	Flush() error
 }

@@ -15,9 +15,10 @@ import (
 
 // Text writes one aligned line per event and the summary as tables.
 type Text struct {
-	w      *bufio.Writer
-	header bool
-	buf    []byte
+	w          *bufio.Writer
+	header     bool
+	fateHeader bool
+	buf        []byte
 	// Local prints times in the local time zone (default UTC).
 	Local bool
 }
@@ -81,6 +82,80 @@ func printable(s string) string {
 	return s
 }
 
+const fateLayout = "%-15s %-11s %-7s %-20s %-34s %-12s %-10s %-10s %s  [%s]\n"
+
+// Fate implements Renderer: one line per packet with the agreed fate, the
+// verdict and the observers that saw it; conflicts follow on their own
+// lines.
+func (r *Text) Fate(f *tracer.FateRecord) error {
+	if !r.fateHeader {
+		r.fateHeader = true
+		if _, err := fmt.Fprintf(r.w, fateLayout, "TIME", "VERDICT", "FATE", "REASON", "LOCATION", "HOOK", "IFACE", "NETNS", "PACKET", "OBSERVERS"); err != nil {
+			return err
+		}
+	}
+	e := f.Event
+	t := e.Time.UTC()
+	if r.Local {
+		t = e.Time.Local()
+	}
+	verdict := f.Verdict.String()
+	if f.Late {
+		verdict += "*"
+	}
+	_, err := fmt.Fprintf(r.w, fateLayout, t.Format("15:04:05.000000"), verdict, e.Fate, dash(e.Reason), dash(e.Location),
+		dash(e.Hook), dash(ifaceName(e)), dash(netnsString(e.Netns)), PacketSummary(e), observerSummary(f))
+	for _, c := range f.Conflicts {
+		if err == nil {
+			_, err = fmt.Fprintf(r.w, "%15s conflict: %s\n", "", c)
+		}
+	}
+	return err
+}
+
+// observerSummary lists who saw the packet and who should have
+// ("ebpf+dropmon saw; kmod missed").
+func observerSummary(f *tracer.FateRecord) string {
+	var saw, other []string
+	for _, o := range f.Observers {
+		switch o.Status {
+		case tracer.StatusSaw:
+			saw = append(saw, o.Name)
+		case tracer.StatusMissed, tracer.StatusLost:
+			other = append(other, o.Name+" "+o.Status.String())
+		}
+	}
+	s := strings.Join(saw, "+")
+	if len(other) > 0 {
+		s += "; " + strings.Join(other, ", ")
+	}
+	return s
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func netnsString(n uint32) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.FormatUint(uint64(n), 10)
+}
+
+func ifaceName(e *tracer.Event) string {
+	if e.Ifname != "" {
+		return printable(e.Ifname)
+	}
+	if e.Ifindex != 0 {
+		return "if" + strconv.FormatUint(uint64(e.Ifindex), 10)
+	}
+	return ""
+}
+
 // PacketSummary describes the decoded headers in one tcpdump-like phrase:
 // "UDP 10.0.0.1:40000 > 10.0.0.2:9 len 7".
 func PacketSummary(e *tracer.Event) string {
@@ -131,11 +206,26 @@ func (r *Text) Summary(s *tracer.Summary) error {
 	if len(s.ByHook) > 0 {
 		table(w, "drops inside netfilter, by hook", tracer.Sorted(s.ByHook))
 	}
+	if c := s.Correlation; c != nil {
+		fmt.Fprintf(w, "\n%d packets seen by %s:\n", s.Fates, strings.Join(c.Observers, ", "))
+		for _, v := range []string{"confirmed", "single", "unconfirmed", "conflict"} {
+			fmt.Fprintf(w, "  %-12s %10d\n", v, c.ByVerdict[v])
+		}
+		if len(c.Pairs) > 0 {
+			fmt.Fprintf(w, "\nagreement between observers:\n  %-20s %10s %10s\n", "observers", "both saw", "conflicts")
+			for _, p := range c.Pairs {
+				fmt.Fprintf(w, "  %-20s %10d %10d\n", p.A+" + "+p.B, p.BothSaw, p.Conflicts)
+			}
+		}
+		if c.Late > 0 || c.Forced > 0 {
+			fmt.Fprintf(w, "  (%d sightings arrived too late to be joined, %d packets reported early because the window was full)\n", c.Late, c.Forced)
+		}
+	}
 	table(w, "lost events", s.Lost)
 	if n := s.TotalLost(); n > 0 {
-		fmt.Fprintf(w, "WARNING: %d events were lost; the capture is incomplete\n", n)
+		fmt.Fprintf(w, "INCOMPLETE: %d events were lost; the capture does not prove every packet's fate\n", n)
 	} else {
-		fmt.Fprintf(w, "nothing lost\n")
+		fmt.Fprintf(w, "complete: nothing lost\n")
 	}
 	return w.Flush()
 }
