@@ -6,7 +6,7 @@ BIN     := bin/pktfate
 KERNEL  ?=
 # What building and running pktfate needs (the demo), and what the tests add.
 RUN_DEPS  := gcc make libpcap-dev iproute2 nftables
-TEST_DEPS := $(RUN_DEPS) clang llvm libbpf-dev tcpdump iptables \
+TEST_DEPS := $(RUN_DEPS) clang llvm libbpf-dev tcpdump tshark iptables \
              qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap dwarves \
              kmod bpftool
 GOFILES := $(shell find . -name '*.go' -not -path './.git/*' 2>/dev/null)

@@ -54,7 +54,7 @@ func (s *Summary) Complete() bool { return s.TotalLost() == 0 }
 func (s *Summary) SetCorrelation(running []string, st CorrelatorStats) {
 	c := &Correlation{Observers: running, ByVerdict: map[string]uint64{}, Late: st.Late, Forced: st.Forced}
 	for v, n := range st.ByVerdict {
-		c.ByVerdict[Verdict(v).String()] = n
+		c.ByVerdict[Verdict(v).String()] = n // zeros too: a table, not a tally
 	}
 	for i := range Observers {
 		for j := i + 1; j < len(Observers); j++ {

@@ -23,6 +23,7 @@ const usage = `pktfate: what happened to the packet?
 
 Usage:
   pktfate trace [flags] [pcap-filter]   show every packet the kernel frees, live
+  pktfate report [flags] FILE           summarise a capture (NDJSON or pcapng written by trace)
   pktfate demo                          a self-contained demonstration (needs root)
   pktfate --version
 
@@ -72,6 +73,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		return runTrace(ctx, cfg, stdout, stderr)
+	case "report":
+		cfg, err := parseReport(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return runReport(ctx, cfg, stdout, stderr)
 	case "demo":
 		cfg, err := parseDemo(args[1:], stderr)
 		if err != nil {

@@ -26,6 +26,7 @@ type traceConfig struct {
 	Sources      []string
 	OutputJSON   bool
 	OutputFile   string
+	OutputPcapng string
 	Duration     time.Duration
 	Count        uint64
 	FilterNetns  string
@@ -48,6 +49,7 @@ func traceFlags(cfg *traceConfig, stderr io.Writer) *flag.FlagSet {
 	})
 	fs.BoolVar(&cfg.OutputJSON, "output-json", false, "write NDJSON (one object per line) instead of text")
 	fs.StringVar(&cfg.OutputFile, "output-file", "", "write events and summary to `FILE` (created with mode 0600) instead of stdout")
+	fs.StringVar(&cfg.OutputPcapng, "output-pcapng", "", "also write every packet with its fate as a comment to `FILE` (pcapng, mode 0600; Wireshark opens it)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until Ctrl-C")
 	fs.Uint64Var(&cfg.Count, "count", 0, "stop after this many events; 0 means no limit")
 	fs.StringVar(&cfg.FilterNetns, "filter-netns", "", "only packets in this network namespace: inode number, name under /run/netns, or path")
@@ -239,10 +241,24 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 	} else {
 		r = render.NewText(out)
 	}
+	obs := observers(sources, ecfg.Netfilter)
+	if cfg.OutputPcapng != "" {
+		pf, err := os.OpenFile(cfg.OutputPcapng, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return fmt.Errorf("pcapng output file not writable: %w", err)
+		}
+		defer pf.Close()
+		pr, err := render.NewPcapng(pf, "pktfate "+version)
+		if err != nil {
+			return err
+		}
+		pr.Correlated = len(obs) >= 2
+		r = render.Multi{r, pr}
+	}
 	stats := &capture.Stats{}
 	ccfg := capture.Config{
 		Sources:   sources,
-		Observers: observers(sources, ecfg.Netfilter),
+		Observers: obs,
 		FatesOnly: !cfg.OutputJSON,
 		Status:    status,
 		Filter:    filter,

@@ -18,3 +18,46 @@ type Renderer interface {
 	Summary(s *tracer.Summary) error
 	Flush() error
 }
+
+// Multi renders to several renderers in turn, stopping at the first error.
+type Multi []Renderer
+
+// Event implements Renderer.
+func (m Multi) Event(e *tracer.Event) error {
+	for _, r := range m {
+		if err := r.Event(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Fate implements Renderer.
+func (m Multi) Fate(f *tracer.FateRecord) error {
+	for _, r := range m {
+		if err := r.Fate(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Summary implements Renderer.
+func (m Multi) Summary(s *tracer.Summary) error {
+	for _, r := range m {
+		if err := r.Summary(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Flush implements Renderer.
+func (m Multi) Flush() error {
+	for _, r := range m {
+		if err := r.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,379 @@
+// Package report reads a capture pktfate wrote (NDJSON or pcapng) back
+// into a summary, for `pktfate report`. A truncated or corrupt file is
+// read up to the damage: the summary covers everything before it, and the
+// error names the offset.
+package report
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/pktfate/pktfate/tracer"
+)
+
+// Result is what a capture file says.
+type Result struct {
+	Format string // "ndjson" or "pcapng"
+	// Summary is rebuilt from the file's records; losses, sources and the
+	// times come from the summary the capture wrote at its end.
+	Summary *tracer.Summary
+	// Records counts the events and fate records read.
+	Records int
+	// HasSummary is false when the file ends before the capture's summary
+	// (killed, or truncated): losses are then unknown.
+	HasSummary bool
+	// Damage describes where reading stopped early, or is nil.
+	Damage error
+}
+
+// pcapngMagic is the block type of a pcapng section header.
+var pcapngMagic = []byte{0x0a, 0x0d, 0x0d, 0x0a}
+
+// ReadFile reads a capture file. The error is for files that cannot be
+// read at all; damage after a readable start is in Result.Damage.
+func ReadFile(path string) (*Result, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening capture: %w", err)
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	head, err := br.Peek(4)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if len(head) == 0 {
+		return nil, fmt.Errorf("%s is empty: not a pktfate capture", path)
+	}
+	if bytes.Equal(head, pcapngMagic) {
+		return readPcapng(br)
+	}
+	if head[0] != '{' {
+		return nil, fmt.Errorf("%s is neither NDJSON nor pcapng written by pktfate (it starts with %q)", path, head)
+	}
+	return readNDJSON(br)
+}
+
+// builder accumulates a summary from records.
+type builder struct {
+	sum       *tracer.Summary
+	events    *tracer.Summary // counts from events, used when there are no fates
+	fates     bool
+	observers map[string]bool
+	verdicts  map[string]uint64
+	pairs     map[[2]string]*tracer.PairAgreement
+}
+
+func newBuilder() *builder {
+	return &builder{sum: tracer.NewSummary(), events: tracer.NewSummary(), observers: map[string]bool{},
+		verdicts: map[string]uint64{}, pairs: map[[2]string]*tracer.PairAgreement{}}
+}
+
+func (b *builder) event(e *tracer.Event) { b.events.Add(e) }
+
+func (b *builder) fate(e *tracer.Event, verdict string, saw []string) {
+	b.fates = true
+	b.sum.AddFate(e)
+	b.verdicts[verdict]++
+	order := map[string]int{}
+	for i, o := range tracer.Observers {
+		order[o] = i
+	}
+	for i, a := range saw {
+		for _, c := range saw[i+1:] {
+			x, y := a, c
+			if order[x] > order[y] {
+				x, y = y, x
+			}
+			p := b.pairs[[2]string{x, y}]
+			if p == nil {
+				p = &tracer.PairAgreement{A: x, B: y}
+				b.pairs[[2]string{x, y}] = p
+			}
+			p.BothSaw++
+			if verdict == tracer.VerdictConflict.String() {
+				p.Conflicts++
+			}
+		}
+	}
+}
+
+// finish combines the records' counts with the capture's own summary.
+func (b *builder) finish(final *tracer.Summary) *tracer.Summary {
+	s := b.sum
+	if !b.fates {
+		s = b.events
+	} else {
+		s.Events = b.events.Events
+	}
+	if final != nil {
+		s.Start, s.End, s.Lost, s.Sources, s.Events = final.Start, final.End, final.Lost, final.Sources, final.Events
+	}
+	if b.fates {
+		for v := tracer.VerdictSingle; v <= tracer.VerdictUnconfirmed; v++ {
+			b.verdicts[v.String()] += 0
+		}
+		c := &tracer.Correlation{ByVerdict: b.verdicts}
+		if final != nil && final.Correlation != nil {
+			c.Observers, c.Late, c.Forced = final.Correlation.Observers, final.Correlation.Late, final.Correlation.Forced
+		}
+		for _, o := range tracer.Observers {
+			for _, o2 := range tracer.Observers {
+				if p := b.pairs[[2]string{o, o2}]; p != nil {
+					c.Pairs = append(c.Pairs, *p)
+				}
+			}
+		}
+		s.Correlation = c
+	}
+	return s
+}
+
+// ndLine is the union of the NDJSON line types this reader needs.
+type ndLine struct {
+	Type      string                     `json:"type"`
+	Time      time.Time                  `json:"time"`
+	Source    string                     `json:"source"`
+	Fate      string                     `json:"fate"`
+	Reason    string                     `json:"reason"`
+	Location  string                     `json:"location"`
+	Hook      string                     `json:"hook"`
+	Family    string                     `json:"family"`
+	Verdict   string                     `json:"verdict"`
+	Observers map[string]json.RawMessage `json:"observers"`
+
+	// summary
+	Start     time.Time         `json:"start"`
+	End       time.Time         `json:"end"`
+	Events    uint64            `json:"events"`
+	Lost      map[string]uint64 `json:"lost"`
+	Sources   []struct {
+		Name    string `json:"name"`
+		Running bool   `json:"running"`
+		Reason  string `json:"reason"`
+	} `json:"sources"`
+	Late   uint64 `json:"late"`
+	Forced uint64 `json:"forced"`
+}
+
+func parseFate(s string) tracer.Fate {
+	switch s {
+	case "drop":
+		return tracer.FateDrop
+	case "consume":
+		return tracer.FateConsume
+	}
+	return tracer.FateUnknown
+}
+
+func readNDJSON(r *bufio.Reader) (*Result, error) {
+	res := &Result{Format: "ndjson"}
+	b := newBuilder()
+	var final *tracer.Summary
+	var off int64
+	for lineNo := 1; ; lineNo++ {
+		line, err := r.ReadBytes('\n')
+		if len(line) == 0 && errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			res.Damage = fmt.Errorf("reading at byte offset %d: %w", off, err)
+			break
+		}
+		if !bytes.HasSuffix(line, []byte("\n")) {
+			res.Damage = fmt.Errorf("line %d (byte offset %d) is cut short: the file is truncated", lineNo, off)
+			break
+		}
+		var l ndLine
+		if jerr := json.Unmarshal(line, &l); jerr != nil {
+			res.Damage = fmt.Errorf("line %d (byte offset %d) is not valid JSON: %v", lineNo, off, jerr)
+			break
+		}
+		off += int64(len(line))
+		switch l.Type {
+		case "event":
+			res.Records++
+			b.event(&tracer.Event{Source: l.Source, Time: l.Time, Fate: parseFate(l.Fate), Reason: l.Reason, Location: l.Location, Hook: l.Hook, Family: l.Family})
+		case "fate":
+			res.Records++
+			var saw []string
+			for name, raw := range l.Observers {
+				var o struct {
+					Status string `json:"status"`
+				}
+				if json.Unmarshal(raw, &o) == nil && o.Status == tracer.StatusSaw.String() {
+					saw = append(saw, name)
+				}
+			}
+			b.fate(&tracer.Event{Time: l.Time, Fate: parseFate(l.Fate), Reason: l.Reason, Location: l.Location, Hook: l.Hook, Family: l.Family}, l.Verdict, saw)
+		case "summary":
+			res.HasSummary = true
+			final = summaryOf(&l, line)
+		default:
+			res.Damage = fmt.Errorf("line %d (byte offset %d) has unknown type %q", lineNo, off-int64(len(line)), l.Type)
+		}
+		if res.Damage != nil {
+			break
+		}
+	}
+	res.Summary = b.finish(final)
+	return res, nil
+}
+
+// summaryOf turns a summary line into a Summary, keeping the loss counters
+// in the order they were written.
+func summaryOf(l *ndLine, raw []byte) *tracer.Summary {
+	s := tracer.NewSummary()
+	s.Start, s.End, s.Events = l.Start, l.End, l.Events
+	for _, name := range orderedKeys(raw, "lost") {
+		s.Lost = append(s.Lost, tracer.Counter{Name: name, Value: l.Lost[name]})
+	}
+	for _, src := range l.Sources {
+		s.Sources = append(s.Sources, tracer.SourceStatus{Name: src.Name, Running: src.Running, Reason: src.Reason})
+	}
+	var obs []string
+	for _, src := range l.Sources {
+		if src.Running {
+			obs = append(obs, src.Name)
+		}
+	}
+	s.Correlation = &tracer.Correlation{Observers: obs, Late: l.Late, Forced: l.Forced}
+	return s
+}
+
+// orderedKeys returns the keys of the object under key in their order in
+// raw (encoding/json maps forget it).
+func orderedKeys(raw []byte, key string) []string {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(raw, &top) != nil {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(top[key]))
+	var keys []string
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return keys
+		}
+		k, _ := t.(string)
+		keys = append(keys, k)
+		var v json.RawMessage
+		if dec.Decode(&v) != nil {
+			return keys
+		}
+	}
+	return keys
+}
+
+// parseComment reads the key=value pairs of a pktfate packet comment.
+func parseComment(c string) (map[string]string, bool) {
+	rest, ok := strings.CutPrefix(c, "pktfate:")
+	if !ok {
+		return nil, false
+	}
+	kv := map[string]string{}
+	for rest = strings.TrimSpace(rest); rest != ""; rest = strings.TrimSpace(rest) {
+		k, v, ok := strings.Cut(rest, "=")
+		if !ok {
+			return kv, false
+		}
+		if strings.HasPrefix(v, `"`) {
+			q, err := strconv.QuotedPrefix(v)
+			if err != nil {
+				return kv, false
+			}
+			uq, _ := strconv.Unquote(q)
+			kv[k], rest = uq, v[len(q):]
+			continue
+		}
+		val, after, _ := strings.Cut(v, " ")
+		kv[k], rest = val, after
+	}
+	return kv, true
+}
+
+func readPcapng(r *bufio.Reader) (*Result, error) {
+	res := &Result{Format: "pcapng"}
+	cr := &countingReader{r: r}
+	ng, err := pcapgo.NewNgReader(cr, pcapgo.NgReaderOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("not a readable pcapng file: %w", err)
+	}
+	b := newBuilder()
+	lastID := ^uint64(0)
+	correlated := false
+	for {
+		start := cr.n
+		_, ci, opts, err := ng.ReadPacketDataWithOptions()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			res.Damage = fmt.Errorf("pcapng block at about byte offset %d is damaged or cut short: %v", start, err)
+			break
+		}
+		if len(opts.Comments) == 0 {
+			continue
+		}
+		kv, ok := parseComment(opts.Comments[0])
+		if !ok {
+			continue
+		}
+		// Sightings of one packet share its packet id: count it once.
+		if opts.PacketID != nil && *opts.PacketID == lastID {
+			continue
+		}
+		if opts.PacketID != nil {
+			lastID = *opts.PacketID
+		}
+		res.Records++
+		e := &tracer.Event{Time: ci.Timestamp, Fate: parseFate(kv["fate"]), Reason: kv["reason"], Location: kv["location"],
+			Hook: kv["hook"], Family: kv["family"]}
+		if v, ok := kv["verdict"]; ok {
+			correlated = true
+			b.fate(e, v, strings.Split(kv["observers"], "+"))
+		}
+		b.event(e)
+	}
+	var final *tracer.Summary
+	if n := ng.NInterfaces(); n > 0 {
+		if ifc, err := ng.Interface(0); err == nil && strings.HasPrefix(ifc.Statistics.Comment, "{") {
+			var l ndLine
+			line := []byte(ifc.Statistics.Comment)
+			if json.Unmarshal(line, &l) == nil && l.Type == "summary" {
+				res.HasSummary = true
+				final = summaryOf(&l, line)
+			}
+		}
+	}
+	if !correlated {
+		b.fates = false
+	}
+	res.Summary = b.finish(final)
+	return res, nil
+}
+
+// countingReader counts the bytes read through it, to name offsets.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
