@@ -153,11 +153,11 @@ type ndLine struct {
 	Observers map[string]json.RawMessage `json:"observers"`
 
 	// summary
-	Start     time.Time         `json:"start"`
-	End       time.Time         `json:"end"`
-	Events    uint64            `json:"events"`
-	Lost      map[string]uint64 `json:"lost"`
-	Sources   []struct {
+	Start   time.Time         `json:"start"`
+	End     time.Time         `json:"end"`
+	Events  uint64            `json:"events"`
+	Lost    map[string]uint64 `json:"lost"`
+	Sources []struct {
 		Name    string `json:"name"`
 		Running bool   `json:"running"`
 		Reason  string `json:"reason"`
