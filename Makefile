@@ -67,7 +67,9 @@ test-unit:
 vmtest:
 	$(GO) run ./internal/vm/cmd/vmtest -kernel "$(KERNEL)"
 
+# An interactive shell in one kernel's VM with pktfate and the tests.
 vmshell:
+	$(if $(KERNEL),,$(error vmshell needs KERNEL=6.1, 6.12 or 7.2))
 	$(GO) run ./internal/vm/cmd/vmtest -shell -kernel "$(KERNEL)"
 
 bench: build

@@ -20,6 +20,10 @@ type Summary struct {
 	Lost []Counter
 	// Sources says which sources ran and why others did not.
 	Sources []SourceStatus
+	// Ignored counts events not shown because pktfate itself caused them
+	// ("drop_monitor_clones": NET_DM's copies of dropped packets, which it
+	// frees with consume_skb).
+	Ignored map[string]uint64
 	// Fates counts fate records; with several observers, the drop and
 	// consume counts above count records (packets), not sightings.
 	Fates uint64
@@ -77,7 +81,7 @@ type SourceStatus struct {
 
 // NewSummary returns an empty Summary.
 func NewSummary() *Summary {
-	return &Summary{ByReason: map[string]uint64{}, ByLocation: map[string]uint64{}, ByHook: map[string]uint64{}}
+	return &Summary{ByReason: map[string]uint64{}, ByLocation: map[string]uint64{}, ByHook: map[string]uint64{}, Ignored: map[string]uint64{}}
 }
 
 // Add counts one event and its fate.

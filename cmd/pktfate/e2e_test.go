@@ -125,6 +125,28 @@ func parseNDJSON(t *testing.T, out []byte) (events []ndjsonLine, summary ndjsonL
 	return events, summary
 }
 
+// parseFates returns the fate lines and the summary of NDJSON output.
+func parseFates(t *testing.T, out []byte) (fates []ndjsonLine, summary ndjsonLine) {
+	t.Helper()
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var l ndjsonLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("bad NDJSON line %q: %v", sc.Text(), err)
+		}
+		switch l["type"] {
+		case "fate":
+			fates = append(fates, l)
+		case "summary":
+			summary = l
+		}
+	}
+	if summary == nil {
+		t.Fatalf("no summary line in output:\n%s", out)
+	}
+	return fates, summary
+}
+
 func sendUDP(t *testing.T, ns *netns.NS, network string, dst netip.AddrPort, n int) {
 	t.Helper()
 	var conn *net.UDPConn

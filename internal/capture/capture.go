@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -135,10 +136,18 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 			}
 		})
 	}
+	dropmonRunning := slices.Contains(cfg.Observers, tracer.ObserverDropmon)
 	handle := func(e *tracer.Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		if done || renderErr != nil {
+			return
+		}
+		// NET_DM frees the copies it makes for its alerts with consume_skb
+		// from a kworker: while it runs for us, those frees are ours.
+		if dropmonRunning && e.Source == tracer.ObserverEBPF && e.Fate == tracer.FateConsume &&
+			strings.HasPrefix(tracer.Function(e.Location), "net_dm_") {
+			sum.Ignored["drop_monitor_clones"]++
 			return
 		}
 		if !cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {

@@ -58,18 +58,21 @@ func New(name string) (ns *NS, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating network namespace %q: %w", name, err)
 	}
-	ns = &NS{Name: name, handle: h}
+	created := &NS{Name: name, handle: h}
 	defer func() {
 		if err != nil {
-			ns.Close()
+			created.Close()
 		}
 	}()
+	ns = created
 	var st unix.Stat_t
 	if err := unix.Fstat(int(h), &st); err != nil {
 		return nil, fmt.Errorf("stat of network namespace: %w", err)
 	}
 	ns.Inode = uint32(st.Ino)
-	ns.nl, err = netlink.NewHandleAt(h)
+	// NETLINK_ROUTE only: the default also opens NETLINK_XFRM, which needs
+	// the xfrm_user module.
+	ns.nl, err = netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink in network namespace: %w", err)
 	}

@@ -319,6 +319,10 @@ func (r *NDJSON) Summary(s *tracer.Summary) error {
 	b = appendCounts(b, s.Lost)
 	b = append(b, `,"complete":`...)
 	b = strconv.AppendBool(b, s.Complete())
+	if len(s.Ignored) > 0 {
+		b = append(b, `,"ignored":`...)
+		b = appendCounts(b, tracer.Sorted(s.Ignored))
+	}
 	if c := s.Correlation; c != nil {
 		b = append(b, `,"fates":`...)
 		b = strconv.AppendUint(b, s.Fates, 10)

@@ -161,6 +161,7 @@ func checkSummaryLine(t *testing.T, line string, s *tracer.Summary) {
 		ByHook     map[string]uint64 `json:"by_hook"`
 		Lost       map[string]uint64 `json:"lost"`
 		Complete   bool              `json:"complete"`
+		Ignored    map[string]uint64 `json:"ignored"`
 		Sources    []struct {
 			Name    string  `json:"name"`
 			Running bool    `json:"running"`

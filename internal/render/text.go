@@ -221,6 +221,9 @@ func (r *Text) Summary(s *tracer.Summary) error {
 			fmt.Fprintf(w, "  (%d sightings arrived too late to be joined, %d packets reported early because the window was full)\n", c.Late, c.Forced)
 		}
 	}
+	if len(s.Ignored) > 0 {
+		table(w, "not shown (caused by pktfate itself)", tracer.Sorted(s.Ignored))
+	}
 	table(w, "lost events", s.Lost)
 	if n := s.TotalLost(); n > 0 {
 		fmt.Fprintf(w, "INCOMPLETE: %d events were lost; the capture does not prove every packet's fate\n", n)

@@ -118,6 +118,7 @@ func (b *builder) finish(final *tracer.Summary) *tracer.Summary {
 	}
 	if final != nil {
 		s.Start, s.End, s.Lost, s.Sources, s.Events = final.Start, final.End, final.Lost, final.Sources, final.Events
+		s.Ignored = final.Ignored
 	}
 	if b.fates {
 		for v := tracer.VerdictSingle; v <= tracer.VerdictUnconfirmed; v++ {
@@ -157,6 +158,7 @@ type ndLine struct {
 	End     time.Time         `json:"end"`
 	Events  uint64            `json:"events"`
 	Lost    map[string]uint64 `json:"lost"`
+	Ignored map[string]uint64 `json:"ignored"`
 	Sources []struct {
 		Name    string `json:"name"`
 		Running bool   `json:"running"`
@@ -235,6 +237,9 @@ func readNDJSON(r *bufio.Reader) (*Result, error) {
 func summaryOf(l *ndLine, raw []byte) *tracer.Summary {
 	s := tracer.NewSummary()
 	s.Start, s.End, s.Events = l.Start, l.End, l.Events
+	for k, v := range l.Ignored {
+		s.Ignored[k] = v
+	}
 	for _, name := range orderedKeys(raw, "lost") {
 		s.Lost = append(s.Lost, tracer.Counter{Name: name, Value: l.Lost[name]})
 	}

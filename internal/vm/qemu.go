@@ -1,0 +1,122 @@
+package vm
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// kernelCmdline is the guests' kernel command line: serial console, panic
+// powers off (-no-reboot turns the reboot into an exit), fast boot.
+const kernelCmdline = "console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off nokaslr"
+
+// afterMarker is how long QEMU may take to exit after the marker.
+const afterMarker = 30 * time.Second
+
+// BootSpec describes one VM.
+type BootSpec struct {
+	Kernel string // vmlinux (PVH entry) or bzImage
+	Initrd string
+	Prefix string        // prefix of each console line copied to Out
+	Out    io.Writer     // console copy; must be safe for concurrent use with other VMs' writers
+	Shell  bool          // attach the terminal to the serial console instead
+	Limit  time.Duration // hard timeout, 0 for none
+}
+
+// qemuArgs are QEMU's arguments: TCG (the host's /dev/kvm is PVM, which
+// stock kernels do not boot on), no network, no reboot.
+func qemuArgs(s BootSpec) []string {
+	return []string{
+		"-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1G", "-smp", "2",
+		"-nographic", "-no-reboot", "-nic", "none",
+		"-kernel", s.Kernel, "-initrd", s.Initrd, "-append", kernelCmdline,
+	}
+}
+
+// BootResult is what one VM reported.
+type BootResult struct {
+	RC       int  // the guest's status from the marker
+	Reported bool // a marker was seen; false means the VM itself failed
+	TimedOut bool
+	Tail     []string // last console lines, for error reports
+}
+
+// Boot runs one VM to completion, copying its console line by line to
+// spec.Out with spec.Prefix, and returns the guest's result. The VM is
+// killed at spec.Limit, or when it lingers after reporting.
+func Boot(ctx context.Context, spec BootSpec) (BootResult, error) {
+	if spec.Shell {
+		return BootResult{}, bootShell(ctx, spec)
+	}
+	if spec.Limit > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, spec.Limit)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", qemuArgs(spec)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return BootResult{}, fmt.Errorf("starting qemu: %w", err)
+	}
+	cmd.Stderr = cmd.Stdout
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		return BootResult{}, fmt.Errorf("starting qemu: %w", err)
+	}
+	res := copyConsole(stdout, spec, cmd)
+	waitErr := cmd.Wait()
+	res.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+	if !res.Reported && waitErr != nil && !res.TimedOut && ctx.Err() != nil {
+		return res, fmt.Errorf("running qemu: %w", ctx.Err())
+	}
+	return res, nil
+}
+
+// copyConsole streams the console until EOF, watching for the marker; once
+// it is seen QEMU gets afterMarker to power off before it is killed.
+func copyConsole(r io.Reader, spec BootSpec, cmd *exec.Cmd) BootResult {
+	var res BootResult
+	var scan MarkerScanner
+	br := bufio.NewReaderSize(r, 64<<10)
+	var killer *time.Timer
+	for {
+		line, err := br.ReadString('\n')
+		if line != "" {
+			line = strings.TrimRight(line, "\r\n")
+			fmt.Fprintf(spec.Out, "%s%s\n", spec.Prefix, line)
+			scan.Feed(line)
+			res.Tail = append(res.Tail, line)
+			if len(res.Tail) > 40 {
+				res.Tail = res.Tail[1:]
+			}
+			if _, found := scan.Result(); found && killer == nil {
+				killer = time.AfterFunc(afterMarker, func() { _ = cmd.Process.Kill() })
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if killer != nil {
+		killer.Stop()
+	}
+	res.RC, res.Reported = scan.Result()
+	return res
+}
+
+// bootShell runs QEMU with the terminal attached to the serial console
+// (QEMU puts the terminal in raw mode; Ctrl-A x quits).
+func bootShell(ctx context.Context, spec BootSpec) error {
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", qemuArgs(spec)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("running qemu shell: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,383 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrFailed is returned by Run when a kernel did not pass.
+var ErrFailed = errors.New("kernel matrix failed")
+
+// Config is one harness run.
+type Config struct {
+	Lines    []Line
+	Run      string        // -test.run pattern passed to every test binary
+	Timeout  time.Duration // hard limit per VM
+	Shell    bool          // interactive shell instead of tests (one line only)
+	Keep     bool          // keep the temporary folder
+	Verbose  bool          // progress notes
+	Patterns []string      // packages whose tests run, default ./...
+	KmodDirs []string      // out-of-tree module folders built per kernel
+	Modules  []string      // kernel modules loaded at boot besides GuestModules
+	Parallel int           // VMs at a time (1 or 2 on a 2-core host)
+	Cache    Cache
+	RepoDir  string
+	Out      io.Writer
+}
+
+// Run builds the payload, prepares every kernel line and runs the tests in
+// one VM per line, ending each line with "PASS kernel=<release>" or
+// "FAIL kernel=<release>" and a timing summary. It returns ErrFailed (wrapped)
+// when any line failed. A VM that does not report (no marker: hang, crash,
+// cut output) is booted once more; failed tests are never retried.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Shell && len(cfg.Lines) != 1 {
+		return errors.New("starting shell: name exactly one kernel line with -kernel")
+	}
+	r, err := newRunner(cfg)
+	if err != nil {
+		return err
+	}
+	defer r.cleanup()
+	unlock, err := lockCache(cfg.Cache, r.out)
+	if err != nil {
+		return err
+	}
+	// The cache is only written while preparing: release it before the
+	// VMs run (a -shell session may last long).
+	r.prepared.Add(len(cfg.Lines))
+	go func() { r.prepared.Wait(); unlock() }()
+	go r.buildPayload(ctx)
+	stopChroots := r.startChroots(ctx)
+	results := r.runLines(ctx)
+	stopChroots()
+	if cfg.Shell {
+		return results[0].err
+	}
+	return r.summary(results)
+}
+
+// startChroots begins creating the build chroot of lines whose modules are
+// built in one (sid) right away, in the background, instead of after their
+// kernel is downloaded: it is the longest step of a cold run. Line.CC is the
+// expected compiler; BuildModules checks the real one from the headers.
+func (r *runner) startChroots(ctx context.Context) (stop func()) {
+	if len(r.cfg.KmodDirs) == 0 || r.cfg.Shell {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, l := range r.cfg.Lines {
+		if l.Chroot {
+			wg.Go(func() {
+				if _, err := EnsureChroot(ctx, r.cfg.Cache, l.CC, r.info); err != nil {
+					logf(r.info, "%s: early chroot creation failed (retried when needed): %v", l.Name, err)
+				}
+			})
+		}
+	}
+	// Lines that needed the chroot have waited for it already; one no line
+	// needed (its kernel failed to download) is abandoned, not left running.
+	return func() { cancel(); wg.Wait() }
+}
+
+// runLines runs every line in its own goroutine. Lines prepare
+// concurrently but boot in order: line i waits for line i-Parallel, so
+// output and verdicts come in a stable order and at most Parallel VMs run.
+func (r *runner) runLines(ctx context.Context) []lineResult {
+	lines := r.cfg.Lines
+	results := make([]lineResult, len(lines))
+	done := make([]chan struct{}, len(lines))
+	for i := range done {
+		done[i] = make(chan struct{})
+	}
+	var wg sync.WaitGroup
+	for i, line := range lines {
+		var turn <-chan struct{}
+		if i >= r.cfg.Parallel {
+			turn = done[i-r.cfg.Parallel]
+		}
+		wg.Go(func() {
+			defer close(done[i])
+			results[i] = r.runLine(ctx, line, turn)
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// runner holds what the lines of one run share.
+type runner struct {
+	cfg      Config
+	out      *syncWriter
+	info     io.Writer // progress notes, nil unless verbose
+	work     string
+	apt      *Apt
+	resolver *Resolver
+	prepared sync.WaitGroup                                      // lines still writing to the cache
+	bootVM   func(context.Context, BootSpec) (BootResult, error) // Boot; replaced in tests
+
+	payloadDone chan struct{}
+	payload     Payload
+	payloadErr  error
+	payloadTime time.Duration
+}
+
+func newRunner(cfg Config) (*runner, error) {
+	if cfg.Parallel < 1 {
+		cfg.Parallel = 1
+	}
+	work, err := os.MkdirTemp("", "pktfate-vm-")
+	if err != nil {
+		return nil, fmt.Errorf("creating work dir: %w", err)
+	}
+	r := &runner{cfg: cfg, out: &syncWriter{w: cfg.Out}, work: work, payloadDone: make(chan struct{}), bootVM: Boot}
+	if cfg.Verbose {
+		r.info = r.out
+	}
+	var suites []string
+	for _, l := range Lines() {
+		suites = append(suites, l.Suite)
+	}
+	r.apt = &Apt{Dir: cfg.Cache.aptDir(), Log: r.info, Suites: suites}
+	r.resolver = &Resolver{Cache: cfg.Cache, Apt: r.apt, Log: r.out, Lines: cfg.Lines}
+	return r, nil
+}
+
+func (r *runner) cleanup() {
+	if r.cfg.Keep {
+		fmt.Fprintf(r.out, "kept work dir %s\n", r.work)
+		return
+	}
+	os.RemoveAll(r.work)
+}
+
+// buildPayload compiles the test binaries while the kernels download.
+func (r *runner) buildPayload(ctx context.Context) {
+	defer close(r.payloadDone)
+	start := time.Now()
+	r.payload, r.payloadErr = BuildPayload(ctx, PayloadConfig{
+		RepoDir: r.cfg.RepoDir, Patterns: r.cfg.Patterns, WorkDir: r.work, Log: r.out,
+	})
+	r.payloadTime = time.Since(start)
+	if r.payloadErr == nil {
+		logf(r.info, "payload: %d test binaries built in %s", len(r.payload.Packages), round(r.payloadTime))
+	}
+}
+
+// lineResult is the outcome of one kernel line.
+type lineResult struct {
+	line    Line
+	release string
+	stages  []stage
+	err     error // harness failure (resolve, download, build, VM never reported)
+	rc      int   // guest status when the VM reported
+}
+
+type stage struct {
+	name string
+	d    time.Duration
+}
+
+func (res *lineResult) timed(name string, start time.Time) {
+	res.stages = append(res.stages, stage{name, time.Since(start)})
+}
+
+func (res lineResult) passed() bool { return res.err == nil && res.rc == 0 }
+
+// runLine takes one kernel line from resolution to its PASS/FAIL line.
+func (r *runner) runLine(ctx context.Context, line Line, turn <-chan struct{}) lineResult {
+	res := lineResult{line: line, release: line.Name}
+	initrd, k, err := r.prepare(ctx, line, &res)
+	r.prepared.Done()
+	if turn != nil {
+		<-turn
+	}
+	if err == nil {
+		err = r.boot(ctx, line, k, initrd, &res)
+	}
+	res.err = err
+	if r.cfg.Shell {
+		return res
+	}
+	if err != nil {
+		fmt.Fprintf(r.out, "[%s] error: %v\n", line.Name, err)
+	}
+	verdict := "PASS"
+	if !res.passed() {
+		verdict = "FAIL"
+	}
+	fmt.Fprintf(r.out, "%s kernel=%s\n", verdict, res.release)
+	return res
+}
+
+// prepare resolves and fetches the kernel, builds its base initramfs and
+// modules, and assembles the VM's initrd.
+func (r *runner) prepare(ctx context.Context, line Line, res *lineResult) (string, Kernel, error) {
+	start := time.Now()
+	resolved, err := r.resolver.Resolve(ctx, line)
+	res.timed("resolve", start)
+	if err != nil {
+		return "", Kernel{}, err
+	}
+	res.release = resolved.Release
+	start = time.Now()
+	k, fetched, err := FetchKernel(ctx, r.cfg.Cache, r.apt, line, resolved, r.info)
+	res.timed("download", start)
+	if err != nil {
+		return "", k, err
+	}
+	if fetched {
+		logf(r.info, "[%s] %s downloaded and extracted in %s", line.Name, k.Release, round(time.Since(start)))
+	}
+	start = time.Now()
+	base, err := BuildBase(k, append(slices.Clone(GuestModules), r.cfg.Modules...), r.info)
+	if err != nil {
+		return "", k, err
+	}
+	kmod := ""
+	if len(r.cfg.KmodDirs) > 0 {
+		if kmod, err = BuildModules(ctx, r.cfg.Cache, k, r.cfg.KmodDirs, r.info); err != nil {
+			return "", k, err
+		}
+	}
+	spent := time.Since(start)
+	<-r.payloadDone
+	if r.payloadErr != nil {
+		return "", k, r.payloadErr
+	}
+	start = time.Now()
+	initrd, err := r.assemble(line, base, kmod)
+	res.stages = append(res.stages, stage{"initramfs", spent + time.Since(start)})
+	return initrd, k, err
+}
+
+// assemble concatenates the base archive, the shared payload and a small
+// per-kernel archive (run.sh, modules) into the VM's initrd.
+func (r *runner) assemble(line Line, base, kmod string) (string, error) {
+	extra := filepath.Join(r.work, "extra-"+line.Name+".cpio")
+	script := runnerScript(runnerSpec{
+		Line: line.Name, Packages: r.payload.Packages, Run: r.cfg.Run, Timeout: testTimeout(r.cfg.Timeout),
+		HasBin: r.payload.HasBin, HasKmod: kmod != "" && len(listKos(kmod)) > 0, Shell: r.cfg.Shell,
+	})
+	err := writeArchive(extra, func(c *CPIOWriter) error {
+		if err := c.File(guestRunner, 0o755, []byte(script)); err != nil {
+			return err
+		}
+		if kmod == "" {
+			return nil
+		}
+		return kmodFiles(c, kmod)
+	})
+	if err != nil {
+		return "", err
+	}
+	initrd := filepath.Join(r.work, "initrd-"+line.Name+".cpio")
+	if err := concatFiles(initrd, base, r.payload.Archive, extra); err != nil {
+		return "", fmt.Errorf("assembling initramfs: %w", err)
+	}
+	return initrd, nil
+}
+
+// testTimeout leaves a minute between the test binaries' own timeout
+// (which prints goroutine dumps) and the VM's hard limit.
+func testTimeout(vm time.Duration) time.Duration {
+	if vm <= 2*time.Minute {
+		return 0
+	}
+	return vm - time.Minute
+}
+
+// boot runs the VM, once more if it did not report.
+func (r *runner) boot(ctx context.Context, line Line, k Kernel, initrd string, res *lineResult) error {
+	start := time.Now()
+	defer res.timed("boot+tests", start)
+	spec := BootSpec{Kernel: k.BootImage(), Initrd: initrd, Prefix: "[" + line.Name + "] ",
+		Out: r.out, Shell: r.cfg.Shell, Limit: r.cfg.Timeout}
+	if r.cfg.Shell {
+		_, err := r.bootVM(ctx, spec)
+		return err
+	}
+	for attempt := 1; ; attempt++ {
+		br, err := r.bootVM(ctx, spec)
+		if err != nil {
+			return err
+		}
+		if br.Reported {
+			res.rc = br.RC
+			return nil
+		}
+		why := "qemu exited"
+		if br.TimedOut {
+			why = fmt.Sprintf("timed out after %s", r.cfg.Timeout)
+		}
+		if attempt == 2 || ctx.Err() != nil {
+			return fmt.Errorf("running tests on %s: VM did not report a result (%s)", k.Release, why)
+		}
+		fmt.Fprintf(r.out, "[%s] VM did not report a result (%s); retrying once\n", line.Name, why)
+	}
+}
+
+// summary prints the stage timings of every line and the overall verdict.
+func (r *runner) summary(results []lineResult) error {
+	fmt.Fprintf(r.out, "timings: build (go test -c, payload) %s\n", round(r.payloadTime))
+	var failed []string
+	for _, res := range results {
+		var parts []string
+		for _, s := range res.stages {
+			parts = append(parts, fmt.Sprintf("%s %s", s.name, round(s.d)))
+		}
+		fmt.Fprintf(r.out, "timings: %-5s %s: %s\n", res.line.Name, res.release, strings.Join(parts, ", "))
+		if !res.passed() {
+			failed = append(failed, res.release)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%w: %s", ErrFailed, strings.Join(failed, " "))
+	}
+	return nil
+}
+
+// concatFiles writes the concatenation of srcs to dst.
+func concatFiles(dst string, srcs ...string) error {
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	for _, s := range srcs {
+		in, err := os.Open(s)
+		if err != nil {
+			out.Close()
+			return err
+		}
+		_, err = io.Copy(out, in)
+		in.Close()
+		if err != nil {
+			out.Close()
+			return err
+		}
+	}
+	return out.Close()
+}
+
+func round(d time.Duration) time.Duration { return d.Round(100 * time.Millisecond) }
+
+// syncWriter serialises writes from the lines' goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
