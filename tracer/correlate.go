@@ -159,6 +159,9 @@ type CorrelatorStats struct {
 	// Forced counts records emitted before their window closed because
 	// MaxPending was reached.
 	Forced uint64
+	// Clones counts consume sightings of the copies NET_DM makes of
+	// dropped packets for its alerts: pktfate's own doing, not reported.
+	Clones uint64
 	// ByVerdict counts records by verdict.
 	ByVerdict [4]uint64
 	// Agreement[a][b] counts records both observers a and b saw
@@ -331,6 +334,10 @@ func (c *Correlator) Add(e *Event) {
 		c.finalize(r)
 		return
 	}
+	if c.isDropmonClone(e, hash) {
+		c.stats.Clones++
+		return
+	}
 	r := c.match(e, hash)
 	if r == nil {
 		r = c.newRecord(e, hash)
@@ -367,6 +374,28 @@ func (c *Correlator) addSighting(r *FateRecord, s Sighting, e *Event) {
 	if e.Mono < r.mono {
 		r.mono = e.Mono
 	}
+}
+
+// isDropmonClone recognises NET_DM's copy of a dropped packet, which it
+// frees with consume_skb from its kworker once the alert is sent: by the
+// caller (net_dm_*) where consume_skb reports one (6.3+), else by being a
+// consume of the very headers of a packet dropped just before.
+func (c *Correlator) isDropmonClone(e *Event, hash uint64) bool {
+	if !c.cfg.Running[ObserverDropmon] || e.Source != ObserverEBPF || e.Fate != FateConsume {
+		return false
+	}
+	if e.Location != "" {
+		return strings.HasPrefix(Function(e.Location), "net_dm_")
+	}
+	if hash == 0 || !c.indexHash {
+		return false
+	}
+	for r := c.byHash[hash]; r != nil; r = r.nextHash {
+		if r.Event.Fate == FateDrop && e.Mono >= r.mono && e.Mono-r.mono <= uint64(c.cfg.Window) {
+			return true
+		}
+	}
+	return false
 }
 
 // match finds the pending record e belongs to: the same skb within

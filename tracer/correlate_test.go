@@ -288,3 +288,26 @@ func BenchmarkCorrelate4(b *testing.B) {
 	c.Flush()
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
 }
+
+// TestCorrelateDropmonClones: NET_DM's copies of dropped packets, consumed
+// by NET_DM itself, are counted and not reported: by their caller where
+// consume_skb has one, else by matching a drop just before.
+func TestCorrelateDropmonClones(t *testing.T) {
+	c, out := collect(CorrelatorConfig{Running: running("ebpf", "dropmon")})
+	c.Add(ebpfDrop(100*ms, 0xa, 8000, "NO_SOCKET", "f+0x1"))
+	withLoc := ebpfDrop(101*ms, 0xb, 8000, "", "net_dm_packet_work+0x408 [drop_monitor]")
+	withLoc.Fate = FateConsume
+	noLoc := ebpfDrop(102*ms, 0xc, 8000, "", "")
+	noLoc.Fate = FateConsume
+	c.Add(withLoc)
+	c.Add(noLoc)
+	c.Add(dropmonDrop(101*ms, 8000, "NO_SOCKET", "f+0x1"))
+	// A consume of other headers is a packet of its own.
+	other := ebpfDrop(103*ms, 0xd, 8001, "", "")
+	other.Fate = FateConsume
+	c.Add(other)
+	c.Flush()
+	if len(*out) != 2 || (*out)[0].verdict != VerdictConfirmed || c.Stats().Clones != 2 {
+		t.Errorf("records %+v, clones %d; want the confirmed drop, the other consume, 2 clones", *out, c.Stats().Clones)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -136,18 +135,10 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 			}
 		})
 	}
-	dropmonRunning := slices.Contains(cfg.Observers, tracer.ObserverDropmon)
 	handle := func(e *tracer.Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		if done || renderErr != nil {
-			return
-		}
-		// NET_DM frees the copies it makes for its alerts with consume_skb
-		// from a kworker: while it runs for us, those frees are ours.
-		if dropmonRunning && e.Source == tracer.ObserverEBPF && e.Fate == tracer.FateConsume &&
-			strings.HasPrefix(tracer.Function(e.Location), "net_dm_") {
-			sum.Ignored["drop_monitor_clones"]++
 			return
 		}
 		if !cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {
@@ -256,7 +247,12 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		}
 		corr.Flush()
 		mu.Unlock()
-		sum.SetCorrelation(cfg.Observers, corr.Stats())
+		st := corr.Stats()
+		sum.SetCorrelation(cfg.Observers, st)
+		if st.Clones > 0 {
+			// NET_DM's copies of dropped packets, freed by NET_DM itself.
+			sum.Ignored["drop_monitor_clones"] = st.Clones
+		}
 	}
 	if runErr != nil {
 		return sum, runErr
