@@ -318,14 +318,13 @@ func chooseDropmon(cfg traceConfig, decoder *tracer.Decoder, kernelFilters bool)
 		return nil, nil, nil
 	}
 	src := tracer.NewDropmon(tracer.DropmonConfig{SnapLen: cfg.SnapLen, Decoder: decoder})
-	var err error
+	err := src.CanRun()
 	switch {
+	case err != nil:
 	case cfg.FilterFate == "consume":
 		err = errors.New("the drop monitor reports drops only (--filter-fate consume)")
 	case kernelFilters:
 		err = errors.New("NET_DM alerts carry no network namespace or mark: --filter-netns, --filter-ifname and --filter-mark cannot apply to them")
-	default:
-		err = src.CanRun()
 	}
 	if err != nil {
 		if explicit {
