@@ -84,6 +84,13 @@ type Decoder struct {
 
 	pkt     *packetDecoder
 	ifnames map[[16]byte]string
+	// The previous record's location and interface name: in a drop storm
+	// they repeat, and comparing beats a map lookup.
+	lastLoc     uint64
+	lastLocName string
+	lastIf      [16]byte
+	lastIfName  string
+	haveLastIf  bool
 }
 
 // NewDecoder returns a Decoder naming reasons with r and locations with s
@@ -144,7 +151,10 @@ func (d *Decoder) Decode(raw []byte, ev *Event) error {
 			ev.Verdict = "stolen"
 		}
 	}
-	ev.Location = d.Symbols.Format(ev.LocationAddr)
+	if ev.LocationAddr != d.lastLoc || d.lastLocName == "" {
+		d.lastLoc, d.lastLocName = ev.LocationAddr, d.Symbols.Format(ev.LocationAddr)
+	}
+	ev.Location = d.lastLocName
 	ev.Ifname = d.ifname(raw[offIfname : offIfname+16])
 	if flags&(flagNetwork|flagMAC) != 0 {
 		d.pkt.decode(&ev.Packet, ev.EtherType, ev.Data, ev.MACHeader)
@@ -157,7 +167,11 @@ func (d *Decoder) Decode(raw []byte, ev *Event) error {
 func (d *Decoder) ifname(b []byte) string {
 	var key [16]byte
 	copy(key[:], b)
+	if d.haveLastIf && key == d.lastIf {
+		return d.lastIfName
+	}
 	if s, ok := d.ifnames[key]; ok {
+		d.lastIf, d.lastIfName, d.haveLastIf = key, s, true
 		return s
 	}
 	n := 0

@@ -1,7 +1,6 @@
 package render
 
 import (
-	"bufio"
 	"io"
 	"net/netip"
 	"strconv"
@@ -15,8 +14,11 @@ import (
 // "type":"summary" line. Field names are a stable contract; fields that do
 // not apply to an event are omitted.
 type NDJSON struct {
-	w   *bufio.Writer
+	// Lines are appended straight into buf, which goes to w in large
+	// writes: no per-line copy.
+	w   io.Writer
 	buf []byte
+	err error
 	ts  timeCache
 
 	// Consecutive events mostly share their reason, location and
@@ -93,7 +95,7 @@ func (r *NDJSON) appendAddr(b []byte, src bool, a netip.Addr) []byte {
 
 // NewNDJSON returns an NDJSON renderer writing to w.
 func NewNDJSON(w io.Writer) *NDJSON {
-	return &NDJSON{w: bufio.NewWriterSize(w, 64<<10), buf: make([]byte, 0, 1024)}
+	return &NDJSON{w: w, buf: make([]byte, 0, ndjsonBuffer+4096)}
 }
 
 func (r *NDJSON) appendHead(b []byte, e *tracer.Event) []byte {
@@ -156,9 +158,22 @@ func renderIface(h []byte, e *tracer.Event) []byte {
 	return h
 }
 
+// ndjsonBuffer is how much output is gathered before one write.
+const ndjsonBuffer = 64 << 10
+
+// commit keeps the line appended to r.buf and writes the buffer out once
+// it is large enough.
+func (r *NDJSON) commit(b []byte) error {
+	r.buf = b
+	if len(r.buf) >= ndjsonBuffer {
+		return r.Flush()
+	}
+	return r.err
+}
+
 // Event implements Renderer.
 func (r *NDJSON) Event(e *tracer.Event) error {
-	b := r.buf[:0]
+	b := r.buf
 	b = append(b, `{"type":"event","time":"`...)
 	b = r.ts.appendRFC3339(b, e.Time)
 	b = r.appendHead(b, e)
@@ -172,9 +187,7 @@ func (r *NDJSON) Event(e *tracer.Event) error {
 		b = append(b, '"')
 	}
 	b = append(b, "}\n"...)
-	r.buf = b
-	_, err := r.w.Write(b)
-	return err
+	return r.commit(b)
 }
 
 // appendPacket appends mark, len and the decoded headers.
@@ -222,7 +235,7 @@ func (r *NDJSON) appendPacket(b []byte, e *tracer.Event) []byte {
 // agreed answer, the verdict and every observer's status.
 func (r *NDJSON) Fate(f *tracer.FateRecord) error {
 	e := f.Event
-	b := r.buf[:0]
+	b := r.buf
 	b = append(b, `{"type":"fate","id":`...)
 	b = strconv.AppendUint(b, f.ID, 10)
 	b = append(b, `,"time":"`...)
@@ -291,14 +304,12 @@ func (r *NDJSON) Fate(f *tracer.FateRecord) error {
 		b = append(b, ']')
 	}
 	b = append(b, "}\n"...)
-	r.buf = b
-	_, err := r.w.Write(b)
-	return err
+	return r.commit(b)
 }
 
 // Summary implements Renderer.
 func (r *NDJSON) Summary(s *tracer.Summary) error {
-	b := r.buf[:0]
+	b := r.buf
 	b = append(b, `{"type":"summary","start":"`...)
 	b = r.ts.appendRFC3339(b, s.Start)
 	b = append(b, `","end":"`...)
@@ -365,14 +376,20 @@ func (r *NDJSON) Summary(s *tracer.Summary) error {
 	}
 	b = append(b, "]}\n"...)
 	r.buf = b
-	if _, err := r.w.Write(b); err != nil {
-		return err
-	}
-	return r.w.Flush()
+	return r.Flush()
 }
 
 // Flush implements Renderer.
-func (r *NDJSON) Flush() error { return r.w.Flush() }
+func (r *NDJSON) Flush() error {
+	if r.err != nil {
+		return r.err
+	}
+	if len(r.buf) > 0 {
+		_, r.err = r.w.Write(r.buf)
+		r.buf = r.buf[:0]
+	}
+	return r.err
+}
 
 func appendCounts(b []byte, cs []tracer.Counter) []byte {
 	b = append(b, '{')
