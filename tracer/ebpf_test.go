@@ -60,25 +60,7 @@ func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, send func() erro
 }
 
 func sendUDP(ns *netns.NS, network string, dst netip.AddrPort, n int) func() error {
-	return func() error {
-		// An unconnected socket: ICMP errors coming back do not fail later sends.
-		var conn *net.UDPConn
-		err := ns.Do(func() error {
-			var err error
-			conn, err = net.ListenUDP(network, nil)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		for i := 0; i < n; i++ {
-			if _, err := conn.WriteToUDPAddrPort([]byte("pktfate"), dst); err != nil {
-				return fmt.Errorf("packet %d to %v: %w", i, dst, err)
-			}
-		}
-		return nil
-	}
+	return func() error { return ns.SendUDP(network, dst, n, []byte("pktfate")) }
 }
 
 func assertNoLoss(t *testing.T, losses []tracer.Counter) {

@@ -2,14 +2,11 @@ package tracer_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -147,17 +144,8 @@ func (c *collector) waitFor(port uint16, d time.Duration) *tracer.Event {
 
 func sendFrom(t *testing.T, ns *netns.NS, network string, dst netip.AddrPort) {
 	t.Helper()
-	var conn *net.UDPConn
-	if err := ns.Do(func() error {
-		var err error
-		conn, err = net.ListenUDP(network, nil)
-		return err
-	}); err != nil {
+	if err := ns.SendUDP(network, dst, 1, []byte("pktfate nf")); err != nil {
 		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.WriteToUDPAddrPort([]byte("pktfate nf"), dst); err != nil && !errors.Is(err, syscall.EPERM) {
-		t.Fatalf("sending to %v: %v", dst, err)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -100,6 +99,13 @@ type ndjsonLine map[string]any
 
 func parseNDJSON(t *testing.T, out []byte) (events []ndjsonLine, summary ndjsonLine) {
 	t.Helper()
+	events, _, summary = parseOutput(t, out)
+	return events, summary
+}
+
+// parseOutput splits NDJSON output by line type; the summary must be last.
+func parseOutput(t *testing.T, out []byte) (events, fates []ndjsonLine, summary ndjsonLine) {
+	t.Helper()
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		var l ndjsonLine
@@ -115,6 +121,7 @@ func parseNDJSON(t *testing.T, out []byte) (events []ndjsonLine, summary ndjsonL
 		case "summary":
 			summary = l
 		case "fate":
+			fates = append(fates, l)
 		default:
 			t.Fatalf("line of unknown type: %q", sc.Text())
 		}
@@ -122,46 +129,20 @@ func parseNDJSON(t *testing.T, out []byte) (events []ndjsonLine, summary ndjsonL
 	if summary == nil {
 		t.Fatalf("no summary line in output:\n%s", out)
 	}
-	return events, summary
+	return events, fates, summary
 }
 
 // parseFates returns the fate lines and the summary of NDJSON output.
 func parseFates(t *testing.T, out []byte) (fates []ndjsonLine, summary ndjsonLine) {
 	t.Helper()
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		var l ndjsonLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatalf("bad NDJSON line %q: %v", sc.Text(), err)
-		}
-		switch l["type"] {
-		case "fate":
-			fates = append(fates, l)
-		case "summary":
-			summary = l
-		}
-	}
-	if summary == nil {
-		t.Fatalf("no summary line in output:\n%s", out)
-	}
+	_, fates, summary = parseOutput(t, out)
 	return fates, summary
 }
 
 func sendUDP(t *testing.T, ns *netns.NS, network string, dst netip.AddrPort, n int) {
 	t.Helper()
-	var conn *net.UDPConn
-	if err := ns.Do(func() error {
-		var err error
-		conn, err = net.ListenUDP(network, nil)
-		return err
-	}); err != nil {
+	if err := ns.SendUDP(network, dst, n, []byte("pktfate e2e")); err != nil {
 		t.Fatal(err)
-	}
-	defer conn.Close()
-	for i := 0; i < n; i++ {
-		if _, err := conn.WriteToUDPAddrPort([]byte("pktfate e2e"), dst); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

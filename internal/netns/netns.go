@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -236,4 +237,26 @@ func Veth(a *NS, aName string, b *NS, bName string) error {
 		return err
 	}
 	return b.LinkUp(bName)
+}
+
+// SendUDP sends n datagrams to dst from an unconnected socket opened
+// inside the namespace (network "udp4" or "udp6"): ICMP errors coming back
+// do not fail later sends. A send refused by a local netfilter rule
+// (EPERM) is not an error: the packet met its fate.
+func (n *NS) SendUDP(network string, dst netip.AddrPort, count int, payload []byte) error {
+	var conn *net.UDPConn
+	if err := n.Do(func() error {
+		var err error
+		conn, err = net.ListenUDP(network, nil)
+		return err
+	}); err != nil {
+		return fmt.Errorf("opening a UDP socket: %w", err)
+	}
+	defer conn.Close()
+	for i := 0; i < count; i++ {
+		if _, err := conn.WriteToUDPAddrPort(payload, dst); err != nil && !errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("packet %d to %v: %w", i, dst, err)
+		}
+	}
+	return nil
 }
