@@ -78,7 +78,7 @@ const volatile bool nf_enabled = false;
  * (bpf_ringbuf_query) would touch the consumer's cache line on every event
  * and cost several hundred nanoseconds; a per-CPU counter costs nothing.
  */
-const volatile __u64 wakeup_every = 256;
+const volatile __u64 wakeup_every = 2048;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

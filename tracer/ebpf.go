@@ -57,7 +57,7 @@ const (
 	// wakeupEvery is how many events a CPU submits between two wakeups of
 	// the reader: a wakeup per event would cost the packet path an irq_work
 	// each time. readPoll bounds how long the events in between wait.
-	wakeupEvery = 256
+	wakeupEvery = 2048
 	readPoll    = 50 * time.Millisecond
 )
 
