@@ -93,23 +93,79 @@ struct {
 } counters SEC(".maps");
 
 /*
- * Packets inside a netfilter hook's chain: nf_enter (first priority) adds
- * the skb, nf_exit (last priority) removes it. An skb freed while present
- * was dropped (or stolen) inside that hook.
+ * Packets inside a netfilter hook's chain, per CPU: nf_enter (first
+ * priority) pushes the skb, nf_exit (last priority) takes it off again. An
+ * skb that kfree_skb sees while it is there was dropped (or stolen) inside
+ * that hook. A hook's chain runs on one CPU; hooks nest (a REJECT sends its
+ * reply through LOCAL_OUT from inside LOCAL_IN), hence a small stack. A
+ * per-CPU array costs a few stores where a hash map update and delete cost
+ * several hundred nanoseconds per hook. Entries older than NF_STALE_NS are
+ * ignored: a task preempted and migrated inside a chain (process context
+ * only) leaves one behind, and its skb address will be reused.
  */
+#define NF_STACK 8
+#define NF_STALE_NS 1000000ULL
+
 struct nf_inflight {
+	__u64 skb;
 	__u64 ts;
 	__u8 hook;
 	__u8 pf;
 	__u8 pad[6];
 };
 
+struct nf_stack {
+	struct nf_inflight e[NF_STACK];
+	__u32 top; /* entries pushed minus entries popped, wraps */
+	__u32 pad;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct nf_inflight);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nf_stack);
 } inflight SEC(".maps");
+
+static __always_inline struct nf_stack *nf_stack(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&inflight, &zero);
+}
+
+/*
+ * nf_take finds skb on this CPU's stack, clears it and returns its entry's
+ * hook and family; pops cleared entries off the top.
+ */
+static __always_inline bool nf_take(struct nf_stack *st, __u64 skb, __u64 now,
+				    __u8 *hook, __u8 *pf)
+{
+	bool found = false;
+	__u32 k;
+
+#pragma unroll
+	for (k = 0; k < NF_STACK; k++) {
+		struct nf_inflight *e = &st->e[(st->top - 1 - k) & (NF_STACK - 1)];
+
+		if (e->skb != skb)
+			continue;
+		e->skb = 0;
+		if (now - e->ts < NF_STALE_NS) {
+			*hook = e->hook;
+			*pf = e->pf;
+			found = true;
+		}
+		break;
+	}
+#pragma unroll
+	for (k = 0; k < NF_STACK; k++) {
+		if (st->top == 0 || st->e[(st->top - 1) & (NF_STACK - 1)].skb)
+			break;
+		st->top--;
+	}
+	return found;
+}
 
 /* Force the generated Go type: bpf2go -type event. */
 const struct event *unused_event __attribute__((unused));
@@ -162,15 +218,10 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	 * address will be reused by another packet.
 	 */
 	if (nf_enabled) {
-		__u64 key = (__u64)skb;
-		struct nf_inflight *in = bpf_map_lookup_elem(&inflight, &key);
+		struct nf_stack *st = nf_stack();
 
-		if (in) {
-			nf_hook = in->hook;
-			nf_pf = in->pf;
+		if (st && st->top && nf_take(st, (__u64)skb, bpf_ktime_get_ns(), &nf_hook, &nf_pf))
 			flags |= EVF_NF;
-			bpf_map_delete_elem(&inflight, &key);
-		}
 	}
 
 	if (filter_netns && netns != filter_netns)
@@ -278,14 +329,30 @@ static __always_inline bool nf_wanted(const struct bpf_nf_ctx *ctx)
 
 static __always_inline void nf_record(struct sk_buff *skb, const struct nf_hook_state *state)
 {
-	struct nf_inflight in = {};
-	__u64 key = (__u64)skb;
+	struct nf_stack *st = nf_stack();
+	struct nf_inflight *e;
+	__u64 now = bpf_ktime_get_ns();
 
-	in.ts = bpf_ktime_get_ns();
-	in.hook = state->hook;
-	in.pf = state->pf;
-	if (bpf_map_update_elem(&inflight, &key, &in, 0))
+	if (!st)
+		return;
+	e = &st->e[st->top & (NF_STACK - 1)];
+	/* Nested deeper than NF_STACK: a live entry is lost, and counted. */
+	if (e->skb && now - e->ts < NF_STALE_NS)
 		count(CNT_NF_INFLIGHT_FULL);
+	e->skb = (__u64)skb;
+	e->ts = now;
+	e->hook = state->hook;
+	e->pf = state->pf;
+	st->top++;
+}
+
+static __always_inline void nf_forget(struct sk_buff *skb)
+{
+	struct nf_stack *st = nf_stack();
+	__u8 hook, pf;
+
+	if (st && st->top)
+		nf_take(st, (__u64)skb, 0, &hook, &pf);
 }
 
 /* First priority of a hook: the packet enters the hook's chain. */
@@ -301,9 +368,7 @@ int nf_enter(struct bpf_nf_ctx *ctx)
 SEC("netfilter")
 int nf_exit(struct bpf_nf_ctx *ctx)
 {
-	__u64 key = (__u64)ctx->skb;
-
-	bpf_map_delete_elem(&inflight, &key);
+	nf_forget(ctx->skb);
 	return NF_ACCEPT;
 }
 
@@ -334,8 +399,6 @@ int BPF_PROG(nf_hook_slow_enter, struct sk_buff *skb, const struct nf_hook_state
 SEC("fexit/nf_hook_slow")
 int BPF_PROG(nf_hook_slow_exit, struct sk_buff *skb)
 {
-	__u64 key = (__u64)skb;
-
-	bpf_map_delete_elem(&inflight, &key);
+	nf_forget(skb);
 	return 0;
 }

@@ -34,12 +34,18 @@ type skbfateEvent struct {
 	Data     [256]uint8
 }
 
-type skbfateNfInflight struct {
-	_    structs.HostLayout
-	Ts   uint64
-	Hook uint8
-	Pf   uint8
-	Pad  [6]uint8
+type skbfateNfStack struct {
+	_ structs.HostLayout
+	E [8]struct {
+		_    structs.HostLayout
+		Skb  uint64
+		Ts   uint64
+		Hook uint8
+		Pf   uint8
+		Pad  [6]uint8
+	}
+	Top uint32
+	Pad uint32
 }
 
 // Names of all BPF objects in the ELF.
