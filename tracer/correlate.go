@@ -136,7 +136,7 @@ type CorrelatorConfig struct {
 	// Running names the observers running in this capture.
 	Running map[string]bool
 	// Window is how long a record waits for other observers' sightings
-	// after its first one (default 200ms). NET_DM sends alerts from a
+	// after its first one (default 500ms). NET_DM sends alerts from a
 	// kworker, so its sightings arrive later than eBPF's.
 	Window time.Duration
 	// Skew is the largest time difference between sightings joined without
@@ -197,7 +197,7 @@ type lossSpan struct{ from, to uint64 }
 // must be kept.
 func NewCorrelator(cfg CorrelatorConfig, emit func(*FateRecord)) *Correlator {
 	if cfg.Window == 0 {
-		cfg.Window = 200 * time.Millisecond
+		cfg.Window = 500 * time.Millisecond
 	}
 	if cfg.Skew == 0 {
 		cfg.Skew = 20 * time.Millisecond

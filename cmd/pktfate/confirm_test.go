@@ -24,7 +24,8 @@ func TestTraceConfirmedByDropmon(t *testing.T) {
 	}
 	ns := testutil.NewNS(t)
 	// NET_DM alerts carry no netns: select the test's packets by port.
-	r := startTrace(t, "--output-json", "--source", "ebpf,dropmon", "udp port 47123")
+	// TCG runs ten times slower than hardware: give NET_DM's kworker time.
+	r := startTrace(t, "--output-json", "--source", "ebpf,dropmon", "--correlate-window", "3s", "udp port 47123")
 	const n = 5
 	sendUDP(t, ns, "udp4", netip.MustParseAddrPort("127.0.0.1:47123"), n)
 	r.stop(t, os.Interrupt)

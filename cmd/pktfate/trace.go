@@ -27,6 +27,7 @@ type traceConfig struct {
 	OutputJSON   bool
 	OutputFile   string
 	OutputPcapng string
+	Window       time.Duration
 	Duration     time.Duration
 	Count        uint64
 	FilterNetns  string
@@ -50,6 +51,7 @@ func traceFlags(cfg *traceConfig, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&cfg.OutputJSON, "output-json", false, "write NDJSON (one object per line) instead of text")
 	fs.StringVar(&cfg.OutputFile, "output-file", "", "write events and summary to `FILE` (created with mode 0600) instead of stdout")
 	fs.StringVar(&cfg.OutputPcapng, "output-pcapng", "", "also write every packet with its fate as a comment to `FILE` (pcapng, mode 0600; Wireshark opens it)")
+	fs.DurationVar(&cfg.Window, "correlate-window", 500*time.Millisecond, "how long a packet's record waits for the other observers' sightings (drop_monitor reports from a kworker, later than eBPF)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until Ctrl-C")
 	fs.Uint64Var(&cfg.Count, "count", 0, "stop after this many events; 0 means no limit")
 	fs.StringVar(&cfg.FilterNetns, "filter-netns", "", "only packets in this network namespace: inode number, name under /run/netns, or path")
@@ -89,6 +91,9 @@ func parseTrace(args []string, stderr io.Writer) (traceConfig, error) {
 	}
 	if cfg.Duration < 0 {
 		return cfg, usageErrorf("--duration must not be negative")
+	}
+	if cfg.Window <= 0 || cfg.Window > time.Minute {
+		return cfg, usageErrorf("--correlate-window %s out of range: use more than 0 and at most 1m", cfg.Window)
 	}
 	for _, s := range cfg.Sources {
 		switch s {
@@ -259,6 +264,7 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 	ccfg := capture.Config{
 		Sources:   sources,
 		Observers: obs,
+		Window:    cfg.Window,
 		FatesOnly: !cfg.OutputJSON,
 		Status:    status,
 		Filter:    filter,
