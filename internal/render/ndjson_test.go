@@ -520,3 +520,31 @@ func BenchmarkTextEvent(b *testing.B) {
 	}
 	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "events/s")
 }
+
+// BenchmarkDecodeRenderNDJSONStorm is the case the tool is built for: a
+// drop storm, one recorded UDP closed-port record over and over with its
+// timestamp and source port changing, as in the bench/udpflood run.
+func BenchmarkDecodeRenderNDJSONStorm(b *testing.B) {
+	rec := append([]byte(nil), loadRecords(b)[0]...)
+	d := recordsDecoder(b)
+	r := NewNDJSON(io.Discard)
+	var ev tracer.Event
+	b.ReportAllocs()
+	i := 0
+	var cpu0 time.Duration
+	for b.Loop() {
+		if i == 0 {
+			cpu0 = processCPUTime(b)
+		}
+		rec[0] = byte(i)               // timestamp
+		rec[len(rec)-8] = byte(i >> 3) // somewhere in the payload
+		if err := d.Decode(rec, &ev); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.Event(&ev); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	reportRates(b, i, processCPUTime(b)-cpu0)
+}
