@@ -11,7 +11,7 @@ TEST_DEPS := $(RUN_DEPS) clang llvm libbpf-dev tcpdump tshark iptables \
              kmod bpftool
 GOFILES := $(shell find . -name '*.go' -not -path './.git/*' 2>/dev/null)
 
-.PHONY: all deps deps-run install-pkgs build demo generate check-generate test test-unit vmtest vmshell bench clean
+.PHONY: kmod kmod-clean all deps deps-run install-pkgs build demo generate check-generate test test-unit vmtest vmshell bench clean
 
 all: build
 
@@ -75,6 +75,15 @@ vmshell:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer/ ./internal/render/ ./internal/pcapfilter/
 	bench/udpflood.sh
+
+# Builds the kernel module kmod/pktfate.ko (pktfate never loads it: insmod
+# kmod/pktfate.ko as root). KDIR: the kernel's build tree.
+KDIR ?= /lib/modules/$(shell uname -r)/build
+kmod:
+	$(MAKE) -C kmod KDIR="$(KDIR)"
+
+kmod-clean:
+	$(MAKE) -C kmod KDIR="$(KDIR)" clean
 
 clean:
 	rm -rf bin

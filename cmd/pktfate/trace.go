@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/term"
 
+	"github.com/pktfate/pktfate/genl/kmod"
 	"github.com/pktfate/pktfate/internal/capture"
 	"github.com/pktfate/pktfate/internal/pcapfilter"
 	"github.com/pktfate/pktfate/internal/render"
@@ -44,7 +45,7 @@ type traceConfig struct {
 func traceFlags(cfg *traceConfig, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("pktfate trace", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Func("source", "event sources, comma separated: ebpf, nf (netfilter hook attribution), dropmon (the kernel's drop monitor, NET_DM), auto = every one this kernel can run (default auto)", func(s string) error {
+	fs.Func("source", "event sources, comma separated: ebpf, nf (netfilter hook attribution), dropmon (the kernel's drop monitor, NET_DM), kmod (pktfate.ko, drops inside netfilter hooks; load it first), auto = every one this kernel can run (default auto)", func(s string) error {
 		cfg.Sources = strings.Split(s, ",")
 		return nil
 	})
@@ -97,11 +98,9 @@ func parseTrace(args []string, stderr io.Writer) (traceConfig, error) {
 	}
 	for _, s := range cfg.Sources {
 		switch s {
-		case "auto", "ebpf", "nf", "dropmon":
-		case "kmod":
-			return cfg, usageErrorf("--source %s is not implemented yet; use ebpf, nf, dropmon or auto", s)
+		case "auto", "ebpf", "nf", "dropmon", "kmod":
 		default:
-			return cfg, usageErrorf("--source %q: unknown source; use ebpf, nf, dropmon or auto", s)
+			return cfg, usageErrorf("--source %q: unknown source; use ebpf, nf, dropmon, kmod or auto", s)
 		}
 	}
 	return cfg, nil
@@ -226,6 +225,17 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		}
 	}
 	status = append(status, dmStatus...)
+	km, kmStatus, err := chooseKmod(cfg, decoder, netnsInode, mark, mask, ifindex != 0)
+	if err != nil {
+		return err
+	}
+	if km != nil {
+		sources = append(sources, km)
+	}
+	for _, st := range kmStatus {
+		fmt.Fprintf(stderr, "pktfate: source %s not running: %s\n", st.Name, st.Reason)
+	}
+	status = append(status, kmStatus...)
 
 	out, closeOut, err := openOutput(cfg, stdout)
 	if err != nil {
@@ -337,6 +347,38 @@ func chooseDropmon(cfg traceConfig, decoder *tracer.Decoder, kernelFilters bool)
 			return nil, nil, fmt.Errorf("source dropmon cannot run: %w", err)
 		}
 		return nil, []tracer.SourceStatus{{Name: "dropmon", Reason: err.Error()}}, nil
+	}
+	return src, nil, nil
+}
+
+// chooseKmod adds the module source (pktfate.ko) when it was asked for,
+// explicitly (then it must run: a missing module is an error saying how to
+// build and load it) or through auto (then it runs when the module is
+// loaded). The module filters by network namespace and mark in the kernel;
+// it has no interface filter.
+func chooseKmod(cfg traceConfig, decoder *tracer.Decoder, netns, mark, mask uint32, ifFilter bool) (*tracer.Kmod, []tracer.SourceStatus, error) {
+	explicit, auto := slices.Contains(cfg.Sources, "kmod"), slices.Contains(cfg.Sources, "auto")
+	if !explicit && !auto {
+		return nil, nil, nil
+	}
+	src := tracer.NewKmod(tracer.KmodConfig{
+		Filter:  kmod.Filter{Netns: netns, Mark: mark, MarkMask: mask},
+		Decoder: decoder,
+	})
+	var err error
+	switch {
+	case cfg.FilterFate == "consume":
+		err = errors.New("the module reports drops only (--filter-fate consume)")
+	case ifFilter:
+		err = errors.New("the module has no interface filter: --filter-ifname cannot apply to it")
+	default:
+		err = src.CanRun()
+	}
+	if err != nil {
+		if explicit {
+			return nil, nil, fmt.Errorf("source kmod cannot run: %w", err)
+		}
+		return nil, []tracer.SourceStatus{{Name: "kmod", Reason: err.Error()}}, nil
 	}
 	return src, nil, nil
 }

@@ -1,0 +1,267 @@
+package kmod
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ErrMalformed is wrapped by errors about replies or events that do not
+// decode.
+var ErrMalformed = errors.New("malformed pktfate message")
+
+// LoadHint says how to get the module; the error of Dial carries it when
+// the family is absent.
+const LoadHint = "build it with `make kmod KDIR=/lib/modules/$(uname -r)/build` and load it with `insmod kmod/pktfate.ko`"
+
+// EnableConfig is the rate limit of Enable.
+type EnableConfig struct {
+	// Rate is the events per second and CPU the module queues at most; 0
+	// keeps the module's default (10000). Unlimited lifts the limit.
+	Rate      uint32
+	Unlimited bool
+	// Burst is the token bucket's depth (1..1048576); 0 keeps the default
+	// (1000).
+	Burst uint32
+}
+
+// Filter selects the drops the module reports; its zero value selects all.
+type Filter struct {
+	// Netns is a network namespace inode; 0 is every namespace.
+	Netns uint32
+	// Mark and MarkMask select packets with skb->mark&MarkMask ==
+	// Mark&MarkMask when freed; a zero MarkMask matches every mark.
+	Mark, MarkMask uint32
+	// Families selects IPv4, IPv6 or both (0).
+	Families Families
+}
+
+// Stats is the module's state and counters (GET_STATS). The counters
+// count since the module was loaded: take differences.
+type Stats struct {
+	Enabled  bool
+	Rate     uint32 // 0: unlimited
+	Burst    uint32
+	QueueLen uint32 // per CPU
+	Filter   Filter
+
+	// Seen is drops inside a hook that matched the filter.
+	Seen uint64
+	// Reported is events sent to the events group.
+	Reported uint64
+	// RateLimited, QueueFull, AllocFailed and SendFailed are seen drops
+	// not reported: over the rate limit, per-CPU queue full, no memory for
+	// the message, no listener or a failed multicast.
+	RateLimited, QueueFull, AllocFailed, SendFailed uint64
+	// TableFull is packets the module could not track through a hook (its
+	// in-flight table was full): their drops are not seen at all.
+	TableFull uint64
+}
+
+// Lost returns every seen drop that was not reported.
+func (s Stats) Lost() uint64 { return s.RateLimited + s.QueueFull + s.AllocFailed + s.SendFailed }
+
+// Client talks to pktfate.ko. Create it with Dial; it must be closed. It is
+// not safe for concurrent use, except that Listen's Events have their own
+// socket.
+type Client struct {
+	c      *genetlink.Conn
+	family genetlink.Family
+	group  uint32
+	// dialEvents opens the socket for Listen (commands and multicast
+	// events never share a socket).
+	dialEvents func() (eventConn, error)
+}
+
+// Dial opens a generic netlink socket and resolves the family and its
+// events group. When the module is not loaded (or the caller is not in the
+// initial network namespace) the error wraps os.ErrNotExist and says how to
+// build and load it.
+func Dial() (*Client, error) {
+	conn, err := genetlink.Dial(nil)
+	if err != nil {
+		return nil, fmt.Errorf("opening generic netlink socket: %w", err)
+	}
+	// Extended acks carry the module's NL_SET_ERR_MSG_MOD text; best effort.
+	_ = conn.SetOption(netlink.ExtendedAcknowledge, true)
+	c, err := initClient(conn)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	c.dialEvents = dialEventConn
+	return c, nil
+}
+
+// initClient resolves the family and the events group on conn; tests call
+// it with a genltest connection.
+func initClient(conn *genetlink.Conn) (*Client, error) {
+	f, err := conn.GetFamily(familyName)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("generic netlink family %s not registered: the pktfate kernel module is not loaded "+
+				"(or this is not the initial network namespace); pktfate never loads it: %s: %w", familyName, LoadHint, err)
+		}
+		return nil, fmt.Errorf("resolving generic netlink family %s: %w", familyName, err)
+	}
+	if f.Version != familyVersion {
+		return nil, fmt.Errorf("generic netlink family %s has version %d, this pktfate speaks %d: rebuild the module from this tree",
+			familyName, f.Version, familyVersion)
+	}
+	var group uint32
+	for _, g := range f.Groups {
+		if g.Name == eventsGroup {
+			group = g.ID
+			break
+		}
+	}
+	if group == 0 {
+		return nil, fmt.Errorf("generic netlink family %s has no %q multicast group", familyName, eventsGroup)
+	}
+	return &Client{c: conn, family: f, group: group}, nil
+}
+
+// Close closes the command socket; the module's state stays as it is.
+func (c *Client) Close() error { return c.c.Close() }
+
+// Enable starts reporting (ENABLE; CAP_NET_ADMIN); when reporting runs it
+// only sets the rate limit.
+func (c *Client) Enable(cfg EnableConfig) error {
+	_, err := c.execute(cmdEnable, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		switch {
+		case cfg.Unlimited:
+			ae.Uint32(attrRate, 0)
+		case cfg.Rate != 0:
+			ae.Uint32(attrRate, cfg.Rate)
+		}
+		if cfg.Burst != 0 {
+			ae.Uint32(attrBurst, cfg.Burst)
+		}
+	})
+	return err
+}
+
+// Disable stops reporting (DISABLE; CAP_NET_ADMIN). Disabling what is
+// disabled succeeds.
+func (c *Client) Disable() error {
+	_, err := c.execute(cmdDisable, netlink.Acknowledge, nil)
+	return err
+}
+
+// SetFilter replaces the filter (SET_FILTER; CAP_NET_ADMIN).
+func (c *Client) SetFilter(f Filter) error {
+	_, err := c.execute(cmdSetFilter, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		if f.Netns != 0 {
+			ae.Uint32(attrFilterNetns, f.Netns)
+		}
+		if f.MarkMask != 0 {
+			ae.Uint32(attrFilterMark, f.Mark)
+			ae.Uint32(attrFilterMarkMask, f.MarkMask)
+		}
+		if f.Families != 0 {
+			ae.Uint32(attrFilterFamilies, uint32(f.Families))
+		}
+	})
+	return err
+}
+
+// Stats reads the state and counters (GET_STATS; CAP_NET_ADMIN).
+func (c *Client) Stats() (Stats, error) {
+	msgs, err := c.execute(cmdGetStats, 0, nil)
+	if err != nil {
+		return Stats{}, err
+	}
+	if len(msgs) != 1 || msgs[0].Header.Command != cmdGetStats {
+		return Stats{}, fmt.Errorf("reading pktfate statistics: %w: want one GET_STATS reply, got %d messages", ErrMalformed, len(msgs))
+	}
+	ad, err := netlink.NewAttributeDecoder(msgs[0].Data)
+	if err != nil {
+		return Stats{}, fmt.Errorf("reading pktfate statistics: %w: %w", ErrMalformed, err)
+	}
+	st, err := parseStats(ad)
+	if err != nil {
+		return Stats{}, fmt.Errorf("reading pktfate statistics: %w: %w", ErrMalformed, err)
+	}
+	return st, nil
+}
+
+// parseStats decodes a GET_STATS reply (pf_fill_stats).
+func parseStats(ad *netlink.AttributeDecoder) (Stats, error) {
+	var st Stats
+	for ad.Next() {
+		switch ad.Type() {
+		case attrEnabled:
+			st.Enabled = ad.Uint8() != 0
+		case attrRate:
+			st.Rate = ad.Uint32()
+		case attrBurst:
+			st.Burst = ad.Uint32()
+		case attrQueueLen:
+			st.QueueLen = ad.Uint32()
+		case attrFilterNetns:
+			st.Filter.Netns = ad.Uint32()
+		case attrFilterMark:
+			st.Filter.Mark = ad.Uint32()
+		case attrFilterMarkMask:
+			st.Filter.MarkMask = ad.Uint32()
+		case attrFilterFamilies:
+			st.Filter.Families = Families(ad.Uint32())
+		case attrStatSeen:
+			st.Seen = ad.Uint64()
+		case attrStatReported:
+			st.Reported = ad.Uint64()
+		case attrStatRateLimited:
+			st.RateLimited = ad.Uint64()
+		case attrStatQueueFull:
+			st.QueueFull = ad.Uint64()
+		case attrStatAllocFailed:
+			st.AllocFailed = ad.Uint64()
+		case attrStatSendFailed:
+			st.SendFailed = ad.Uint64()
+		case attrStatTableFull:
+			st.TableFull = ad.Uint64()
+		}
+	}
+	return st, ad.Err()
+}
+
+var cmdNames = [...]string{
+	cmdEnable: "ENABLE", cmdDisable: "DISABLE", cmdSetFilter: "SET_FILTER", cmdGetStats: "GET_STATS", cmdDrop: "DROP",
+}
+
+// execute sends one command and returns its replies, errno values mapped.
+func (c *Client) execute(cmd uint8, flags netlink.HeaderFlags, encode func(*netlink.AttributeEncoder)) ([]genetlink.Message, error) {
+	var data []byte
+	if encode != nil {
+		ae := netlink.NewAttributeEncoder()
+		encode(ae)
+		b, err := ae.Encode()
+		if err != nil {
+			return nil, fmt.Errorf("encoding pktfate %s: %w", cmdNames[cmd], err)
+		}
+		data = b
+	}
+	req := genetlink.Message{
+		Header: genetlink.Header{Command: cmd, Version: familyVersion},
+		Data:   data,
+	}
+	msgs, err := c.c.Execute(req, c.family.ID, netlink.Request|flags)
+	if err != nil {
+		return nil, mapError(cmd, err)
+	}
+	return msgs, nil
+}
+
+// mapError names the command; EPERM names the capability (and wraps
+// os.ErrPermission through the errno).
+func mapError(cmd uint8, err error) error {
+	name := cmdNames[cmd]
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("pktfate %s needs CAP_NET_ADMIN: %w", name, err)
+	}
+	return fmt.Errorf("pktfate %s: %w", name, err)
+}
