@@ -99,12 +99,15 @@ struct {
  * that hook. A hook's chain runs on one CPU; hooks nest (a REJECT sends its
  * reply through LOCAL_OUT from inside LOCAL_IN), hence a small stack. A
  * per-CPU array costs a few stores where a hash map update and delete cost
- * several hundred nanoseconds per hook. Entries older than NF_STALE_NS are
- * ignored: a task preempted and migrated inside a chain (process context
- * only) leaves one behind, and its skb address will be reused.
+ * several hundred nanoseconds per hook. Entries older than NF_STALE_NS (1 s,
+ * like the module's table) are ignored: a task preempted and migrated
+ * inside a chain (process context only) leaves one behind, and its skb
+ * address will be reused. A chain can take milliseconds when a REJECT
+ * sends its reply or when a virtual CPU is descheduled: 1 ms was too short
+ * under QEMU TCG.
  */
 #define NF_STACK 8
-#define NF_STALE_NS 1000000ULL
+#define NF_STALE_NS 1000000000ULL
 
 struct nf_inflight {
 	__u64 skb;
