@@ -25,6 +25,7 @@ Usage:
   pktfate trace [flags] [pcap-filter]   show every packet the kernel frees, live
   pktfate report [flags] FILE           summarise a capture (NDJSON or pcapng written by trace)
   pktfate demo                          a self-contained demonstration (needs root)
+  pktfate check [flags] SCENARIO...     run fate scenarios and report regressions (needs root)
   pktfate --version
 
 Run "pktfate <command> -h" for the flags of a command.
@@ -79,6 +80,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		return runReport(ctx, cfg, stdout, stderr)
+	case "check":
+		cfg, err := parseCheck(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return runCheck(ctx, cfg, stdout, stderr)
 	case "demo":
 		cfg, err := parseDemo(args[1:], stderr)
 		if err != nil {

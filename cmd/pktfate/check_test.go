@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/pktfate/pktfate/internal/scenario"
+	"github.com/pktfate/pktfate/internal/testutil"
+)
+
+const (
+	libraryDir = "../../testdata/scenarios"
+	brokenFile = "../../internal/scenario/testdata/broken-expectation.yaml"
+)
+
+// TestCheckBadInput: flag mistakes and invalid scenarios exit with status
+// 2 before anything runs (no privileges needed), naming file, line, field.
+func TestCheckBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"check"}, "check needs scenario files or directories"},
+		{[]string{"check", "--no-such-flag", libraryDir}, "flag provided but not defined: -no-such-flag"},
+		{[]string{"check", "--update-baseline", libraryDir}, "--update-baseline needs --baseline FILE"},
+		{[]string{"check", "no-such-scenario.yaml"}, "no-such-scenario.yaml: reading scenario: no such file or directory"},
+		{[]string{"check", "../../internal/scenario/testdata/bad"}, "bad/several.yaml:13: traffic[0].proto: \"sctp\": use udp, tcp or icmp"},
+		{[]string{"check", "../../internal/scenario/testdata/bad/wrong-type.yaml"}, "wrong-type.yaml:14: traffic[0].count: cannot unmarshal"},
+		{[]string{"check", "--baseline", "no-such-baseline.json", libraryDir}, "reading baseline: open no-such-baseline.json"},
+	} {
+		var out, errb bytes.Buffer
+		rc := realMain(tc.args, &out, &errb)
+		if msg := errb.String(); rc != 2 || !strings.Contains(msg, tc.want) {
+			t.Errorf("%q: exit status %d, stderr %q; want 2 and %q", tc.args, rc, msg, tc.want)
+		}
+	}
+}
+
+// runCheckBinary runs `pktfate check` and returns stdout, stderr and the
+// exit status.
+func runCheckBinary(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(pktfateBinary(t), append([]string{"check"}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), errb.String(), 0
+	case errors.As(err, &ee):
+		return out.String(), errb.String(), ee.ExitCode()
+	}
+	t.Fatal(err)
+	return "", "", 0
+}
+
+// availableScenarios is the library, less scenarios whose tools this
+// machine lacks (the VM guests have no tc): those are named in the log.
+func availableScenarios(t *testing.T) []string {
+	t.Helper()
+	scenarios, err := scenario.Load([]string{libraryDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, s := range scenarios {
+		var missing error
+		for _, r := range s.Rules {
+			if err := scenario.ToolAvailable(r.Tool); err != nil {
+				missing = err
+			}
+		}
+		if missing != nil && testutil.InVM() != "" {
+			t.Logf("not running %s here: %v (the guest needs it in vm.HostTools)", s.Name, missing)
+			continue
+		}
+		files = append(files, s.File)
+	}
+	return files
+}
+
+// TestCheckLibrary runs the whole scenario library with `pktfate check`:
+// everything passes (flakes are logged), the JUnit file says so, and the
+// fates are compared with this kernel line's baseline in
+// testdata/baselines (or, when there is none yet, a new one is logged).
+func TestCheckLibrary(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	junit := filepath.Join(dir, "junit.xml")
+	line := testutil.InVM()
+	if line == "" {
+		// The host's kernel line: major.minor of its release.
+		parts := strings.SplitN(kernelRelease(), ".", 3)
+		line = strings.Join(parts[:min(2, len(parts))], ".")
+	}
+	committed := filepath.Join("../../testdata/baselines", line+".json")
+	base := filepath.Join(dir, "baseline.json")
+	args := []string{"--junit", junit, "--baseline", base}
+	if data, err := os.ReadFile(committed); err == nil {
+		if err := os.WriteFile(base, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		args = append(args, "--update-baseline")
+	}
+	files := availableScenarios(t)
+	stdout, stderr, rc := runCheckBinary(t, append(args, files...)...)
+	t.Logf("pktfate check:\n%s%s", stdout, stderr)
+	if slices.Contains(args, "--update-baseline") {
+		b, err := os.ReadFile(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("no baseline for %s in testdata/baselines yet; this run's, to commit as %s:\n%s", line, committed, b)
+	}
+	if rc != 0 {
+		t.Fatalf("exit status %d, want 0", rc)
+	}
+	if strings.Contains(stdout, "FLAKY") {
+		t.Logf("flaky scenarios (passed when run again) above")
+	}
+	var doc struct {
+		Tests    int `xml:"tests,attr"`
+		Failures int `xml:"failures,attr"`
+		Errors   int `xml:"errors,attr"`
+	}
+	data, err := os.ReadFile(junit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(data, &doc); err != nil {
+		t.Fatalf("JUnit file: %v", err)
+	}
+	if doc.Tests != len(files) || doc.Failures != 0 || doc.Errors != 0 {
+		t.Errorf("JUnit file: %+v, want %d tests and no failure", doc, len(files))
+	}
+}
+
+// TestCheckBrokenExpectation: a scenario expecting the wrong fate is a
+// regression (not a flake: it fails again when retried), with a message
+// saying what was expected and what happened, and exit status 1; the
+// NDJSON and JUnit outputs say the same.
+func TestCheckBrokenExpectation(t *testing.T) {
+	testutil.RequireRoot(t)
+	junit := filepath.Join(t.TempDir(), "junit.xml")
+	stdout, stderr, rc := runCheckBinary(t, "--junit", junit, brokenFile)
+	want := "regression: closed port: for udp dst 192.0.2.2 dport 9 expected exactly 2 × drop NETFILTER_DROP at hook LOCAL_IN; 0 did, saw 2 × drop NO_SOCKET"
+	if rc != 1 || !strings.Contains(stdout, "FAIL  broken-expectation") || !strings.Contains(stdout, want) ||
+		!strings.Contains(stderr, "1 of 1 scenario failed") {
+		t.Errorf("exit status %d, want 1; stdout:\n%s\nstderr:\n%s\nwant %q", rc, stdout, stderr, want)
+	}
+	if data, err := os.ReadFile(junit); err != nil || !bytes.Contains(data, []byte(`<failure message="closed port: for udp dst 192.0.2.2 dport 9 expected exactly 2 × drop NETFILTER_DROP`)) {
+		t.Errorf("JUnit file (%v):\n%s", err, data)
+	}
+
+	stdout, _, rc = runCheckBinary(t, "--output-json", "--no-retry", brokenFile)
+	var res, sum map[string]any
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if rc != 1 || len(lines) != 2 || json.Unmarshal([]byte(lines[0]), &res) != nil || json.Unmarshal([]byte(lines[1]), &sum) != nil {
+		t.Fatalf("--output-json: exit status %d, output:\n%s", rc, stdout)
+	}
+	if res["type"] != "scenario" || res["status"] != "fail" || sum["type"] != "summary" || sum["failed"] != 1.0 {
+		t.Errorf("--output-json: %v / %v", res, sum)
+	}
+}

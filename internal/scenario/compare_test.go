@@ -1,0 +1,241 @@
+package scenario
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+var (
+	server = netip.MustParseAddr("192.0.2.2")
+	both   = Env{Running: []string{"ebpf", "nf"}}
+)
+
+func intp(n int) *int { return &n }
+
+func closedPort(count *int) *Scenario {
+	return &Scenario{Name: "closed", File: "closed.yaml", Expect: []Expectation{{
+		Name: "closed port", Match: Match{Proto: "udp", Dst: server, Dport: 9},
+		Fate: "drop", Reasons: []string{"NO_SOCKET"}, Hook: "none", Functions: []string{"__udp4_lib_rcv"},
+		Count: count, MinCount: 1, ConfirmedBy: []string{"ebpf"},
+	}}}
+}
+
+func udp(dport uint16, fate, reason, fn, hook string, observers ...string) *Observed {
+	return &Observed{Fate: fate, Reason: reason, Function: fn, Hook: hook, Observers: observers,
+		Proto: "udp", Src: netip.MustParseAddr("192.0.2.1"), Dst: server, Sport: 40000, Dport: dport}
+}
+
+func TestCheckPass(t *testing.T) {
+	obs := []*Observed{
+		udp(9, "drop", "NO_SOCKET", "__udp4_lib_rcv", "", "ebpf"),
+		udp(9, "drop", "NO_SOCKET", "__udp4_lib_rcv", "", "ebpf"),
+		udp(10, "drop", "NETFILTER_DROP", "nft_do_chain", "LOCAL_IN", "ebpf", "nf"), // not selected
+	}
+	r := Check(closedPort(intp(2)), obs, both, nil, "")
+	if r.Status != StatusPass || len(r.Regressions) != 0 {
+		t.Fatalf("got %s %q", r.Status, r.Regressions)
+	}
+	if g := r.Observed["closed port"]; len(g) != 1 || g[0].Count != 2 || g[0].Reason != "NO_SOCKET" {
+		t.Errorf("observed %+v", g)
+	}
+}
+
+func TestCheckRegression(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		count *int
+		obs   []*Observed
+		want  string
+	}{
+		{"missing", nil, nil, "closed port: for udp dst 192.0.2.2 dport 9 expected drop NO_SOCKET in __udp4_lib_rcv outside netfilter confirmed by ebpf; 0 did, no packet matching it was seen"},
+		{"other reason", nil, []*Observed{udp(9, "drop", "NETFILTER_DROP", "nft_do_chain", "LOCAL_IN", "ebpf", "nf")},
+			"0 did, saw 1 × drop NETFILTER_DROP in nft_do_chain at hook LOCAL_IN [ebpf+nf]"},
+		{"other function", nil, []*Observed{udp(9, "drop", "NO_SOCKET", "udp_rcv", "", "ebpf")}, "saw 1 × drop NO_SOCKET in udp_rcv [ebpf]"},
+		{"consumed", nil, []*Observed{udp(9, "consume", "", "skb_consume_udp", "", "ebpf")}, "saw 1 × consume in skb_consume_udp [ebpf]"},
+		{"in a hook", nil, []*Observed{udp(9, "drop", "NO_SOCKET", "__udp4_lib_rcv", "LOCAL_IN", "ebpf", "nf")}, "0 did"},
+		{"unconfirmed", nil, []*Observed{udp(9, "drop", "NO_SOCKET", "__udp4_lib_rcv", "", "nf")}, "0 did"},
+		{"too many", intp(1), []*Observed{udp(9, "drop", "NO_SOCKET", "__udp4_lib_rcv", "", "ebpf"), udp(9, "drop", "NO_SOCKET", "__udp4_lib_rcv", "", "ebpf")},
+			"expected exactly 1 × drop NO_SOCKET"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Check(closedPort(tc.count), tc.obs, both, nil, "")
+			if r.Status != StatusFail || len(r.Regressions) != 1 || !strings.Contains(r.Regressions[0], tc.want) {
+				t.Errorf("got %s %q, want a regression containing %q", r.Status, r.Regressions, tc.want)
+			}
+		})
+	}
+}
+
+// A fate that must not happen (count: 0) fails when it does.
+func TestCheckMustNotHappen(t *testing.T) {
+	s := &Scenario{Name: "open", Expect: []Expectation{{Name: "open port", Match: Match{Dport: 5000}, Fate: "drop", Count: intp(0)}}}
+	if r := Check(s, []*Observed{udp(5000, "consume", "", "udp_recvmsg", "", "ebpf")}, both, nil, ""); r.Status != StatusPass {
+		t.Errorf("consumed: %s %q", r.Status, r.Regressions)
+	}
+	r := Check(s, []*Observed{udp(5000, "drop", "SOCKET_RCVBUFF", "udp_queue_rcv_one_skb", "", "ebpf")}, both, nil, "")
+	if r.Status != StatusFail || !strings.Contains(r.Regressions[0], "expected exactly 0 × drop; 1 did, saw 1 × drop SOCKET_RCVBUFF") {
+		t.Errorf("dropped: %s %q", r.Status, r.Regressions)
+	}
+}
+
+// Without the netfilter attribution, hooks and nf confirmations cannot be
+// checked: they are noted, not failed.
+func TestCheckWithoutNF(t *testing.T) {
+	s := &Scenario{Name: "nft", Expect: []Expectation{{Name: "rule", Match: Match{Dport: 7777}, Fate: "drop",
+		Reasons: []string{"NETFILTER_DROP"}, Hook: "LOCAL_IN", MinCount: 1, ConfirmedBy: []string{"ebpf", "nf"}}}}
+	r := Check(s, []*Observed{udp(7777, "drop", "NETFILTER_DROP", "nft_do_chain", "", "ebpf")}, Env{Running: []string{"ebpf"}}, nil, "")
+	if r.Status != StatusPass || len(r.Notes) != 2 || !strings.Contains(r.Notes[0], "hook not checked") {
+		t.Errorf("got %s %q %q", r.Status, r.Regressions, r.Notes)
+	}
+}
+
+func TestMatch(t *testing.T) {
+	icmp := &Observed{Proto: "icmp", Dst: server, ICMPType: 8}
+	eight, zero := uint8(8), uint8(0)
+	for _, tc := range []struct {
+		m    Match
+		o    *Observed
+		want bool
+	}{
+		{Match{Proto: "icmp", ICMPType: &eight}, icmp, true},
+		{Match{Proto: "icmp", ICMPType: &zero}, icmp, false},
+		{Match{ICMPType: &zero}, udp(9, "drop", "", "", ""), false},
+		{Match{Dst: server, Dport: 9}, udp(9, "drop", "", "", ""), true},
+		{Match{Src: server}, udp(9, "drop", "", "", ""), false},
+		{Match{Proto: "tcp"}, udp(9, "drop", "", "", ""), false},
+	} {
+		if got := tc.m.Matches(tc.o); got != tc.want {
+			t.Errorf("%s matches %+v: %v, want %v", tc.m, tc.o, got, tc.want)
+		}
+	}
+}
+
+func baseline(groups ...Group) *BaselineScenario {
+	return &BaselineScenario{Observed: map[string][]Group{"ttl": groups}}
+}
+
+func TestCheckBaseline(t *testing.T) {
+	s := &Scenario{Name: "ttl", Expect: []Expectation{{Name: "ttl", Match: Match{Dport: 33434}, Fate: "drop",
+		Reasons: []string{"IP_INHDR", "NOT_SPECIFIED"}, MinCount: 1}}}
+	now := []*Observed{udp(33434, "drop", "IP_INHDR", "ip_forward", "", "ebpf")}
+	for _, tc := range []struct {
+		name                      string
+		base                      *BaselineScenario
+		regression, improve, note string
+	}{
+		{name: "same", base: baseline(Group{Fate: "drop", Reason: "IP_INHDR", Function: "ip_forward", Count: 5})},
+		{name: "more specific reason", base: baseline(Group{Fate: "drop", Reason: "NOT_SPECIFIED", Function: "ip_forward"}),
+			improve: "ttl: drop reason NOT_SPECIFIED on 6.1.0 is now IP_INHDR (drop IP_INHDR in ip_forward)"},
+		{name: "location moved", base: baseline(Group{Fate: "drop", Reason: "IP_INHDR", Function: "ip_forward_finish"}),
+			note: "ttl: location moved from ip_forward_finish on 6.1.0 to ip_forward"},
+		{name: "other reason", base: baseline(Group{Fate: "drop", Reason: "IP_INADDRERRORS", Function: "ip_forward"}),
+			regression: "ttl: was drop IP_INADDRERRORS in ip_forward on 6.1.0, now drop IP_INHDR in ip_forward"},
+		{name: "gone", base: baseline(Group{Fate: "drop", Reason: "IP_INHDR", Function: "ip_forward"}, Group{Fate: "drop", Reason: "NO_SOCKET", Function: "__udp4_lib_rcv"}),
+			regression: "ttl: drop NO_SOCKET in __udp4_lib_rcv (seen on 6.1.0) no longer happens"},
+		{name: "consume gone", base: baseline(Group{Fate: "drop", Reason: "IP_INHDR", Function: "ip_forward"}, Group{Fate: "consume", Function: "icmp_send"}),
+			note: "ttl: consume in icmp_send (seen on 6.1.0) no longer happens"},
+		{name: "new", base: baseline(), note: "ttl: new fate drop IP_INHDR in ip_forward, not seen on 6.1.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Check(s, now, both, tc.base, "6.1.0")
+			check := func(kind string, got []string, want string) {
+				t.Helper()
+				if want == "" && len(got) > 0 || want != "" && (len(got) != 1 || got[0] != want) {
+					t.Errorf("%s: got %q, want %q", kind, got, want)
+				}
+			}
+			check("regressions", r.Regressions, tc.regression)
+			check("improvements", r.Improvements, tc.improve)
+			check("changes", r.Changes, tc.note)
+			if want := map[bool]Status{true: StatusFail, false: StatusPass}[tc.regression != ""]; r.Status != want {
+				t.Errorf("status %s, want %s", r.Status, want)
+			}
+		})
+	}
+}
+
+func TestRetry(t *testing.T) {
+	pass := &Result{Name: "s", Status: StatusPass, Seconds: 1}
+	fail := &Result{Name: "s", Status: StatusFail, Regressions: []string{"x: 0 did"}, Seconds: 2}
+	errored := &Result{Name: "s", Status: StatusError, Error: "setting up: boom", Seconds: 1}
+	if r := Retry(pass, nil); r != pass {
+		t.Error("a pass is kept")
+	}
+	if r := Retry(fail, &Result{Name: "s", Status: StatusFail, Regressions: []string{"x: again"}, Seconds: 2}); r.Status != StatusFail || r.Regressions[0] != "x: again" || r.Seconds != 4 {
+		t.Errorf("failing twice: %+v", r)
+	}
+	r := Retry(fail, pass)
+	if r.Status != StatusFlake || len(r.FirstAttempt) != 1 || r.FirstAttempt[0] != "x: 0 did" || r.Seconds != 3 {
+		t.Errorf("fail then pass: %+v", r)
+	}
+	if pass.Status != StatusPass {
+		t.Error("Retry changed its argument")
+	}
+	if r := Retry(errored, pass); r.Status != StatusFlake || r.FirstAttempt[0] != "error: setting up: boom" {
+		t.Errorf("error then pass: %+v", r)
+	}
+}
+
+func TestBaselineUpdate(t *testing.T) {
+	b := &Baseline{Scenarios: map[string]*BaselineScenario{"failing": baseline(Group{Fate: "drop"})}}
+	b.Update("6.18", []*Result{
+		{Name: "ok", Status: StatusPass, Observed: map[string][]Group{"e": {{Fate: "drop", Count: 1}}}},
+		{Name: "failing", Status: StatusFail, Observed: map[string][]Group{}},
+	})
+	if b.Kernel != "6.18" || b.Scenarios["ok"] == nil || len(b.Scenarios["failing"].Observed["ttl"]) != 1 {
+		t.Errorf("updated %+v", b)
+	}
+	path := t.TempDir() + "/b.json"
+	if err := b.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadBaseline(path)
+	if err != nil || got.Kernel != "6.18" || got.Scenarios["ok"].Observed["e"][0].Count != 1 {
+		t.Errorf("read back %+v, %v", got, err)
+	}
+}
+
+func TestKernelRange(t *testing.T) {
+	for _, tc := range []struct {
+		rng, release string
+		want         bool
+	}{
+		{">=6.3", "6.12.95+deb12-amd64", true},
+		{">=6.3", "6.1.0-50-amd64", false},
+		{"<6.3", "6.1.0-50-amd64", true},
+		{"<6.3", "7.2.1", false},
+		{"==6.18", "6.18.44-fc-v657", true},
+		{"<=6.1", "6.1.0", true},
+		{">6.1", "6.1.0", false},
+		{">=6.3", "weird", true},
+	} {
+		k, err := parseKernelRange(tc.rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := k.Contains(tc.release); got != tc.want {
+			t.Errorf("%s contains %s: %v, want %v", tc.rng, tc.release, got, tc.want)
+		}
+	}
+	s := &Scenario{Expect: []Expectation{{Name: "new", Match: Match{Dport: 9}, Fate: "consume", MinCount: 1, Kernel: &KernelRange{">=", 6, 3}}}}
+	if r := Check(s, nil, Env{Kernel: "6.1.0"}, nil, ""); r.Status != StatusPass || len(r.Observed) != 0 {
+		t.Errorf("an expectation for other kernels is skipped: %+v", r)
+	}
+	if r := Check(s, nil, Env{Kernel: "6.12.0"}, nil, ""); r.Status != StatusFail {
+		t.Errorf("an expectation for this kernel applies: %+v", r)
+	}
+}
+
+func TestBaseFunction(t *testing.T) {
+	for in, want := range map[string]string{
+		"ip_rcv_finish_core.constprop.0": "ip_rcv_finish_core",
+		"tcp_v4_rcv":                     "tcp_v4_rcv",
+		"__udp4_lib_rcv.isra.0":          "__udp4_lib_rcv",
+		"":                               "",
+	} {
+		if got := baseFunction(in); got != want {
+			t.Errorf("baseFunction(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,419 @@
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+
+	"github.com/pktfate/pktfate/internal/capture"
+	"github.com/pktfate/pktfate/internal/netns"
+	"github.com/pktfate/pktfate/tracer"
+)
+
+// NSPrefix starts the name (under /run/netns) of every namespace a
+// scenario creates: NSPrefix + pid + "-" + run + "-" + namespace.
+const NSPrefix = "pktfate-check-"
+
+// settle is how long the runner keeps tracing once every expectation is
+// met: longer than the correlation window, so late sightings and
+// unexpected extra fates are seen too.
+const settle = 600 * time.Millisecond
+
+// Runner runs scenarios with the real tracing pipeline. It needs root.
+type Runner struct {
+	Kernel  *btf.Spec
+	Decoder *tracer.Decoder
+	// Netfilter turns on the netfilter hook attribution where the kernel
+	// has it (BPF netfilter links or fexit); otherwise only ebpf runs.
+	Netfilter bool
+	// Retry runs a failing scenario once more (a pass then is a flake).
+	Retry bool
+	// Baseline, when set, is compared with every result.
+	Baseline *Baseline
+	// Log receives progress (nil: discarded).
+	Log io.Writer
+	// Release is the running kernel's release (uname -r), for
+	// expectations limited to some kernels.
+	Release string
+
+	seq atomic.Uint64
+}
+
+// NewRunner loads the kernel's BTF and checks the ebpf source can run.
+func NewRunner() (*Runner, error) {
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
+	}
+	decoder, err := tracer.DefaultDecoder(kernel)
+	if err != nil {
+		return nil, err
+	}
+	if err := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, Consumes: true, Kernel: kernel}).CanRun(); err != nil {
+		return nil, fmt.Errorf("source ebpf cannot run: %w", err)
+	}
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return nil, fmt.Errorf("reading the kernel release: %w", err)
+	}
+	return &Runner{Kernel: kernel, Decoder: decoder, Netfilter: true, Retry: true, Release: unix.ByteSliceToString(u.Release[:])}, nil
+}
+
+func (r *Runner) logf(format string, args ...any) {
+	if r.Log != nil {
+		fmt.Fprintf(r.Log, format+"\n", args...)
+	}
+}
+
+// RunAll runs scenarios one after the other (each in its own namespaces),
+// calling done with each result. It stops early when ctx is done.
+func (r *Runner) RunAll(ctx context.Context, scenarios []*Scenario, done func(*Result)) []*Result {
+	removeStale()
+	var out []*Result
+	for _, s := range scenarios {
+		if ctx.Err() != nil {
+			break
+		}
+		res := r.Run(ctx, s)
+		if res.Status != StatusPass && r.Retry && ctx.Err() == nil {
+			r.logf("%s: %s, running it again", s.Name, res.Status)
+			res = Retry(res, r.Run(ctx, s))
+		}
+		out = append(out, res)
+		if done != nil {
+			done(res)
+		}
+	}
+	return out
+}
+
+// Run runs one scenario once and checks it.
+func (r *Runner) Run(ctx context.Context, s *Scenario) *Result {
+	start := time.Now()
+	obs, env, notes, err := r.run(ctx, s)
+	var base *BaselineScenario
+	kernel := ""
+	if r.Baseline != nil {
+		base, kernel = r.Baseline.Scenarios[s.Name], r.Baseline.Kernel
+	}
+	var res *Result
+	if err == nil && ctx.Err() != nil {
+		err = fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	if err != nil {
+		res = &Result{Name: s.Name, File: s.File, Status: StatusError, Error: err.Error()}
+	} else {
+		res = Check(s, obs, env, base, kernel)
+		if r.Baseline != nil && base == nil {
+			res.Notes = append(res.Notes, "not in the baseline")
+		}
+	}
+	res.Notes = append(res.Notes, notes...)
+	res.Seconds = time.Since(start).Seconds()
+	return res
+}
+
+// collector is the renderer that keeps every packet's fate.
+type collector struct {
+	mu  sync.Mutex
+	obs []*Observed
+}
+
+func observed(e *tracer.Event, observers []string, verdict string) *Observed {
+	p := &e.Packet
+	return &Observed{Fate: e.Fate.String(), Reason: e.Reason, Hook: e.Hook, Function: baseFunction(tracer.Function(e.Location)),
+		Observers: observers, Verdict: verdict, Proto: p.Proto, Src: p.Src, Dst: p.Dst, Sport: p.Sport, Dport: p.Dport, ICMPType: p.ICMPType}
+}
+
+// baseFunction drops the suffixes the compiler gives the copies of a
+// function it specialises (ip_rcv_finish_core.constprop.0, .isra.0,
+// .part.0, .cold): the same code on every kernel has the same name.
+func baseFunction(fn string) string {
+	name, _, _ := strings.Cut(fn, ".")
+	return name
+}
+
+func (c *collector) Event(e *tracer.Event) error {
+	c.mu.Lock()
+	c.obs = append(c.obs, observed(e, []string{e.Source}, tracer.VerdictSingle.String()))
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *collector) Fate(fr *tracer.FateRecord) error {
+	c.mu.Lock()
+	c.obs = append(c.obs, observed(fr.Event, fr.Confirmations(), fr.Verdict.String()))
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *collector) Summary(*tracer.Summary) error { return nil }
+func (c *collector) Flush() error                  { return nil }
+
+func (c *collector) snapshot() []*Observed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.obs)
+}
+
+// topology is a scenario's namespaces, created by build.
+type topology struct {
+	ns      map[string]*netns.NS
+	order   []*netns.NS
+	closers []io.Closer
+}
+
+func (t *topology) Close() error {
+	var errs []error
+	for _, c := range slices.Backward(t.closers) {
+		c.Close()
+	}
+	for _, n := range slices.Backward(t.order) {
+		errs = append(errs, n.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Runner) build(ctx context.Context, s *Scenario) (_ *topology, err error) {
+	top := &topology{ns: map[string]*netns.NS{}}
+	defer func() {
+		if err != nil {
+			top.Close()
+		}
+	}()
+	base := fmt.Sprintf("%s%d-%d-", NSPrefix, os.Getpid(), r.seq.Add(1))
+	for _, n := range s.Namespaces {
+		ns, err := netns.New(base + n.Name)
+		if err != nil {
+			return nil, err
+		}
+		top.ns[n.Name] = ns
+		top.order = append(top.order, ns)
+	}
+	for _, v := range s.Veths {
+		if err := netns.Veth(top.ns[v.A.Netns], v.A.Name, top.ns[v.B.Netns], v.B.Name); err != nil {
+			return nil, err
+		}
+		for _, end := range []VethEnd{v.A, v.B} {
+			for _, a := range end.Addrs {
+				if err := top.ns[end.Netns].AddAddr(end.Name, a.String()); err != nil {
+					return nil, fmt.Errorf("namespace %s: %w", end.Netns, err)
+				}
+			}
+		}
+	}
+	for _, n := range s.Namespaces {
+		ns := top.ns[n.Name]
+		for _, sc := range n.Sysctls {
+			if err := ns.Sysctl(sc.Key, sc.Value); err != nil {
+				return nil, fmt.Errorf("namespace %s: %w", n.Name, err)
+			}
+		}
+		for _, rt := range n.Routes {
+			if err := ns.AddRoute(rt.To, rt.Via, rt.Dev); err != nil {
+				return nil, fmt.Errorf("namespace %s: %w", n.Name, err)
+			}
+		}
+	}
+	for i, rule := range s.Rules {
+		ns := top.ns[rule.Netns]
+		if rule.Tool == ToolNftables {
+			if _, err := ns.Exec(ctx, rule.Ruleset, "nft", "-f", "-"); err != nil {
+				return nil, fmt.Errorf("rules[%d] in %s: %w", i, rule.Netns, err)
+			}
+			continue
+		}
+		for _, c := range rule.Commands {
+			args := c
+			if strings.Contains(rule.Tool, "tables") {
+				args = append([]string{"-w"}, c...)
+			}
+			if _, err := ns.Exec(ctx, "", rule.Binary(), args...); err != nil {
+				return nil, fmt.Errorf("rules[%d] in %s: %w", i, rule.Netns, err)
+			}
+		}
+	}
+	for _, l := range s.Listen {
+		c, err := listen(top.ns[l.Netns], l)
+		if err != nil {
+			return nil, err
+		}
+		top.closers = append(top.closers, c)
+	}
+	return top, nil
+}
+
+// run builds the scenario's namespaces, traces the one named by Trace
+// while the traffic is sent, and returns what was seen.
+func (r *Runner) run(ctx context.Context, s *Scenario) ([]*Observed, Env, []string, error) {
+	var env Env
+	var notes []string
+	for _, x := range s.Expect {
+		for _, reason := range x.Reasons {
+			if !slices.Contains(r.Decoder.Reasons.Names(), reason) {
+				notes = append(notes, fmt.Sprintf("%s: this kernel has no drop reason %s", x.Name, reason))
+			}
+		}
+	}
+	for _, rule := range s.Rules {
+		if err := ToolAvailable(rule.Tool); err != nil {
+			return nil, env, notes, fmt.Errorf("rules need %w", err)
+		}
+	}
+	top, err := r.build(ctx, s)
+	if err != nil {
+		return nil, env, notes, fmt.Errorf("setting up: %w", err)
+	}
+	defer func() {
+		if err := top.Close(); err != nil {
+			r.logf("%s: removing namespaces: %v", s.Name, err)
+		}
+	}()
+	src, env, status, nfNote := r.source(top.ns[s.Trace])
+	if nfNote != "" {
+		notes = append(notes, nfNote)
+	}
+	col := &collector{}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The sender goroutine owns notes and sendErr until sent is closed.
+	var sendErr error
+	sent := make(chan struct{})
+	ready := false
+	_, err = capture.Run(ctx, capture.Config{
+		Sources:   []tracer.Source{src},
+		Observers: env.Running,
+		FatesOnly: true,
+		Status:    status,
+		Renderer:  col,
+		Ready: func() error {
+			ready = true
+			go func() {
+				defer close(sent)
+				for _, t := range s.Traffic {
+					n, err := send(ctx, top.ns[t.From], t)
+					notes = append(notes, n...)
+					if err != nil {
+						sendErr = err
+						cancel()
+						return
+					}
+				}
+				r.wait(ctx, s, col, env)
+				cancel()
+			}()
+			return nil
+		},
+	}, nil)
+	cancel()
+	if ready {
+		<-sent
+	}
+	if err != nil {
+		return nil, env, notes, fmt.Errorf("tracing: %w", err)
+	}
+	if sendErr != nil {
+		return nil, env, notes, fmt.Errorf("sending traffic: %w", sendErr)
+	}
+	return col.snapshot(), env, notes, nil
+}
+
+// source is the ebpf source for the traced namespace, with the netfilter
+// attribution attached in it when asked for and the kernel can (else a
+// note says why not).
+func (r *Runner) source(traced *netns.NS) (*tracer.EBPF, Env, []tracer.SourceStatus, string) {
+	ecfg := tracer.EBPFConfig{Drops: true, Consumes: true, FilterNetns: traced.Inode, Kernel: r.Kernel, Decoder: r.Decoder}
+	var status []tracer.SourceStatus
+	note := ""
+	if r.Netfilter {
+		method, err := tracer.NetfilterMethodAvailable()
+		if err != nil {
+			status = append(status, tracer.SourceStatus{Name: tracer.ObserverNF, Reason: err.Error()})
+			note = "netfilter attribution not running: " + err.Error()
+		} else {
+			ecfg.Netfilter, ecfg.NetfilterNetns, ecfg.NetfilterMethod = true, "/run/netns/"+traced.Name, method
+			status = append(status, tracer.SourceStatus{Name: tracer.ObserverNF, Running: true})
+		}
+	}
+	src := tracer.NewEBPF(ecfg)
+	env := Env{Running: []string{src.Name()}, Kernel: r.Release}
+	if ecfg.Netfilter {
+		env.Running = append(env.Running, tracer.ObserverNF)
+	}
+	return src, env, status, note
+}
+
+// wait returns once every expectation is met (and the settle time has
+// passed), or after the scenario's timeout.
+func (r *Runner) wait(ctx context.Context, s *Scenario, col *collector, env Env) {
+	deadline := time.NewTimer(s.Timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-tick.C:
+			if Check(s, col.snapshot(), env, nil, "").Status == StatusPass {
+				select {
+				case <-ctx.Done():
+				case <-time.After(settle):
+				}
+				return
+			}
+		}
+	}
+}
+
+// ToolAvailable tells whether a rule tool can run here: its program is
+// in $PATH and, for tc and ip, is iproute2's (busybox has applets of the
+// same names that take other arguments).
+func ToolAvailable(tool string) error {
+	bin := Rule{Tool: tool}.Binary()
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return fmt.Errorf("%s (make deps installs it): %w", bin, err)
+	}
+	if tool == ToolTC || tool == ToolIP {
+		out, _ := exec.Command(path, "-V").CombinedOutput()
+		if !strings.Contains(string(out), "iproute2") {
+			return fmt.Errorf("%s from iproute2: %s is another program (busybox?)", bin, path)
+		}
+	}
+	return nil
+}
+
+// removeStale deletes namespaces left by a check that was killed (their
+// name carries the pid of a process that no longer runs).
+func removeStale() {
+	names, _ := filepath.Glob("/run/netns/" + NSPrefix + "*")
+	for _, p := range names {
+		rest := strings.TrimPrefix(filepath.Base(p), NSPrefix)
+		pidStr, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			_ = syscall.Unmount(p, syscall.MNT_DETACH)
+			_ = os.Remove(p)
+		}
+	}
+}
