@@ -8,7 +8,7 @@ KERNEL  ?=
 RUN_DEPS  := gcc make libpcap-dev iproute2 nftables
 TEST_DEPS := $(RUN_DEPS) clang llvm libbpf-dev tcpdump tshark iptables \
              qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap dwarves \
-             kmod bpftool
+             kmod bpftool debian-archive-keyring gnupg
 GOFILES := $(shell find . -name '*.go' -not -path './.git/*' 2>/dev/null)
 
 .PHONY: kmod kmod-clean all deps deps-run install-pkgs build demo generate check-generate test test-unit vmtest vmshell bench clean

@@ -20,6 +20,17 @@ const (
 // Observers lists every observer pktfate knows, in report order.
 var Observers = []string{ObserverEBPF, ObserverNF, ObserverDropmon, ObserverKmod}
 
+// ObserverOf returns the observer a loss counter belongs to: counters are
+// named "<observer>_<what>" ("dropmon_queue_full").
+func ObserverOf(counter string) string {
+	for _, o := range Observers {
+		if strings.HasPrefix(counter, o+"_") {
+			return o
+		}
+	}
+	return counter
+}
+
 // ObserverStatus says what one observer knows of a packet.
 type ObserverStatus uint8
 

@@ -2,10 +2,8 @@ package tracer
 
 import (
 	"context"
-	"encoding/hex"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,19 +14,7 @@ import (
 
 func dropmonFixture(t *testing.T, path string) *dropmon.Alert {
 	t.Helper()
-	f, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var digits strings.Builder
-	for _, line := range strings.Split(string(f), "\n") {
-		line, _, _ = strings.Cut(line, "#")
-		digits.WriteString(strings.Join(strings.Fields(line), ""))
-	}
-	b, err := hex.DecodeString(digits.String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := testutil.ReadHex(t, path)
 	var a dropmon.Alert
 	if _, err := dropmon.ParseMessage(b, &a); err != nil {
 		t.Fatal(err)

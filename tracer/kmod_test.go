@@ -2,13 +2,11 @@ package tracer
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,19 +19,7 @@ import (
 
 func kmodFixture(t *testing.T, path string) *kmod.Drop {
 	t.Helper()
-	f, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var digits strings.Builder
-	for _, line := range strings.Split(string(f), "\n") {
-		line, _, _ = strings.Cut(line, "#")
-		digits.WriteString(strings.Join(strings.Fields(line), ""))
-	}
-	b, err := hex.DecodeString(digits.String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := testutil.ReadHex(t, path)
 	var d kmod.Drop
 	if err := kmod.ParseMessage(b, &d); err != nil {
 		t.Fatal(err)

@@ -10,11 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf/btf"
@@ -119,29 +115,11 @@ func (d *demoNet) Close() error {
 	return errors.Join(errs...)
 }
 
-// removeStaleDemoNamespaces deletes namespaces left by a demo that was
-// killed (their name carries the pid of a process that no longer runs).
-func removeStaleDemoNamespaces() {
-	names, _ := filepath.Glob("/run/netns/" + demoNSPrefix + "*")
-	for _, p := range names {
-		rest := strings.TrimPrefix(filepath.Base(p), demoNSPrefix)
-		pidStr, _, _ := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			_ = syscall.Unmount(p, syscall.MNT_DETACH)
-			_ = os.Remove(p)
-		}
-	}
-}
-
 func setupDemoNet(ctx context.Context) (d *demoNet, err error) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		return nil, errors.New("the demo needs nft (nftables) to install its DROP rule: run `make deps` or `apt-get install nftables`")
 	}
-	removeStaleDemoNamespaces()
+	netns.RemoveStale(demoNSPrefix)
 	d = &demoNet{}
 	defer func() {
 		if err != nil {

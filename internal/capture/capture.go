@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -186,17 +185,21 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				// Reading the counters can take a netlink round trip
+				// (dropmon's STATS_GET): not while holding up events.
 				now := tracer.MonoNow()
+				var counters []tracer.Counter
+				for _, s := range started {
+					counters = append(counters, s.Losses()...)
+				}
 				var lost uint64
 				mu.Lock()
-				for _, s := range started {
-					for _, c := range s.Losses() {
-						lost += c.Value
-						if corr != nil && c.Value > lastLoss[c.Name] {
-							corr.NoteLoss(observerOf(c.Name), lastTick, now)
-						}
-						lastLoss[c.Name] = c.Value
+				for _, c := range counters {
+					lost += c.Value
+					if corr != nil && c.Value > lastLoss[c.Name] {
+						corr.NoteLoss(tracer.ObserverOf(c.Name), lastTick, now)
 					}
+					lastLoss[c.Name] = c.Value
 				}
 				lastTick = now
 				if corr != nil {
@@ -242,7 +245,7 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		mu.Lock()
 		for _, c := range sum.Lost {
 			if c.Value > lastLoss[c.Name] {
-				corr.NoteLoss(observerOf(c.Name), lastTick, tracer.MonoNow())
+				corr.NoteLoss(tracer.ObserverOf(c.Name), lastTick, tracer.MonoNow())
 			}
 		}
 		corr.Flush()
@@ -264,14 +267,4 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		return sum, fmt.Errorf("writing summary: %w", err)
 	}
 	return sum, nil
-}
-
-// observerOf maps a loss counter ("dropmon_queue_full") to its observer.
-func observerOf(counter string) string {
-	for _, o := range tracer.Observers {
-		if strings.HasPrefix(counter, o+"_") {
-			return o
-		}
-	}
-	return counter
 }

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -259,4 +260,22 @@ func (n *NS) SendUDP(network string, dst netip.AddrPort, count int, payload []by
 		}
 	}
 	return nil
+}
+
+// RemoveStale deletes named namespaces "<prefix><pid>-..." under
+// /run/netns whose creating process no longer runs (a demo or check run
+// that was killed). Namespaces of live processes are left alone.
+func RemoveStale(prefix string) {
+	names, _ := filepath.Glob("/run/netns/" + prefix + "*")
+	for _, p := range names {
+		pidStr, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(p), prefix), "-")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			_ = unix.Unmount(p, unix.MNT_DETACH)
+			_ = os.Remove(p)
+		}
+	}
 }

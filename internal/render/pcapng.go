@@ -170,7 +170,7 @@ func (p *Pcapng) write(e *tracer.Event, observer string, t time.Time, id uint64,
 	b = binary.BigEndian.AppendUint32(b, e.Ifindex)
 	b = binary.BigEndian.AppendUint16(b, 1) // ARPHRD_ETHER
 	b = append(b, pkttype, 0)
-	b = append(b, make([]byte, 8)...)
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0) // no link-layer address
 	b = append(b, data...)
 	p.buf = b
 	orig := sll2HeaderLen + wireLength(data, int(e.Len))
@@ -208,7 +208,7 @@ func (p *Pcapng) Summary(s *tracer.Summary) error {
 	}
 	lost := map[string]uint64{}
 	for _, c := range s.Lost {
-		lost[observerOfCounter(c.Name)] += c.Value
+		lost[tracer.ObserverOf(c.Name)] += c.Value
 	}
 	// gopacket's writer drops the comment of statistics blocks: write them
 	// here, after flushing its buffer so blocks stay in order.
@@ -262,15 +262,6 @@ func statsBlock(iface uint32, start, end time.Time, dropped uint64, comment stri
 	b = le.AppendUint32(b, total)
 	b = append(b, body...)
 	return le.AppendUint32(b, total)
-}
-
-func observerOfCounter(name string) string {
-	for _, o := range tracer.Observers {
-		if strings.HasPrefix(name, o+"_") {
-			return o
-		}
-	}
-	return name
 }
 
 // Flush implements Renderer.

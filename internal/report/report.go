@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,14 +86,11 @@ func (b *builder) fate(e *tracer.Event, verdict string, saw []string) {
 	b.fates = true
 	b.sum.AddFate(e)
 	b.verdicts[verdict]++
-	order := map[string]int{}
-	for i, o := range tracer.Observers {
-		order[o] = i
-	}
+	order := func(o string) int { return slices.Index(tracer.Observers, o) }
 	for i, a := range saw {
 		for _, c := range saw[i+1:] {
 			x, y := a, c
-			if order[x] > order[y] {
+			if order(x) > order(y) {
 				x, y = y, x
 			}
 			p := b.pairs[[2]string{x, y}]

@@ -7,13 +7,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf/btf"
@@ -82,7 +79,7 @@ func (r *Runner) logf(format string, args ...any) {
 // RunAll runs scenarios one after the other (each in its own namespaces),
 // calling done with each result. It stops early when ctx is done.
 func (r *Runner) RunAll(ctx context.Context, scenarios []*Scenario, done func(*Result)) []*Result {
-	removeStale()
+	netns.RemoveStale(NSPrefix)
 	var out []*Result
 	for _, s := range scenarios {
 		if ctx.Err() != nil {
@@ -398,22 +395,4 @@ func ToolAvailable(tool string) error {
 		}
 	}
 	return nil
-}
-
-// removeStale deletes namespaces left by a check that was killed (their
-// name carries the pid of a process that no longer runs).
-func removeStale() {
-	names, _ := filepath.Glob("/run/netns/" + NSPrefix + "*")
-	for _, p := range names {
-		rest := strings.TrimPrefix(filepath.Base(p), NSPrefix)
-		pidStr, _, _ := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			_ = syscall.Unmount(p, syscall.MNT_DETACH)
-			_ = os.Remove(p)
-		}
-	}
 }

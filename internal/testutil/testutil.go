@@ -2,7 +2,9 @@
 package testutil
 
 import (
+	"encoding/hex"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/pktfate/pktfate/internal/netns"
@@ -40,4 +42,24 @@ func NewNS(tb testing.TB) *netns.NS {
 		}
 	})
 	return ns
+}
+
+// ReadHex reads a hex fixture: hex digits with any spacing, "#" starting
+// a comment to the end of the line.
+func ReadHex(tb testing.TB, path string) []byte {
+	tb.Helper()
+	f, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var digits strings.Builder
+	for _, line := range strings.Split(string(f), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		digits.WriteString(strings.Join(strings.Fields(line), ""))
+	}
+	b, err := hex.DecodeString(digits.String())
+	if err != nil {
+		tb.Fatalf("%s: %v", path, err)
+	}
+	return b
 }
