@@ -4,6 +4,8 @@
 GO      ?= go
 BIN     := bin/pktfate
 KERNEL  ?=
+# Files the matrix's guests send out (captures), checked on the host.
+ARTIFACTS ?= $(CURDIR)/.matrix-artifacts
 # What building and running pktfate needs (the demo), and what the tests add.
 RUN_DEPS  := gcc make libpcap-dev iproute2 nftables
 TEST_DEPS := $(RUN_DEPS) clang llvm libbpf-dev tcpdump tshark iptables \
@@ -11,7 +13,7 @@ TEST_DEPS := $(RUN_DEPS) clang llvm libbpf-dev tcpdump tshark iptables \
              kmod bpftool debian-archive-keyring gnupg
 GOFILES := $(shell find . -name '*.go' -not -path './.git/*' 2>/dev/null)
 
-.PHONY: kmod kmod-clean all deps deps-run install-pkgs build demo generate check-generate test test-unit vmtest vmshell bench clean
+.PHONY: kmod kmod-clean all deps deps-run install-pkgs build demo generate check-generate test test-unit vmtest matrix-check vmshell bench clean
 
 all: build
 
@@ -52,7 +54,8 @@ test: deps
 	echo "== stage generate: $$((t1-t0))s"; \
 	$(MAKE) --no-print-directory test-unit || exit 1; t2=$$(date +%s); \
 	echo "== stage unit+privileged: $$((t2-t1))s"; \
-	$(MAKE) --no-print-directory vmtest || exit 1; t3=$$(date +%s); \
+	$(MAKE) --no-print-directory vmtest || exit 1; \
+	$(MAKE) --no-print-directory matrix-check || exit 1; t3=$$(date +%s); \
 	echo "== stage vm matrix: $$((t3-t2))s"; \
 	echo "== make test: $$((t3-t0))s"
 
@@ -65,7 +68,11 @@ test-unit:
 # Runs the tests inside Debian kernels under QEMU: KERNEL=6.1, 6.12 or 7.2
 # (default: all).
 vmtest:
-	$(GO) run ./internal/vm/cmd/vmtest -kernel "$(KERNEL)"
+	$(GO) run ./internal/vm/cmd/vmtest -kernel "$(KERNEL)" -artifacts "$(ARTIFACTS)"
+
+# Checks on the host what the guests sent out (tshark reads their pcapng).
+matrix-check:
+	PKTFATE_MATRIX_ARTIFACTS="$(ARTIFACTS)" $(GO) test -count=1 -run '^TestMatrix' ./cmd/pktfate
 
 # An interactive shell in one kernel's VM with pktfate and the tests.
 vmshell:

@@ -157,6 +157,10 @@ type CorrelatorConfig struct {
 	// SkbSkew bounds the time difference of sightings joined by skb address
 	// (same clock; default 5ms, because addresses are reused).
 	SkbSkew time.Duration
+	// NFCovers, when set, says whether the nf observer can see packets in
+	// a network namespace (netfilter links are attached per namespace);
+	// where it cannot, the nf observer is blind, not missing.
+	NFCovers func(netns uint32) bool
 	// MaxPending bounds the records waiting in the window (default 65536);
 	// past it the oldest is emitted early.
 	MaxPending int
@@ -573,7 +577,7 @@ func (c *Correlator) judge(r *FateRecord) {
 			}
 			saw++
 		default:
-			if why := blindness(name, r); why != "" {
+			if why := c.blindness(name, r); why != "" {
 				o.Status, o.Why = StatusBlind, why
 			} else if c.lostAt(name, r.mono) {
 				o.Status = StatusLost
@@ -612,7 +616,7 @@ func (c *Correlator) judge(r *FateRecord) {
 }
 
 // blindness says why an observer could not have seen this packet, or "".
-func blindness(observer string, r *FateRecord) string {
+func (c *Correlator) blindness(observer string, r *FateRecord) string {
 	e := r.Event
 	switch observer {
 	case ObserverDropmon:
@@ -623,6 +627,9 @@ func blindness(observer string, r *FateRecord) string {
 			return "drop_monitor skips packets without a MAC header"
 		}
 	case ObserverNF, ObserverKmod:
+		if observer == ObserverNF && c.cfg.NFCovers != nil && e.Netns != 0 && !c.cfg.NFCovers(e.Netns) {
+			return "netfilter links are not attached in this network namespace (it was created after the capture started)"
+		}
 		if e.Hook == "" {
 			return "sees only packets freed inside a netfilter hook"
 		}

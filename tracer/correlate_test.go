@@ -111,6 +111,30 @@ func TestCorrelateSkbJoinAndNetfilter(t *testing.T) {
 	}
 }
 
+// TestCorrelateNetfilterCoverage: the module saw a drop inside LOCAL_IN
+// that the nf observer did not. Where its links are attached that is a
+// miss; in a namespace without its links nf is blind. Either way ebpf and
+// kmod confirm the drop.
+func TestCorrelateNetfilterCoverage(t *testing.T) {
+	for _, covered := range []bool{true, false} {
+		c, out := collect(CorrelatorConfig{Running: running("ebpf", "nf", "kmod"),
+			NFCovers: func(netns uint32) bool { return netns == 7 && covered }})
+		e := ebpfDrop(50*ms, 0xff00, 2000, "NETFILTER_DROP", "nft_do_chain+0x40f")
+		e.Netns = 7
+		c.Add(e)
+		c.Add(&Event{Source: ObserverKmod, Mono: 50*ms + 2000, Skb: 0xff00, Fate: FateDrop, Reason: "NETFILTER_DROP",
+			Hook: "LOCAL_IN", Family: "ipv4", Netns: 7, Data: udpHeaders(2000)})
+		c.Flush()
+		want := StatusMissed
+		if !covered {
+			want = StatusBlind
+		}
+		if len(*out) != 1 || (*out)[0].observers["nf"] != want || (*out)[0].verdict != VerdictConfirmed {
+			t.Errorf("covered=%v: %+v, want nf %s", covered, *out, want)
+		}
+	}
+}
+
 func TestCorrelateConflicts(t *testing.T) {
 	c, out := collect(CorrelatorConfig{Running: running("ebpf", "dropmon")})
 	c.Add(ebpfDrop(10*ms, 1, 3000, "NO_SOCKET", "__udp4_lib_rcv+0x4bc"))

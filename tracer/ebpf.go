@@ -37,9 +37,12 @@ type EBPFConfig struct {
 	// that hook, with BPF netfilter programs at the first and last priority
 	// of every inet hook for IPv4 and IPv6 (kernel 6.4 and later).
 	// Netfilter links belong to one network namespace: they are attached in
-	// NetfilterNetns (a path such as /run/netns/NAME; "" is the current one).
-	Netfilter      bool
-	NetfilterNetns string
+	// NetfilterNetns (a path such as /run/netns/NAME; "" is the current
+	// one), or with NetfilterAllNetns in every network namespace that
+	// exists at Start (ListNetns).
+	Netfilter         bool
+	NetfilterNetns    string
+	NetfilterAllNetns bool
 	// NetfilterMethod forces NetfilterLinks or NetfilterFexit; "" picks
 	// links where the kernel has them (6.4+), else fexit on nf_hook_slow,
 	// which sees every network namespace.
@@ -78,7 +81,24 @@ type EBPF struct {
 	// NetfilterMethod is the netfilter attribution method in use
 	// (NetfilterLinks, NetfilterFexit), "" when off. Valid after Start.
 	NetfilterMethod string
+	// nfNetns holds the inodes of the network namespaces the netfilter
+	// links are attached in; nil when fexit sees them all.
+	nfNetns map[uint32]bool
 }
+
+// NetfilterCovers reports whether the netfilter attribution can see
+// packets in the network namespace with inode netns: always with fexit,
+// only where the links were attached otherwise. Valid after Start.
+func (s *EBPF) NetfilterCovers(netns uint32) bool {
+	if s.NetfilterMethod == "" {
+		return false
+	}
+	return s.nfNetns == nil || s.nfNetns[netns]
+}
+
+// NetfilterNamespaces is how many network namespaces the netfilter links
+// are attached in (0 with fexit, which sees all). Valid after Start.
+func (s *EBPF) NetfilterNamespaces() int { return len(s.nfNetns) }
 
 // NewEBPF returns an ebpf source; nothing is loaded until Start.
 func NewEBPF(cfg EBPFConfig) *EBPF {

@@ -4,13 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Priorities of pktfate's netfilter programs: the first and the last a BPF
@@ -40,7 +45,8 @@ func NetfilterLinksSupported() error {
 
 // Netfilter attribution methods.
 const (
-	// NetfilterLinks uses BPF netfilter programs (6.4+), in one netns.
+	// NetfilterLinks uses BPF netfilter programs (6.4+), in the network
+	// namespaces they are attached in.
 	NetfilterLinks = "links"
 	// NetfilterFexit uses fentry/fexit on nf_hook_slow (needs fentry), all netns.
 	NetfilterFexit = "fexit"
@@ -148,26 +154,148 @@ func (s *EBPF) attachNetfilterLinks(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 		return fmt.Errorf("loading netfilter programs: %w", explainLoadError(err))
 	}
 	s.progs = append(s.progs, o.Enter, o.Exit)
-	return inNetns(s.cfg.NetfilterNetns, func() error {
-		for _, pf := range nfFamilies {
-			for _, hook := range nfHooks {
-				for _, p := range []struct {
-					prog *ebpf.Program
-					prio int32
-				}{{o.Enter, nfPriorityFirst}, {o.Exit, nfPriorityLast}} {
-					l, err := link.AttachNetfilter(link.NetfilterOptions{
-						Program: p.prog, ProtocolFamily: pf, Hook: hook, Priority: p.prio,
-					})
-					if err != nil {
-						return fmt.Errorf("attaching netfilter program to %s %s at priority %d: %w",
-							NetfilterFamily(uint8(pf)), NetfilterHook(uint8(hook)), p.prio, err)
-					}
-					s.links = append(s.links, l)
+	targets := map[uint32]string{}
+	if s.cfg.NetfilterAllNetns && s.cfg.NetfilterNetns == "" {
+		var err error
+		if targets, err = ListNetns(); err != nil {
+			return err
+		}
+	} else {
+		ino, err := netnsInode(s.cfg.NetfilterNetns)
+		if err != nil {
+			return err
+		}
+		targets[ino] = s.cfg.NetfilterNetns
+	}
+	s.nfNetns = map[uint32]bool{}
+	for ino, path := range targets {
+		if err := inNetns(path, func() error { return s.attachNetfilterHere(o) }); err != nil {
+			if len(targets) > 1 && errors.Is(err, os.ErrNotExist) {
+				continue // the namespace went away since it was listed
+			}
+			return err
+		}
+		s.nfNetns[ino] = true
+	}
+	return nil
+}
+
+// attachNetfilterHere attaches the netfilter programs in the calling
+// thread's network namespace.
+func (s *EBPF) attachNetfilterHere(o nfLinkObjects) error {
+	for _, pf := range nfFamilies {
+		for _, hook := range nfHooks {
+			for _, p := range []struct {
+				prog       *ebpf.Program
+				prio, step int32
+			}{{o.Enter, nfPriorityFirst, 1}, {o.Exit, nfPriorityLast, -1}} {
+				l, err := attachNetfilterNear(p.prog, pf, hook, p.prio, p.step)
+				if err != nil {
+					return err
 				}
+				s.links = append(s.links, l)
 			}
 		}
+	}
+	return nil
+}
+
+// nfPriorityTries is how many priorities next to the first and the last
+// are tried: the kernel refuses two BPF netfilter programs at one priority
+// of a hook (EBUSY), which another pktfate (or another tool) may hold.
+const nfPriorityTries = 16
+
+// attachNetfilterNear attaches prog at prio, or at the nearest free
+// priority in the direction of step.
+func attachNetfilterNear(prog *ebpf.Program, pf link.NetfilterProtocolFamily, hook link.NetfilterInetHook, prio, step int32) (link.Link, error) {
+	var err error
+	for range nfPriorityTries {
+		var l link.Link
+		l, err = link.AttachNetfilter(link.NetfilterOptions{Program: prog, ProtocolFamily: pf, Hook: hook, Priority: prio})
+		if err == nil {
+			return l, nil
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		prio += step
+	}
+	return nil, fmt.Errorf("attaching netfilter program to %s %s at priority %d: %w",
+		NetfilterFamily(uint8(pf)), NetfilterHook(uint8(hook)), prio, err)
+}
+
+// netnsInode returns the inode of the network namespace at path ("" is the
+// current thread's).
+func netnsInode(path string) (uint32, error) {
+	if path == "" {
+		path = "/proc/thread-self/ns/net"
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("network namespace %s: %w", path, err)
+	}
+	return uint32(st.Ino), nil
+}
+
+// ListNetns returns one path for every network namespace that exists now,
+// by inode: the current one, those mounted (`ip netns` names under
+// /run/netns, container runtimes' bind mounts), those of every process
+// (/proc/PID/ns/net) and those a process holds open (/proc/PID/fd). A
+// namespace created later is not in it.
+func ListNetns() (map[uint32]string, error) {
+	cur, err := netnsInode("")
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint32]string{cur: ""}
+	add := func(path string) {
+		if ino, err := netnsInode(path); err == nil {
+			if _, ok := out[ino]; !ok {
+				out[ino] = path
+			}
+		}
+	}
+	for _, m := range nsfsMounts() {
+		add(m)
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("listing network namespaces: %w", err)
+	}
+	for _, p := range procs {
+		if c := p.Name()[0]; c < '1' || c > '9' {
+			continue
+		}
+		dir := filepath.Join("/proc", p.Name())
+		add(filepath.Join(dir, "ns", "net"))
+		fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
+		for _, fd := range fds {
+			path := filepath.Join(dir, "fd", fd.Name())
+			if l, err := os.Readlink(path); err == nil && strings.HasPrefix(l, "net:[") {
+				add(path)
+			}
+		}
+	}
+	return out, nil
+}
+
+// nsfsMounts lists the mount points of network namespaces
+// (/proc/self/mountinfo: root "net:[INODE]", file system nsfs).
+func nsfsMounts() []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
 		return nil
-	})
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if sep < 5 || sep+1 >= len(f) || f[sep+1] != "nsfs" || !strings.HasPrefix(f[3], "net:[") {
+			continue
+		}
+		out = append(out, strings.ReplaceAll(f[4], "\\040", " "))
+	}
+	return out
 }
 
 // inNetns runs f on a thread inside the network namespace at path ("" runs

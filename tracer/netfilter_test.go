@@ -264,3 +264,36 @@ func testHookAttribution(t *testing.T, top *nfTopology, method string, port *uin
 		}
 	}
 }
+
+// TestNetfilterTwoTracers: the kernel refuses two BPF netfilter programs
+// at one priority of a hook, so a second pktfate (or another tool holding
+// the first priority) takes the next free one; both attribute the drop.
+func TestNetfilterTwoTracers(t *testing.T) {
+	testutil.RequireRoot(t)
+	if err := tracer.NetfilterLinksSupported(); err != nil {
+		t.Skipf("kernel without BPF netfilter links: %v", err)
+	}
+	top := newNFTopology(t)
+	var cols [2]collector
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range cols {
+		src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, FilterNetns: top.router.Inode,
+			Netfilter: true, NetfilterNetns: top.routerPath, NetfilterMethod: tracer.NetfilterLinks})
+		if err := src.Start(); err != nil {
+			t.Fatalf("tracer %d: %v", i+1, err)
+		}
+		defer src.Close()
+		go src.Run(ctx, cols[i].handle)
+	}
+	const port = 19999
+	if err := addRule(ctx, top.router, "nftables", "udp4", "LOCAL_IN", "DROP", port); err != nil {
+		t.Fatal(err)
+	}
+	sendFrom(t, top.client, "udp4", netip.AddrPortFrom(nfFamilies[0].routerIn, port))
+	for i := range cols {
+		if e := cols[i].waitFor(port, 10*time.Second); e == nil || e.Hook != "LOCAL_IN" || e.Family != "ipv4" {
+			t.Errorf("tracer %d: %+v", i+1, e)
+		}
+	}
+}

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/pktfate/pktfate/internal/testutil"
+	"github.com/pktfate/pktfate/tracer"
 )
 
 // TestTraceConfirmedByDropmon: with the eBPF tracepoints and the kernel's
@@ -46,5 +51,175 @@ func TestTraceConfirmedByDropmon(t *testing.T) {
 	checkNoLoss(t, summary)
 	if summary["complete"] != true {
 		t.Errorf("summary not complete: %v", summary)
+	}
+}
+
+// allObserversPort is the UDP port the all-observers test drops in LOCAL_IN.
+const allObserversPort = 47124
+
+// TestTraceConfirmedByAllObservers is the mission's proof in the matrix:
+// a DROP rule on LOCAL_IN is seen by the eBPF tracepoints, the netfilter
+// attribution (links or fexit), the kernel's drop monitor and pktfate's own
+// module, and every drop becomes one fate that all four confirm, in NDJSON
+// and in the pcapng, which `pktfate report` reads back to the same summary.
+// The pcapng goes to the host as an artifact, where
+// TestMatrixCapturesInWireshark has tshark read it. On the host (no
+// modules, no NET_DM) asking for the module must fail with how to load it.
+func TestTraceConfirmedByAllObservers(t *testing.T) {
+	testutil.RequireRoot(t)
+	if testutil.InVM() == "" {
+		_, errOut, err := runPktfate(t, "trace", "--source", "ebpf,kmod", "--duration", "1s")
+		if err == nil || !strings.Contains(errOut, "source kmod cannot run") || !strings.Contains(errOut, "insmod") ||
+			strings.Count(errOut, "\n") != 1 {
+			t.Errorf("host without the module: %v %q", err, errOut)
+		}
+		return
+	}
+	testutil.LoadModule(t)
+	ns := testutil.NewNS(t)
+	rule := fmt.Sprintf("table inet t {\n chain in {\n  type filter hook input priority 0;\n  udp dport %d drop\n }\n}\n", allObserversPort)
+	if out, err := ns.Exec(t.Context(), rule, "nft", "-f", "-"); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	dir := t.TempDir()
+	ndjson, pcapng := filepath.Join(dir, "all.ndjson"), filepath.Join(dir, "all.pcapng")
+	// NET_DM alerts carry no netns: select the test's packets by port.
+	r := startTrace(t, "--output-json", "--output-file", ndjson, "--output-pcapng", pcapng,
+		"--source", "ebpf,nf,dropmon,kmod", "--correlate-window", "3s", fmt.Sprintf("udp port %d", allObserversPort))
+	const n4, n6 = 4, 3
+	sendUDP(t, ns, "udp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), allObserversPort), n4)
+	sendUDP(t, ns, "udp6", netip.AddrPortFrom(netip.IPv6Loopback(), allObserversPort), n6)
+	r.stop(t, os.Interrupt)
+	out, err := os.ReadFile(ndjson)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fates, summary := parseFates(t, out)
+	families := map[string]int{}
+	for _, f := range fates {
+		obs := f["observers"].(map[string]any)
+		ok := f["verdict"] == "confirmed" && f["reason"] == "NETFILTER_DROP" && f["hook"] == "LOCAL_IN"
+		for _, o := range tracer.Observers {
+			ok = ok && obs[o].(map[string]any)["status"] == "saw"
+		}
+		if !ok {
+			t.Errorf("fate not confirmed by all four observers in LOCAL_IN: %v", f)
+			continue
+		}
+		families[f["family"].(string)]++
+	}
+	if families["ipv4"] != n4 || families["ipv6"] != n6 || len(fates) != n4+n6 {
+		t.Errorf("%d fates, confirmed by all per family %v, want %d ipv4 and %d ipv6", len(fates), families, n4, n6)
+	}
+	checkNoLoss(t, summary)
+	if summary["complete"] != true {
+		t.Errorf("summary not complete: %v", summary)
+	}
+	live := lastLine(t, ndjson)
+	for _, f := range []string{ndjson, pcapng} {
+		got, errOut, err := runPktfate(t, "report", "--output-json", f)
+		if err != nil || got != live {
+			t.Errorf("report of %s: %v %s\n got %s\nwant %s", filepath.Base(f), err, errOut, got, live)
+		}
+	}
+	capture, err := os.ReadFile(pcapng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.SendArtifact(t, "all-observers.pcapng", capture)
+}
+
+// TestMatrixCapturesInWireshark runs on the host after the kernel matrix
+// (make test points PKTFATE_MATRIX_ARTIFACTS at what the guests sent out):
+// tshark opens the pcapng that TestTraceConfirmedByAllObservers wrote on
+// each kernel and shows every drop once per observer, each with its fate,
+// hook and the four confirming observers as the packet comment.
+func TestMatrixCapturesInWireshark(t *testing.T) {
+	dir := os.Getenv("PKTFATE_MATRIX_ARTIFACTS")
+	if dir == "" || testutil.InVM() != "" {
+		t.Skip("runs on the host after the kernel matrix: make test sets PKTFATE_MATRIX_ARTIFACTS")
+	}
+	tshark, err := exec.LookPath("tshark")
+	if err != nil {
+		t.Fatal("tshark is needed (make deps installs it)")
+	}
+	lines, _ := filepath.Glob(filepath.Join(dir, "*", "all-observers.pcapng"))
+	if len(lines) == 0 {
+		t.Fatalf("no all-observers.pcapng under %s: the matrix sent none", dir)
+	}
+	for _, f := range lines {
+		out, err := exec.Command(tshark, "-r", f, "-T", "fields", "-E", "separator=|",
+			"-e", "frame.interface_name", "-e", "frame.comment", "-e", "udp.dstport").Output()
+		if err != nil {
+			t.Errorf("tshark -r %s: %v", f, err)
+			continue
+		}
+		per := map[string]int{}
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			p := strings.Split(l, "|")
+			if len(p) != 3 || p[2] != strconv.Itoa(allObserversPort) || !strings.Contains(p[1], "fate=drop reason=NETFILTER_DROP") ||
+				!strings.Contains(p[1], "hook=LOCAL_IN") || !strings.Contains(p[1], "verdict=confirmed") ||
+				!strings.Contains(p[1], "observers=ebpf+nf+dropmon+kmod") {
+				t.Errorf("%s: packet %q", f, l)
+				continue
+			}
+			per[strings.TrimPrefix(p[0], "pktfate:")]++
+		}
+		for _, o := range tracer.Observers {
+			if per[o] != 7 {
+				t.Errorf("%s: %d packets on interface %s, want 7 (%v)", f, per[o], o, per)
+			}
+		}
+	}
+}
+
+// TestTraceNetfilterEveryNamespace: without --filter-netns the netfilter
+// attribution covers every network namespace present at the start (links
+// are attached in each; fexit sees all anyway), so a drop in a namespace
+// made before the capture is confirmed by ebpf and nf. A namespace made
+// after the start: with links, nf is blind there, and says so, rather
+// than "missed".
+func TestTraceNetfilterEveryNamespace(t *testing.T) {
+	testutil.RequireRoot(t)
+	const port = 47125
+	rule := fmt.Sprintf("table inet t {\n chain in {\n  type filter hook input priority 0;\n  udp dport %d drop\n }\n}\n", port)
+	before := testutil.NewNS(t)
+	if out, err := before.Exec(t.Context(), rule, "nft", "-f", "-"); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	r := startTrace(t, "-v", "--output-json", "--source", "ebpf,nf", fmt.Sprintf("udp port %d", port))
+	after := testutil.NewNS(t)
+	if out, err := after.Exec(t.Context(), rule, "nft", "-f", "-"); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	sendUDP(t, before, "udp4", dst, 2)
+	sendUDP(t, after, "udp4", dst, 1)
+	r.stop(t, os.Interrupt)
+	links := strings.Contains(r.stderr.String(), "netfilter links")
+	fates, _ := parseFates(t, r.stdout.Bytes())
+	var inBefore, inAfter int
+	for _, f := range fates {
+		nf := f["observers"].(map[string]any)["nf"].(map[string]any)
+		switch uint32(f["netns"].(float64)) {
+		case before.Inode:
+			inBefore++
+			if f["verdict"] != "confirmed" || nf["status"] != "saw" || f["hook"] != "LOCAL_IN" {
+				t.Errorf("drop in a namespace made before the capture: %v", f)
+			}
+		case after.Inode:
+			inAfter++
+			if links && (f["verdict"] != "single" || nf["status"] != "blind" || !strings.Contains(nf["why"].(string), "created after")) {
+				t.Errorf("drop in a namespace made after the capture (links): %v", f)
+			}
+			if !links && (f["verdict"] != "confirmed" || nf["status"] != "saw") {
+				t.Errorf("drop in a namespace made after the capture (fexit): %v", f)
+			}
+		default:
+			t.Errorf("fate from another namespace: %v", f)
+		}
+	}
+	if inBefore != 2 || inAfter != 1 {
+		t.Errorf("%d and %d fates in the namespaces made before and after, want 2 and 1\n%s", inBefore, inAfter, r.stdout.String())
 	}
 }

@@ -275,6 +275,7 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		Sources:   sources,
 		Observers: obs,
 		Window:    cfg.Window,
+		NFCovers:  src.NetfilterCovers,
 		FatesOnly: !cfg.OutputJSON,
 		Status:    status,
 		Filter:    filter,
@@ -284,6 +285,12 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		Renderer:  r,
 		Ready: func() error {
 			logf("attached in %s (kfree_skb, consume_skb location: %v)", time.Since(started).Round(time.Millisecond), src.ConsumeLocation)
+			switch {
+			case src.NetfilterMethod == tracer.NetfilterLinks:
+				logf("netfilter attribution: BPF netfilter links in %d network namespace(s)", src.NetfilterNamespaces())
+			case src.NetfilterMethod != "":
+				logf("netfilter attribution: %s on nf_hook_slow (every network namespace)", src.NetfilterMethod)
+			}
 			if live != nil {
 				live.start(stats)
 			}
@@ -386,7 +393,8 @@ func chooseKmod(cfg traceConfig, decoder *tracer.Decoder, netns, mark, mask uint
 // chooseNetfilter turns on the netfilter hook attribution (source nf) when
 // it was asked for, explicitly (then it must run) or through auto (then it
 // runs where the kernel can). BPF netfilter links live in one network
-// namespace: the one of --filter-netns, else the current one.
+// namespace: they go into the one of --filter-netns, else into every one
+// that exists at the start.
 func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint32, netnsPath string) ([]tracer.SourceStatus, error) {
 	explicit, auto := slices.Contains(sources, "nf"), slices.Contains(sources, "auto")
 	if !explicit && !auto {
@@ -403,6 +411,8 @@ func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint3
 		return []tracer.SourceStatus{{Name: "nf", Reason: err.Error()}}, nil
 	}
 	ecfg.Netfilter, ecfg.NetfilterNetns, ecfg.NetfilterMethod = true, netnsPath, method
+	// Without a namespace to watch, watch them all (those that exist now).
+	ecfg.NetfilterAllNetns = netnsInode == 0
 	return []tracer.SourceStatus{{Name: "nf", Running: true}}, nil
 }
 

@@ -48,6 +48,9 @@ type Config struct {
 	// FatesOnly skips rendering individual events while correlating
 	// (the text output shows fates; NDJSON keeps both).
 	FatesOnly bool
+	// NFCovers says where the nf observer can see (tracer.CorrelatorConfig);
+	// nil: everywhere.
+	NFCovers func(netns uint32) bool
 	// Window overrides the correlation window (0: the correlator's default).
 	Window time.Duration
 	// Log receives progress messages (nil: discarded).
@@ -124,7 +127,7 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		for _, o := range cfg.Observers {
 			running[o] = true
 		}
-		corr = tracer.NewCorrelator(tracer.CorrelatorConfig{Running: running, Window: cfg.Window}, func(r *tracer.FateRecord) {
+		corr = tracer.NewCorrelator(tracer.CorrelatorConfig{Running: running, Window: cfg.Window, NFCovers: cfg.NFCovers}, func(r *tracer.FateRecord) {
 			sum.AddFate(r.Event)
 			if renderErr == nil {
 				if err := cfg.Renderer.Fate(r); err != nil {

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/pktfate/pktfate/internal/vm/artifact"
 )
 
 // kernelCmdline is the guests' kernel command line: serial console, panic
@@ -27,6 +29,9 @@ type BootSpec struct {
 	Out    io.Writer     // console copy; must be safe for concurrent use with other VMs' writers
 	Shell  bool          // attach the terminal to the serial console instead
 	Limit  time.Duration // hard timeout, 0 for none
+	// Artifacts receives the files the guest's tests send over the
+	// console (package artifact); empty discards them.
+	Artifacts string
 }
 
 // qemuArgs are QEMU's arguments: TCG (the host's /dev/kvm is PVM, which
@@ -83,11 +88,12 @@ func Boot(ctx context.Context, spec BootSpec) (BootResult, error) {
 func copyConsole(r io.Reader, spec BootSpec, cmd *exec.Cmd) BootResult {
 	var res BootResult
 	var scan MarkerScanner
+	arts := artifact.Scanner{Dir: spec.Artifacts}
 	br := bufio.NewReaderSize(r, 64<<10)
 	var killer *time.Timer
 	for {
 		line, err := br.ReadString('\n')
-		if line != "" {
+		if line != "" && !arts.Feed(strings.TrimRight(line, "\r\n")) {
 			line = strings.TrimRight(line, "\r\n")
 			fmt.Fprintf(spec.Out, "%s%s\n", spec.Prefix, line)
 			scan.Feed(line)
@@ -102,6 +108,13 @@ func copyConsole(r io.Reader, spec BootSpec, cmd *exec.Cmd) BootResult {
 		if err != nil {
 			break
 		}
+	}
+	arts.Close()
+	for _, p := range arts.Saved {
+		fmt.Fprintf(spec.Out, "%sartifact saved: %s\n", spec.Prefix, p)
+	}
+	for _, e := range arts.Errs {
+		fmt.Fprintf(spec.Out, "%sartifact lost: %v\n", spec.Prefix, e)
 	}
 	if killer != nil {
 		killer.Stop()

@@ -28,9 +28,12 @@ type Config struct {
 	KmodDirs []string      // out-of-tree module folders built per kernel
 	Modules  []string      // kernel modules loaded at boot besides GuestModules
 	Parallel int           // VMs at a time (1 or 2 on a 2-core host)
-	Cache    Cache
-	RepoDir  string
-	Out      io.Writer
+	// Artifacts receives, in a folder per line, the files the guests'
+	// tests send out (package artifact); empty discards them.
+	Artifacts string
+	Cache     Cache
+	RepoDir   string
+	Out       io.Writer
 }
 
 // Run builds the payload, prepares every kernel line and runs the tests in
@@ -302,6 +305,13 @@ func (r *runner) boot(ctx context.Context, line Line, k Kernel, initrd string, r
 	defer res.timed("boot+tests", start)
 	spec := BootSpec{Kernel: k.BootImage(), Initrd: initrd, Prefix: "[" + line.Name + "] ",
 		Out: r.out, Shell: r.cfg.Shell, Limit: r.cfg.Timeout}
+	if r.cfg.Artifacts != "" {
+		// No stale file from an earlier run may stand in for this one's.
+		spec.Artifacts = filepath.Join(r.cfg.Artifacts, line.Name)
+		if err := os.RemoveAll(spec.Artifacts); err != nil {
+			return err
+		}
+	}
 	if r.cfg.Shell {
 		_, err := r.bootVM(ctx, spec)
 		return err

@@ -49,6 +49,7 @@ func parseFlags(args []string) (vm.Config, error) {
 	pkgs := fs.String("pkg", "./...", "comma-separated go package patterns whose tests run in the VMs")
 	kmod := fs.String("kmod", "", "comma-separated out-of-tree module folders to build per kernel, or none (default: internal/vm/testdata/hellomod and kmod/ when present)")
 	modules := fs.String("modules", "", "comma-separated kernel modules to load at boot besides the default set (see vm.GuestModules)")
+	artifacts := fs.String("artifacts", "", "folder that receives the files the guests' tests send out, in a folder per kernel line (e.g. 6.12/capture.pcapng); default: discard them")
 	parallel := fs.Int("parallel", 2, "VMs at a time (1 or 2; 2 is faster on a 2-core host: TCG does not keep both cores busy)")
 	if err := fs.Parse(args); err != nil {
 		return vm.Config{}, err
@@ -70,7 +71,8 @@ func parseFlags(args []string) (vm.Config, error) {
 	return vm.Config{
 		Lines: lines, Run: *run, Timeout: *timeout, Shell: *shell, Keep: *keep, Verbose: *verbose,
 		Patterns: splitList(*pkgs), KmodDirs: kmodDirs(repo, *kmod), Modules: splitList(*modules), Parallel: *parallel,
-		Cache: vm.Cache{Dir: vm.CacheDir()}, RepoDir: repo, Out: os.Stdout,
+		Artifacts: *artifacts,
+		Cache:     vm.Cache{Dir: vm.CacheDir()}, RepoDir: repo, Out: os.Stdout,
 	}, nil
 }
 

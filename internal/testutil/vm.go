@@ -1,0 +1,73 @@
+package testutil
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pktfate/pktfate/internal/vm/artifact"
+)
+
+// SendArtifact hands data to the host as the file name in the matrix
+// run's artifact folder (vmtest -artifacts; make test checks them after
+// the matrix). Outside the VM it does nothing: the host test reads its own
+// files directly.
+func SendArtifact(tb testing.TB, name string, data []byte) {
+	tb.Helper()
+	if InVM() == "" {
+		return
+	}
+	if err := artifact.Write(os.Stdout, name, data); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// ModuleName is pktfate's kernel module (kmod/).
+const ModuleName = "pktfate"
+
+// LoadModule loads pktfate.ko built for the VM's kernel (PKTFATE_KMOD_DIR)
+// for the rest of the test and unloads it at cleanup. The host kernel
+// cannot load modules: there it skips, and the callers' host branches
+// assert that absence instead.
+func LoadModule(tb testing.TB) {
+	tb.Helper()
+	RequireRoot(tb)
+	if InVM() == "" {
+		tb.Skip("the host kernel cannot load modules; this runs in the kernel matrix")
+	}
+	p := filepath.Join(os.Getenv("PKTFATE_KMOD_DIR"), ModuleName+".ko")
+	f, err := os.Open(p)
+	if err != nil {
+		tb.Fatalf("module not built for this kernel (PKTFATE_KMOD_DIR): %v", err)
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil {
+		tb.Fatalf("loading %s: %v", p, err)
+	}
+	tb.Cleanup(func() {
+		if err := UnloadModule(); err != nil {
+			tb.Error(err)
+		}
+	})
+}
+
+// UnloadModule removes pktfate.ko, waiting up to two seconds for its
+// users (sockets, in-flight work) to go.
+func UnloadModule() error {
+	var err error
+	for range 100 {
+		if err = unix.DeleteModule(ModuleName, unix.O_NONBLOCK); !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("unloading %s: %w", ModuleName, err)
+	}
+	return nil
+}
