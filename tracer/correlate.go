@@ -123,6 +123,7 @@ type FateRecord struct {
 	sightings []Sighting
 	mono      uint64 // earliest sighting
 	skb       uint64
+	skbMono   uint64 // sighting that brought skb: the others' clock
 	hash      uint64
 	hadMAC    bool
 	ifindex   uint32
@@ -161,6 +162,9 @@ type CorrelatorConfig struct {
 	// a network namespace (netfilter links are attached per namespace);
 	// where it cannot, the nf observer is blind, not missing.
 	NFCovers func(netns uint32) bool
+	// Record, when set, receives the correlator's input as a recording
+	// (recording.go).
+	Record *Recorder
 	// MaxPending bounds the records waiting in the window (default 65536);
 	// past it the oldest is emitted early.
 	MaxPending int
@@ -200,6 +204,7 @@ type Correlator struct {
 	indexSkb, indexHash bool
 	losses              map[string][]lossSpan
 	lastOut             uint64 // mono of the last emitted record
+	now                 uint64 // the clock of the last Advance
 	nextID              uint64
 	free                []*FateRecord
 	stats               CorrelatorStats
@@ -222,6 +227,15 @@ func NewCorrelator(cfg CorrelatorConfig, emit func(*FateRecord)) *Correlator {
 	}
 	if cfg.MaxPending == 0 {
 		cfg.MaxPending = 65536
+	}
+	if cfg.Record != nil {
+		var running []string
+		for _, o := range Observers {
+			if cfg.Running[o] {
+				running = append(running, o)
+			}
+		}
+		cfg.Record.write(&Step{Op: StepConfig, Running: running, Window: cfg.Window})
 	}
 	return &Correlator{
 		cfg: cfg, emit: emit,
@@ -280,6 +294,9 @@ func (c *Correlator) Stats() CorrelatorStats { return c.stats }
 // NoteLoss records that an observer lost events between two monotonic
 // times: records in that span do not count its silence against it.
 func (c *Correlator) NoteLoss(observer string, from, to uint64) {
+	if c.cfg.Record != nil {
+		c.cfg.Record.write(&Step{Op: StepLoss, Observer: observer, From: from, To: to})
+	}
 	spans := c.losses[observer]
 	if n := len(spans); n > 0 && spans[n-1].to >= from {
 		spans[n-1].to = max(spans[n-1].to, to)
@@ -338,9 +355,17 @@ func (r *FateRecord) has(observer string) bool {
 // Add joins one event (and, for an ebpf event with netfilter attribution,
 // the nf observer's sighting) to a pending record or starts a new one.
 func (c *Correlator) Add(e *Event) {
+	if c.cfg.Record != nil {
+		c.cfg.Record.write(&Step{Op: StepEvent, Event: e})
+	}
 	s := Sighting{Observer: e.Source, Mono: e.Mono, Fate: e.Fate, Reason: e.Reason, Location: e.Location, Hook: e.Hook}
 	hash := headerHash(e)
-	if c.lastOut != 0 && e.Mono+uint64(c.cfg.Window) < c.lastOut {
+	if c.isDropmonClone(e, hash) {
+		c.stats.Clones++
+		return
+	}
+	r := c.match(e, hash)
+	if r == nil && c.late(e) {
 		// Its partners are gone already: report it on its own.
 		c.stats.Late++
 		r := c.newRecord(e, hash)
@@ -349,11 +374,6 @@ func (c *Correlator) Add(e *Event) {
 		c.finalize(r)
 		return
 	}
-	if c.isDropmonClone(e, hash) {
-		c.stats.Clones++
-		return
-	}
-	r := c.match(e, hash)
 	if r == nil {
 		r = c.newRecord(e, hash)
 		c.insert(r)
@@ -369,13 +389,22 @@ func (c *Correlator) Add(e *Event) {
 	}
 }
 
+// late reports whether a sighting that joins no pending record arrived
+// after its own window closed (the clock, Advance, is past it) or after
+// records well later than it were emitted: whatever it belonged to has
+// gone out without it.
+func (c *Correlator) late(e *Event) bool {
+	w := uint64(c.cfg.Window)
+	return (c.now != 0 && e.Mono+w <= c.now) || (c.lastOut != 0 && e.Mono+w < c.lastOut)
+}
+
 func (c *Correlator) addSighting(r *FateRecord, s Sighting, e *Event) {
 	r.sightings = append(r.sightings, s)
 	if e.Hook != "" && e.Source == ObserverEBPF {
 		r.sightings = append(r.sightings, Sighting{Observer: ObserverNF, Mono: e.Mono, Fate: e.Fate, Reason: e.Reason, Hook: e.Hook})
 	}
 	if e.Skb != 0 && r.skb == 0 {
-		r.skb = e.Skb
+		r.skb, r.skbMono = e.Skb, e.Mono
 		if c.indexSkb && !r.done {
 			chainAdd(c.bySkb, e.Skb, r, skbNext)
 		}
@@ -415,11 +444,14 @@ func (c *Correlator) isDropmonClone(e *Event, hash uint64) bool {
 
 // match finds the pending record e belongs to: the same skb within
 // SkbSkew, else the same headers (and in-port, when both know it) within
-// Skew; the earliest such record that lacks this observer.
+// Skew; of those that lack this observer, the closest in time.
 func (c *Correlator) match(e *Event, hash uint64) *FateRecord {
 	if e.Skb != 0 && c.indexSkb {
 		for r := c.bySkb[e.Skb]; r != nil; r = r.nextSkb {
-			if !r.has(e.Source) && absDiff(r.mono, e.Mono) <= uint64(c.cfg.SkbSkew) {
+			// Freed skbs are reused within microseconds: the headers
+			// must agree too, where both sides captured them.
+			if !r.has(e.Source) && absDiff(r.skbMono, e.Mono) <= uint64(c.cfg.SkbSkew) &&
+				(hash == 0 || r.hash == 0 || hash == r.hash) {
 				return r
 			}
 		}
@@ -427,8 +459,18 @@ func (c *Correlator) match(e *Event, hash uint64) *FateRecord {
 	if hash == 0 || !c.indexHash {
 		return nil
 	}
+	// Identical packets (IPv6 has no IP ID) share a hash: take the record
+	// closest in time, on the clock of its skb-bearing sighting when it
+	// has one.
+	var best *FateRecord
+	var bestDiff uint64
 	for r := c.byHash[hash]; r != nil; r = r.nextHash {
-		if r.has(e.Source) || absDiff(r.mono, e.Mono) > uint64(c.cfg.Skew) {
+		t := r.mono
+		if r.skb != 0 {
+			t = r.skbMono
+		}
+		d := absDiff(t, e.Mono)
+		if r.has(e.Source) || d > uint64(c.cfg.Skew) || (best != nil && d >= bestDiff) {
 			continue
 		}
 		if e.Skb != 0 && r.skb != 0 {
@@ -437,9 +479,9 @@ func (c *Correlator) match(e *Event, hash uint64) *FateRecord {
 		if e.Ifindex != 0 && r.ifindex != 0 && e.Ifindex != r.ifindex {
 			continue
 		}
-		return r
+		best, bestDiff = r, d
 	}
-	return nil
+	return best
 }
 
 func (c *Correlator) newRecord(e *Event, hash uint64) *FateRecord {
@@ -481,6 +523,10 @@ func (c *Correlator) insert(r *FateRecord) {
 
 // Advance emits every record whose window closed before now (monotonic ns).
 func (c *Correlator) Advance(now uint64) {
+	if c.cfg.Record != nil {
+		c.cfg.Record.write(&Step{Op: StepAdvance, Now: now})
+	}
+	c.now = max(c.now, now)
 	for len(c.pending) > 0 && c.pending[0].mono+uint64(c.cfg.Window) <= now {
 		c.pop()
 	}
@@ -488,6 +534,9 @@ func (c *Correlator) Advance(now uint64) {
 
 // Flush emits every pending record (at the end of a capture).
 func (c *Correlator) Flush() {
+	if c.cfg.Record != nil {
+		c.cfg.Record.write(&Step{Op: StepFlush})
+	}
 	for len(c.pending) > 0 {
 		c.pop()
 	}

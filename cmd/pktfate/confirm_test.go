@@ -82,13 +82,18 @@ func TestTraceConfirmedByAllObservers(t *testing.T) {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
 	dir := t.TempDir()
-	ndjson, pcapng := filepath.Join(dir, "all.ndjson"), filepath.Join(dir, "all.pcapng")
+	ndjson, pcapng, record := filepath.Join(dir, "all.ndjson"), filepath.Join(dir, "all.pcapng"), filepath.Join(dir, "all.jsonl")
 	// NET_DM alerts carry no netns: select the test's packets by port.
-	r := startTrace(t, "--output-json", "--output-file", ndjson, "--output-pcapng", pcapng,
-		"--source", "ebpf,nf,dropmon,kmod", "--correlate-window", "3s", fmt.Sprintf("udp port %d", allObserversPort))
-	const n4, n6 = 4, 3
+	// Port closedPort has no socket: a drop ebpf and NET_DM see, outside
+	// netfilter (nf and kmod are blind to it by design).
+	const closedPort = allObserversPort + 2
+	r := startTrace(t, "--output-json", "--output-file", ndjson, "--output-pcapng", pcapng, "--record", record,
+		"--source", "ebpf,nf,dropmon,kmod", "--correlate-window", "3s",
+		fmt.Sprintf("udp port %d or udp port %d", allObserversPort, closedPort))
+	const n4, n6, nClosed = 4, 3, 2
 	sendUDP(t, ns, "udp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), allObserversPort), n4)
 	sendUDP(t, ns, "udp6", netip.AddrPortFrom(netip.IPv6Loopback(), allObserversPort), n6)
+	sendUDP(t, ns, "udp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), closedPort), nClosed)
 	r.stop(t, os.Interrupt)
 	out, err := os.ReadFile(ndjson)
 	if err != nil {
@@ -96,11 +101,21 @@ func TestTraceConfirmedByAllObservers(t *testing.T) {
 	}
 	fates, summary := parseFates(t, out)
 	families := map[string]int{}
+	closed := 0
 	for _, f := range fates {
 		obs := f["observers"].(map[string]any)
+		status := func(o string) any { return obs[o].(map[string]any)["status"] }
+		if f["dport"] == float64(closedPort) {
+			if f["verdict"] != "confirmed" || f["reason"] != "NO_SOCKET" || status("ebpf") != "saw" || status("dropmon") != "saw" ||
+				status("nf") != "blind" || status("kmod") != "blind" {
+				t.Errorf("drop to a closed port: %v", f)
+			}
+			closed++
+			continue
+		}
 		ok := f["verdict"] == "confirmed" && f["reason"] == "NETFILTER_DROP" && f["hook"] == "LOCAL_IN"
 		for _, o := range tracer.Observers {
-			ok = ok && obs[o].(map[string]any)["status"] == "saw"
+			ok = ok && status(o) == "saw"
 		}
 		if !ok {
 			t.Errorf("fate not confirmed by all four observers in LOCAL_IN: %v", f)
@@ -108,8 +123,9 @@ func TestTraceConfirmedByAllObservers(t *testing.T) {
 		}
 		families[f["family"].(string)]++
 	}
-	if families["ipv4"] != n4 || families["ipv6"] != n6 || len(fates) != n4+n6 {
-		t.Errorf("%d fates, confirmed by all per family %v, want %d ipv4 and %d ipv6", len(fates), families, n4, n6)
+	if families["ipv4"] != n4 || families["ipv6"] != n6 || closed != nClosed || len(fates) != n4+n6+nClosed {
+		t.Errorf("%d fates: confirmed by all per family %v, %d to the closed port; want %d ipv4, %d ipv6, %d",
+			len(fates), families, closed, n4, n6, nClosed)
 	}
 	checkNoLoss(t, summary)
 	if summary["complete"] != true {
@@ -127,6 +143,12 @@ func TestTraceConfirmedByAllObservers(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.SendArtifact(t, "all-observers.pcapng", capture)
+	// The correlator's input, for tracer's replay tests (testdata/streams).
+	rec, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.SendArtifact(t, "all-observers.jsonl", rec)
 }
 
 // TestMatrixCapturesInWireshark runs on the host after the kernel matrix
@@ -148,7 +170,7 @@ func TestMatrixCapturesInWireshark(t *testing.T) {
 		t.Fatalf("no all-observers.pcapng under %s: the matrix sent none", dir)
 	}
 	for _, f := range lines {
-		out, err := exec.Command(tshark, "-r", f, "-T", "fields", "-E", "separator=|",
+		out, err := exec.Command(tshark, "-r", f, "-Y", fmt.Sprintf("udp.dstport == %d", allObserversPort), "-T", "fields", "-E", "separator=|",
 			"-e", "frame.interface_name", "-e", "frame.comment", "-e", "udp.dstport").Output()
 		if err != nil {
 			t.Errorf("tshark -r %s: %v", f, err)

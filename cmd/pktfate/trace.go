@@ -28,6 +28,7 @@ type traceConfig struct {
 	OutputJSON   bool
 	OutputFile   string
 	OutputPcapng string
+	Record       string
 	Window       time.Duration
 	Duration     time.Duration
 	Count        uint64
@@ -52,6 +53,7 @@ func traceFlags(cfg *traceConfig, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&cfg.OutputJSON, "output-json", false, "write NDJSON (one object per line) instead of text")
 	fs.StringVar(&cfg.OutputFile, "output-file", "", "write events and summary to `FILE` (created with mode 0600) instead of stdout")
 	fs.StringVar(&cfg.OutputPcapng, "output-pcapng", "", "also write every packet with its fate as a comment to `FILE` (pcapng, mode 0600; Wireshark opens it)")
+	fs.StringVar(&cfg.Record, "record", "", "also write what the correlator received (every event with its bytes, loss intervals, clock ticks) to `FILE` as JSON lines, to reproduce a capture's correlation offline (needs two or more observers; mode 0600)")
 	fs.DurationVar(&cfg.Window, "correlate-window", 500*time.Millisecond, "how long a packet's record waits for the other observers' sightings (drop_monitor reports from a kworker, later than eBPF)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until Ctrl-C")
 	fs.Uint64Var(&cfg.Count, "count", 0, "stop after this many events; 0 means no limit")
@@ -270,12 +272,25 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		pr.Correlated = len(obs) >= 2
 		r = render.Multi{r, pr}
 	}
+	var rec *tracer.Recorder
+	if cfg.Record != "" {
+		if len(obs) < 2 {
+			return fmt.Errorf("--record writes the correlator's input, and only one observer runs (%s): add a source with --source", strings.Join(obs, ","))
+		}
+		rf, err := os.OpenFile(cfg.Record, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return fmt.Errorf("recording file not writable: %w", err)
+		}
+		defer rf.Close()
+		rec = tracer.NewRecorder(rf)
+	}
 	stats := &capture.Stats{}
 	ccfg := capture.Config{
 		Sources:   sources,
 		Observers: obs,
 		Window:    cfg.Window,
 		NFCovers:  src.NetfilterCovers,
+		Record:    rec,
 		FatesOnly: !cfg.OutputJSON,
 		Status:    status,
 		Filter:    filter,

@@ -51,6 +51,9 @@ type Config struct {
 	// NFCovers says where the nf observer can see (tracer.CorrelatorConfig);
 	// nil: everywhere.
 	NFCovers func(netns uint32) bool
+	// Record, when set, receives the correlator's input (tracer.Recorder);
+	// it is flushed at the end.
+	Record *tracer.Recorder
 	// Window overrides the correlation window (0: the correlator's default).
 	Window time.Duration
 	// Log receives progress messages (nil: discarded).
@@ -127,7 +130,7 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		for _, o := range cfg.Observers {
 			running[o] = true
 		}
-		corr = tracer.NewCorrelator(tracer.CorrelatorConfig{Running: running, Window: cfg.Window, NFCovers: cfg.NFCovers}, func(r *tracer.FateRecord) {
+		corr = tracer.NewCorrelator(tracer.CorrelatorConfig{Running: running, Window: cfg.Window, NFCovers: cfg.NFCovers, Record: cfg.Record}, func(r *tracer.FateRecord) {
 			sum.AddFate(r.Event)
 			if renderErr == nil {
 				if err := cfg.Renderer.Fate(r); err != nil {
@@ -265,6 +268,11 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 	}
 	if renderErr != nil {
 		return sum, renderErr
+	}
+	if cfg.Record != nil {
+		if err := cfg.Record.Flush(); err != nil {
+			return sum, fmt.Errorf("writing the recording: %w", err)
+		}
 	}
 	if err := cfg.Renderer.Summary(sum); err != nil {
 		return sum, fmt.Errorf("writing summary: %w", err)
