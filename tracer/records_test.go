@@ -25,7 +25,6 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/pktfate/pktfate/internal/netns"
@@ -400,25 +399,31 @@ func captureRecord(t *testing.T, ns *netns.NS, live *Decoder, sc recordScenario)
 	time.Sleep(100 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	var rec ringbuf.Record
 	var seen []string
-	for ctx.Err() == nil {
-		src.reader.SetDeadline(time.Now().Add(100 * time.Millisecond))
-		if err := src.reader.ReadInto(&rec); errors.Is(err, os.ErrDeadlineExceeded) {
-			continue
-		} else if err != nil {
+	var raw []byte
+	var found *Event
+	for ctx.Err() == nil && found == nil {
+		_, err := src.ring.drain(func(sample []byte) {
+			var ev Event
+			if err := live.Decode(sample, &ev); err != nil {
+				t.Errorf("%s: live record does not decode: %v", sc.name, err)
+				return
+			}
+			if found == nil && sc.match(&ev, from, to) {
+				raw, found = slices.Clone(sample), ev.Clone()
+				return
+			}
+			seen = append(seen, fmt.Sprintf("%s %s %s %+v", ev.Fate, ev.Reason, ev.Location, ev.Packet))
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
-		var ev Event
-		if err := live.Decode(rec.RawSample, &ev); err != nil {
-			t.Fatalf("%s: live record does not decode: %v", sc.name, err)
+		if found == nil {
+			src.ring.wait(100 * time.Millisecond)
 		}
-		if sc.match(&ev, from, to) {
-			raw := slices.Clone(rec.RawSample)
-			c := ev.Clone()
-			return raw, c
-		}
-		seen = append(seen, fmt.Sprintf("%s %s %s %+v", ev.Fate, ev.Reason, ev.Location, ev.Packet))
+	}
+	if found != nil {
+		return raw, found
 	}
 	t.Fatalf("%s: no matching record among %d:\n%s", sc.name, len(seen), strings.Join(seen, "\n"))
 	return nil, nil
