@@ -8,6 +8,8 @@ import (
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/pktfate/pktfate/genl/internal/mcast"
 )
 
 // ErrBusy is wrapped by the error of Start and SetConfig when drop
@@ -92,9 +94,10 @@ type Client struct {
 	c      *genetlink.Conn
 	family genetlink.Family
 	group  uint32
-	// dialEvents opens the socket for Listen (a second one: commands and
-	// multicast events never share a socket).
-	dialEvents func() (eventConn, error)
+	// dialEvents, when set (tests), opens the socket for Listen instead of
+	// a generic netlink socket. Commands and multicast events never share
+	// a socket.
+	dialEvents func() (mcast.Conn, error)
 }
 
 // Dial opens a generic netlink socket and resolves the NET_DM family and its
@@ -114,7 +117,6 @@ func Dial() (*Client, error) {
 		_ = conn.Close()
 		return nil, err
 	}
-	c.dialEvents = dialEventConn
 	return c, nil
 }
 

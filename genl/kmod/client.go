@@ -8,6 +8,8 @@ import (
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/pktfate/pktfate/genl/internal/mcast"
 )
 
 // ErrMalformed is wrapped by errors about replies or events that do not
@@ -72,9 +74,10 @@ type Client struct {
 	c      *genetlink.Conn
 	family genetlink.Family
 	group  uint32
-	// dialEvents opens the socket for Listen (commands and multicast
-	// events never share a socket).
-	dialEvents func() (eventConn, error)
+	// dialEvents, when set (tests), opens the socket for Listen instead of
+	// a generic netlink socket. Commands and multicast events never share
+	// a socket.
+	dialEvents func() (mcast.Conn, error)
 }
 
 // Dial opens a generic netlink socket and resolves the family and its
@@ -93,7 +96,6 @@ func Dial() (*Client, error) {
 		_ = conn.Close()
 		return nil, err
 	}
-	c.dialEvents = dialEventConn
 	return c, nil
 }
 

@@ -219,7 +219,7 @@ func listen(t *testing.T, c *Client) *dropCollector {
 	}
 	dc := &dropCollector{ev: ev, done: make(chan error, 1)}
 	var last []byte
-	ev.tap = func(m netlink.Message) { last = rawMessage(m) }
+	ev.r.Tap = func(m netlink.Message) { last = rawMessage(m) }
 	go func() {
 		var d Drop
 		for {
