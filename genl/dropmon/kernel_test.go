@@ -347,7 +347,7 @@ func TestRecordFixtures(t *testing.T) {
 		name string
 	}{{cmdConfigGet, "config_new.hex"}, {cmdStatsGet, "stats_new.hex"}} {
 		msgs, err := conn.Execute(netlink.Message{
-			Header: netlink.Header{Type: netlink.HeaderType(c.family.ID), Flags: netlink.Request},
+			Header: netlink.Header{Type: netlink.HeaderType(c.conn.Family.ID), Flags: netlink.Request},
 			Data:   []byte{q.cmd, familyVersion, 0, 0},
 		})
 		if err != nil {

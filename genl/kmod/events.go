@@ -51,7 +51,7 @@ func (c *Client) Listen(cfg ListenConfig) (*Events, error) {
 		cfg.ReadBuffer = DefaultReadBuffer
 	}
 	r, err := mcast.Listen(mcast.Config{
-		Family: familyName, FamilyID: c.family.ID, Group: eventsGroup, GroupID: c.group,
+		Family: familyName, FamilyID: c.conn.Family.ID, Group: eventsGroup, GroupID: c.conn.Group,
 		ReadBuffer: cfg.ReadBuffer, MessageBuffer: messageBuffer,
 		Unexpected: ErrUnexpected, Malformed: ErrMalformed,
 		Dial: c.dialEvents,
