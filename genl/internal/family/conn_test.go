@@ -125,16 +125,22 @@ func serve(seen *[]request, errno *unix.Errno) genltest.Func {
 	})
 }
 
+func testConn(t *testing.T, seen *[]request, errno *unix.Errno) *Conn {
+	t.Helper()
+	c, err := Init(genltest.Dial(serve(seen, errno)), testSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // TestExecute: the request carries the family ID, the spec's version, the
 // command, the flags and the encoded attributes; the replies come back.
 func TestExecute(t *testing.T) {
 	var seen []request
 	var errno unix.Errno
-	c, err := Init(genltest.Dial(serve(&seen, &errno)), testSpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := testConn(t, &seen, &errno)
 	if _, err := c.Execute(cmdStart, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) { ae.Uint32(attrX, 7) }); err != nil {
 		t.Fatal(err)
 	}
@@ -169,11 +175,7 @@ func TestExecute(t *testing.T) {
 func TestExecuteErrors(t *testing.T) {
 	var seen []request
 	var errno unix.Errno
-	c, err := Init(genltest.Dial(serve(&seen, &errno)), testSpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := testConn(t, &seen, &errno)
 	for _, tc := range []struct {
 		cmd     uint8
 		errno   unix.Errno
@@ -199,7 +201,7 @@ func TestExecuteErrors(t *testing.T) {
 
 	errEncode := errors.New("bad attribute")
 	n := len(seen)
-	_, err = c.Execute(cmdStart, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+	_, err := c.Execute(cmdStart, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
 		ae.Nested(attrX, func(*netlink.AttributeEncoder) error { return errEncode })
 	})
 	if !errors.Is(err, errEncode) || !strings.HasPrefix(err.Error(), "encoding TEST START: ") {
