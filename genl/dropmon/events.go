@@ -1,6 +1,7 @@
 package dropmon
 
 import (
+	"net"
 	"time"
 
 	"github.com/pktfate/pktfate/genl/internal/mcast"
@@ -16,7 +17,7 @@ const DefaultReadBuffer = 8 << 20
 const messageBuffer = 128 << 10
 
 // ErrClosed is returned by Events.Read once Events is closed.
-var ErrClosed = mcast.ErrClosed
+var ErrClosed = net.ErrClosed
 
 // ListenConfig configures Listen.
 type ListenConfig struct {

@@ -2,6 +2,7 @@ package kmod
 
 import (
 	"errors"
+	"net"
 	"time"
 
 	"github.com/pktfate/pktfate/genl/internal/mcast"
@@ -18,7 +19,7 @@ const DefaultReadBuffer = 8 << 20
 const messageBuffer = 32 << 10
 
 // ErrClosed is returned by Events.Read once Events is closed.
-var ErrClosed = mcast.ErrClosed
+var ErrClosed = net.ErrClosed
 
 // ErrUnexpected is wrapped by the error for a message that is no DROP event.
 var ErrUnexpected = errors.New("unexpected pktfate message")

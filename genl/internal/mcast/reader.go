@@ -14,7 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrClosed is returned by Reader.Read once the Reader is closed.
+// ErrClosed is returned by Reader.Read once the Reader is closed. It is
+// net.ErrClosed, as the clients' ErrClosed are.
 var ErrClosed = net.ErrClosed
 
 // Conn is what a Reader needs of a netlink socket: *netlink.Conn, or a test
