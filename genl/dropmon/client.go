@@ -2,7 +2,6 @@ package dropmon
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
@@ -103,8 +102,9 @@ var spec = family.Spec{
 	Name: familyName, Version: familyVersion, Group: eventsGroup,
 	Absent: " (kernel without CONFIG_NET_DROP_MONITOR, drop_monitor module not loaded, " +
 		"or not in the initial network namespace)",
-	Commands: cmdNames[:],
-	Also:     busy,
+	Commands:  cmdNames[:],
+	Also:      busy,
+	Malformed: ErrMalformed,
 }
 
 // Dial opens a generic netlink socket and resolves the NET_DM family and its
@@ -153,22 +153,7 @@ func (c *Client) SetConfig(cfg Config) error {
 
 // Config reads the current configuration (CONFIG_GET; no privileges).
 func (c *Client) Config() (Config, error) {
-	msgs, err := c.conn.Execute(cmdConfigGet, 0, nil)
-	if err != nil {
-		return Config{}, err
-	}
-	if len(msgs) != 1 || msgs[0].Header.Command != cmdConfigNew {
-		return Config{}, fmt.Errorf("reading NET_DM configuration: %w: want one CONFIG_NEW reply, got %d messages", ErrMalformed, len(msgs))
-	}
-	ad, err := netlink.NewAttributeDecoder(msgs[0].Data)
-	if err != nil {
-		return Config{}, fmt.Errorf("reading NET_DM configuration: %w: %w", ErrMalformed, err)
-	}
-	cfg, err := parseConfig(ad)
-	if err != nil {
-		return Config{}, fmt.Errorf("reading NET_DM configuration: %w: %w", ErrMalformed, err)
-	}
-	return cfg, nil
+	return family.Get(c.conn, cmdConfigGet, cmdConfigNew, "configuration", parseConfig)
 }
 
 // parseConfig decodes a CONFIG_NEW reply (net_dm_config_fill).
@@ -215,22 +200,7 @@ func (d Drops) encode(ae *netlink.AttributeEncoder) {
 
 // Stats reads the loss counters (STATS_GET; no privileges).
 func (c *Client) Stats() (Stats, error) {
-	msgs, err := c.conn.Execute(cmdStatsGet, 0, nil)
-	if err != nil {
-		return Stats{}, err
-	}
-	if len(msgs) != 1 || msgs[0].Header.Command != cmdStatsNew {
-		return Stats{}, fmt.Errorf("reading NET_DM statistics: %w: want one STATS_NEW reply, got %d messages", ErrMalformed, len(msgs))
-	}
-	ad, err := netlink.NewAttributeDecoder(msgs[0].Data)
-	if err != nil {
-		return Stats{}, fmt.Errorf("reading NET_DM statistics: %w: %w", ErrMalformed, err)
-	}
-	st, err := parseStats(ad)
-	if err != nil {
-		return Stats{}, fmt.Errorf("reading NET_DM statistics: %w: %w", ErrMalformed, err)
-	}
-	return st, nil
+	return family.Get(c.conn, cmdStatsGet, cmdStatsNew, "statistics", parseStats)
 }
 
 // parseStats decodes a STATS_NEW reply (net_dm_stats_fill): the software
@@ -261,7 +231,7 @@ func parseStats(ad *netlink.AttributeDecoder) (Stats, error) {
 
 var cmdNames = [...]string{
 	cmdConfig: "CONFIG", cmdStart: "START", cmdStop: "STOP",
-	cmdConfigGet: "CONFIG_GET", cmdStatsGet: "STATS_GET",
+	cmdConfigGet: "CONFIG_GET", cmdConfigNew: "CONFIG_NEW", cmdStatsGet: "STATS_GET", cmdStatsNew: "STATS_NEW",
 }
 
 // busy says which failures mean that monitoring already runs (wrapped as

@@ -83,8 +83,9 @@ var spec = family.Spec{
 	Name: familyName, Version: familyVersion, Group: eventsGroup,
 	Absent: ": the pktfate kernel module is not loaded (or this is not the initial network namespace); " +
 		"pktfate never loads it: " + LoadHint,
-	Check:    checkVersion,
-	Commands: cmdNames[:],
+	Check:     checkVersion,
+	Commands:  cmdNames[:],
+	Malformed: ErrMalformed,
 }
 
 // Dial opens a generic netlink socket and resolves the family and its
@@ -165,22 +166,7 @@ func (c *Client) SetFilter(f Filter) error {
 
 // Stats reads the state and counters (GET_STATS; CAP_NET_ADMIN).
 func (c *Client) Stats() (Stats, error) {
-	msgs, err := c.conn.Execute(cmdGetStats, 0, nil)
-	if err != nil {
-		return Stats{}, err
-	}
-	if len(msgs) != 1 || msgs[0].Header.Command != cmdGetStats {
-		return Stats{}, fmt.Errorf("reading pktfate statistics: %w: want one GET_STATS reply, got %d messages", ErrMalformed, len(msgs))
-	}
-	ad, err := netlink.NewAttributeDecoder(msgs[0].Data)
-	if err != nil {
-		return Stats{}, fmt.Errorf("reading pktfate statistics: %w: %w", ErrMalformed, err)
-	}
-	st, err := parseStats(ad)
-	if err != nil {
-		return Stats{}, fmt.Errorf("reading pktfate statistics: %w: %w", ErrMalformed, err)
-	}
-	return st, nil
+	return family.Get(c.conn, cmdGetStats, cmdGetStats, "statistics", parseStats)
 }
 
 // parseStats decodes a GET_STATS reply (pf_fill_stats).

@@ -29,6 +29,9 @@ type Spec struct {
 	// Also, when set, returns an error that the failure of cmd wraps
 	// besides its errno (a state of the family's own), or nil.
 	Also func(cmd uint8, err error) error
+	// Malformed is the family's error for a reply that does not decode;
+	// Get wraps it.
+	Malformed error
 }
 
 // Conn is a command socket with the family resolved. It must be closed; it
@@ -143,4 +146,29 @@ func (c *Conn) mapError(cmd uint8, err error) error {
 		}
 	}
 	return fmt.Errorf("%s %s: %w", c.spec.Name, name, err)
+}
+
+// Get sends cmd, which takes no attributes, and decodes its one reply, of
+// command reply, with parse. The errors of a reply that is missing, of
+// another command or does not decode wrap Spec.Malformed and say what was
+// read ("reading NET_DM configuration: ...").
+func Get[T any](c *Conn, cmd, reply uint8, what string, parse func(*netlink.AttributeDecoder) (T, error)) (T, error) {
+	var zero T
+	msgs, err := c.Execute(cmd, 0, nil)
+	if err != nil {
+		return zero, err
+	}
+	if len(msgs) != 1 || msgs[0].Header.Command != reply {
+		return zero, fmt.Errorf("reading %s %s: %w: want one %s reply, got %d messages",
+			c.spec.Name, what, c.spec.Malformed, c.command(reply), len(msgs))
+	}
+	ad, err := netlink.NewAttributeDecoder(msgs[0].Data)
+	if err != nil {
+		return zero, fmt.Errorf("reading %s %s: %w: %w", c.spec.Name, what, c.spec.Malformed, err)
+	}
+	v, err := parse(ad)
+	if err != nil {
+		return zero, fmt.Errorf("reading %s %s: %w: %w", c.spec.Name, what, c.spec.Malformed, err)
+	}
+	return v, nil
 }

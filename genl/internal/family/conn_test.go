@@ -16,11 +16,15 @@ import (
 const (
 	cmdGet   = 1
 	cmdStart = 2
+	cmdNew   = 3 // reply to GET
 	cmdOther = 9 // not in Commands
 	attrX    = 1
 )
 
-var errBusy = errors.New("already running")
+var (
+	errBusy      = errors.New("already running")
+	errMalformed = errors.New("malformed TEST message")
+)
 
 var testFamily = genetlink.Family{
 	ID: 0x1c, Name: "TEST", Version: 3,
@@ -31,13 +35,14 @@ func testSpec() Spec {
 	return Spec{
 		Name: "TEST", Version: 3, Group: "events",
 		Absent:   " (the test module is not loaded: load it)",
-		Commands: []string{cmdGet: "GET", cmdStart: "START"},
+		Commands: []string{cmdGet: "GET", cmdStart: "START", cmdNew: "NEW"},
 		Also: func(cmd uint8, err error) error {
 			if cmd == cmdStart && errors.Is(err, unix.EAGAIN) {
 				return errBusy
 			}
 			return nil
 		},
+		Malformed: errMalformed,
 	}
 }
 
@@ -209,5 +214,92 @@ func TestExecuteErrors(t *testing.T) {
 	}
 	if len(seen) != n {
 		t.Error("a request went out although its attributes did not encode")
+	}
+}
+
+// TestGet: one reply of the expected command decodes through parse; a
+// missing or foreign reply, attributes that do not decode and a parse
+// failure wrap Spec.Malformed and say what was read; a failed request
+// comes back as Execute maps it.
+func TestGet(t *testing.T) {
+	var replies []genetlink.Message
+	var errno unix.Errno
+	conn := genltest.Dial(genltest.ServeFamily(testFamily, func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
+		if greq.Header.Command != cmdGet || len(greq.Data) != 0 {
+			t.Errorf("request %+v, data %x; want GET without attributes", greq.Header, greq.Data)
+		}
+		if errno != 0 {
+			return nil, genltest.Error(int(errno))
+		}
+		if len(replies) == 0 {
+			return nil, io.EOF
+		}
+		return replies, nil
+	}))
+	c, err := Init(conn, testSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	errParse := errors.New("attribute X missing")
+	parse := func(ad *netlink.AttributeDecoder) (uint32, error) {
+		var x uint32
+		var seen bool
+		for ad.Next() {
+			if ad.Type() == attrX {
+				x, seen = ad.Uint32(), true
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return 0, err
+		}
+		if !seen {
+			return 0, errParse
+		}
+		return x, nil
+	}
+	attrs := func(fn func(*netlink.AttributeEncoder)) []byte {
+		ae := netlink.NewAttributeEncoder()
+		fn(ae)
+		b, err := ae.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	reply := func(cmd uint8, data []byte) genetlink.Message {
+		return genetlink.Message{Header: genetlink.Header{Command: cmd, Version: 3}, Data: data}
+	}
+	good := attrs(func(ae *netlink.AttributeEncoder) { ae.Uint32(attrX, 42) })
+
+	replies = []genetlink.Message{reply(cmdNew, good)}
+	if x, err := Get(c, cmdGet, cmdNew, "things", parse); err != nil || x != 42 {
+		t.Fatalf("Get = %d, %v; want 42", x, err)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		replies []genetlink.Message
+		text    string
+		also    error
+	}{
+		{"no reply", nil, "reading TEST things: malformed TEST message: want one NEW reply, got 0 messages", nil},
+		{"two replies", []genetlink.Message{reply(cmdNew, good), reply(cmdNew, good)}, "want one NEW reply, got 2 messages", nil},
+		{"other command", []genetlink.Message{reply(cmdGet, good)}, "want one NEW reply, got 1 messages", nil},
+		{"cut attribute", []genetlink.Message{reply(cmdNew, good[:6])}, "reading TEST things: malformed TEST message: ", nil},
+		{"parse error", []genetlink.Message{reply(cmdNew, attrs(func(ae *netlink.AttributeEncoder) { ae.Uint32(attrX+1, 1) }))},
+			"reading TEST things: malformed TEST message: attribute X missing", errParse},
+	} {
+		replies = tc.replies
+		x, err := Get(c, cmdGet, cmdNew, "things", parse)
+		if x != 0 || !errors.Is(err, errMalformed) || !strings.Contains(err.Error(), tc.text) || (tc.also != nil && !errors.Is(err, tc.also)) {
+			t.Errorf("%s: Get = %d, %v; want %q wrapping errMalformed", tc.name, x, err, tc.text)
+		}
+	}
+
+	errno = unix.EPERM
+	if _, err := Get(c, cmdGet, cmdNew, "things", parse); !errors.Is(err, os.ErrPermission) || errors.Is(err, errMalformed) ||
+		!strings.HasPrefix(err.Error(), "TEST GET needs CAP_NET_ADMIN: ") {
+		t.Errorf("Get of a refused request: %v", err)
 	}
 }
