@@ -3,6 +3,14 @@
 //
 //   - genl/dropmon: the kernel's drop monitor (family NET_DM, what dropwatch
 //     uses), pktfate's second observer of packet drops next to eBPF.
+//   - genl/kmod: pktfate.ko's family "pktfate", drops inside netfilter
+//     hooks.
+//
+// What the clients share lives under genl/internal: family (the command
+// socket: resolving the family and its group, requests, errno mapping) and
+// mcast (the events socket: receive buffer, group membership, ENOBUFS and
+// decode errors counted). Each client passes in what is its own: its
+// messages' decoders, its error sentinels and why its family may be missing.
 //
 // The clients follow one shape (see STYLE.md): a type wrapping a
 // *genetlink.Conn with the family and its multicast groups resolved once,

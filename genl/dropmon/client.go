@@ -2,12 +2,13 @@ package dropmon
 
 import (
 	"errors"
-	"fmt"
-	"os"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/pktfate/pktfate/genl/internal/family"
+	"github.com/pktfate/pktfate/genl/internal/mcast"
 )
 
 // ErrBusy is wrapped by the error of Start and SetConfig when drop
@@ -89,12 +90,21 @@ type Stats struct {
 // A Client is not safe for concurrent use, except that Listen's Events
 // have their own socket.
 type Client struct {
-	c      *genetlink.Conn
-	family genetlink.Family
-	group  uint32
-	// dialEvents opens the socket for Listen (a second one: commands and
-	// multicast events never share a socket).
-	dialEvents func() (eventConn, error)
+	conn *family.Conn
+	// dialEvents, when set (tests), opens the socket for Listen instead of
+	// a generic netlink socket. Commands and multicast events never share
+	// a socket.
+	dialEvents func() (mcast.Conn, error)
+}
+
+// spec tells package family how to resolve NET_DM and word its errors.
+var spec = family.Spec{
+	Name: familyName, Version: familyVersion, Group: eventsGroup,
+	Absent: " (kernel without CONFIG_NET_DROP_MONITOR, drop_monitor module not loaded, " +
+		"or not in the initial network namespace)",
+	Commands:  cmdNames[:],
+	Also:      busy,
+	Malformed: ErrMalformed,
 }
 
 // Dial opens a generic netlink socket and resolves the NET_DM family and its
@@ -102,59 +112,36 @@ type Client struct {
 // os.ErrNotExist: drop_monitor is not available on this kernel (or not from
 // this network namespace), which is not a crash.
 func Dial() (*Client, error) {
-	conn, err := genetlink.Dial(nil)
+	conn, err := family.Dial(spec)
 	if err != nil {
-		return nil, fmt.Errorf("opening generic netlink socket: %w", err)
-	}
-	// Extended acks carry the kernel's reason ("Trace state already set to
-	// requested state") into OpError.Message; best effort.
-	_ = conn.SetOption(netlink.ExtendedAcknowledge, true)
-	c, err := initClient(conn)
-	if err != nil {
-		_ = conn.Close()
 		return nil, err
 	}
-	c.dialEvents = dialEventConn
-	return c, nil
+	return &Client{conn: conn}, nil
 }
 
 // initClient resolves the family and the events group on conn; tests call
 // it with a genltest connection.
 func initClient(conn *genetlink.Conn) (*Client, error) {
-	f, err := conn.GetFamily(familyName)
+	fc, err := family.Init(conn, spec)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("generic netlink family %s not registered (kernel without CONFIG_NET_DROP_MONITOR, "+
-				"drop_monitor module not loaded, or not in the initial network namespace): %w", familyName, err)
-		}
-		return nil, fmt.Errorf("resolving generic netlink family %s: %w", familyName, err)
+		return nil, err
 	}
-	var group uint32
-	for _, g := range f.Groups {
-		if g.Name == eventsGroup {
-			group = g.ID
-			break
-		}
-	}
-	if group == 0 {
-		return nil, fmt.Errorf("generic netlink family %s has no %q multicast group", familyName, eventsGroup)
-	}
-	return &Client{c: conn, family: f, group: group}, nil
+	return &Client{conn: fc}, nil
 }
 
 // Close closes the command socket. It stops nothing: monitoring outlives
 // the socket (see Session).
-func (c *Client) Close() error { return c.c.Close() }
+func (c *Client) Close() error { return c.conn.Close() }
 
 // FamilyVersion returns the family's version as the kernel registered it (2
 // on every kernel with packet alerts).
-func (c *Client) FamilyVersion() uint8 { return c.family.Version }
+func (c *Client) FamilyVersion() uint8 { return c.conn.Family.Version }
 
 // SetConfig sets the alert mode, truncation length and queue length (CONFIG;
 // CAP_NET_ADMIN). While monitoring runs, the kernel refuses any change: the
 // error wraps ErrBusy.
 func (c *Client) SetConfig(cfg Config) error {
-	_, err := c.execute(cmdConfig, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+	_, err := c.conn.Execute(cmdConfig, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
 		ae.Uint8(attrAlertMode, uint8(cfg.Mode))
 		ae.Uint32(attrTruncLen, cfg.TruncLen)
 		if cfg.QueueLen != 0 {
@@ -166,22 +153,7 @@ func (c *Client) SetConfig(cfg Config) error {
 
 // Config reads the current configuration (CONFIG_GET; no privileges).
 func (c *Client) Config() (Config, error) {
-	msgs, err := c.execute(cmdConfigGet, 0, nil)
-	if err != nil {
-		return Config{}, err
-	}
-	if len(msgs) != 1 || msgs[0].Header.Command != cmdConfigNew {
-		return Config{}, fmt.Errorf("reading NET_DM configuration: %w: want one CONFIG_NEW reply, got %d messages", ErrMalformed, len(msgs))
-	}
-	ad, err := netlink.NewAttributeDecoder(msgs[0].Data)
-	if err != nil {
-		return Config{}, fmt.Errorf("reading NET_DM configuration: %w: %w", ErrMalformed, err)
-	}
-	cfg, err := parseConfig(ad)
-	if err != nil {
-		return Config{}, fmt.Errorf("reading NET_DM configuration: %w: %w", ErrMalformed, err)
-	}
-	return cfg, nil
+	return family.Get(c.conn, cmdConfigGet, cmdConfigNew, "configuration", parseConfig)
 }
 
 // parseConfig decodes a CONFIG_NEW reply (net_dm_config_fill).
@@ -205,7 +177,7 @@ func parseConfig(ad *netlink.AttributeDecoder) (Config, error) {
 // on a kernel without devlink fails with EOPNOTSUPP (unix.EOPNOTSUPP,
 // wrapped), and the kernel then undoes the software part as well.
 func (c *Client) Start(d Drops) error {
-	_, err := c.execute(cmdStart, netlink.Acknowledge, d.encode)
+	_, err := c.conn.Execute(cmdStart, netlink.Acknowledge, d.encode)
 	return err
 }
 
@@ -213,7 +185,7 @@ func (c *Client) Start(d Drops) error {
 // what is not running succeeds. Only stop what you started: the state is
 // global.
 func (c *Client) Stop(d Drops) error {
-	_, err := c.execute(cmdStop, netlink.Acknowledge, d.encode)
+	_, err := c.conn.Execute(cmdStop, netlink.Acknowledge, d.encode)
 	return err
 }
 
@@ -228,22 +200,7 @@ func (d Drops) encode(ae *netlink.AttributeEncoder) {
 
 // Stats reads the loss counters (STATS_GET; no privileges).
 func (c *Client) Stats() (Stats, error) {
-	msgs, err := c.execute(cmdStatsGet, 0, nil)
-	if err != nil {
-		return Stats{}, err
-	}
-	if len(msgs) != 1 || msgs[0].Header.Command != cmdStatsNew {
-		return Stats{}, fmt.Errorf("reading NET_DM statistics: %w: want one STATS_NEW reply, got %d messages", ErrMalformed, len(msgs))
-	}
-	ad, err := netlink.NewAttributeDecoder(msgs[0].Data)
-	if err != nil {
-		return Stats{}, fmt.Errorf("reading NET_DM statistics: %w: %w", ErrMalformed, err)
-	}
-	st, err := parseStats(ad)
-	if err != nil {
-		return Stats{}, fmt.Errorf("reading NET_DM statistics: %w: %w", ErrMalformed, err)
-	}
-	return st, nil
+	return family.Get(c.conn, cmdStatsGet, cmdStatsNew, "statistics", parseStats)
 }
 
 // parseStats decodes a STATS_NEW reply (net_dm_stats_fill): the software
@@ -274,43 +231,14 @@ func parseStats(ad *netlink.AttributeDecoder) (Stats, error) {
 
 var cmdNames = [...]string{
 	cmdConfig: "CONFIG", cmdStart: "START", cmdStop: "STOP",
-	cmdConfigGet: "CONFIG_GET", cmdStatsGet: "STATS_GET",
+	cmdConfigGet: "CONFIG_GET", cmdConfigNew: "CONFIG_NEW", cmdStatsGet: "STATS_GET", cmdStatsNew: "STATS_NEW",
 }
 
-// execute sends one command and returns its replies, with errno values
-// mapped (EPERM names the capability; busy states wrap ErrBusy).
-func (c *Client) execute(cmd uint8, flags netlink.HeaderFlags, encode func(*netlink.AttributeEncoder)) ([]genetlink.Message, error) {
-	name := cmdNames[cmd]
-	var data []byte
-	if encode != nil {
-		ae := netlink.NewAttributeEncoder()
-		encode(ae)
-		b, err := ae.Encode()
-		if err != nil {
-			return nil, fmt.Errorf("encoding NET_DM %s: %w", name, err)
-		}
-		data = b
+// busy says which failures mean that monitoring already runs (wrapped as
+// ErrBusy): START fails with EAGAIN and CONFIG with EBUSY.
+func busy(cmd uint8, err error) error {
+	if cmd == cmdStart && errors.Is(err, unix.EAGAIN) || cmd == cmdConfig && errors.Is(err, unix.EBUSY) {
+		return ErrBusy
 	}
-	req := genetlink.Message{
-		Header: genetlink.Header{Command: cmd, Version: familyVersion},
-		Data:   data,
-	}
-	msgs, err := c.c.Execute(req, c.family.ID, netlink.Request|flags)
-	if err != nil {
-		return nil, mapError(cmd, err)
-	}
-	return msgs, nil
-}
-
-// mapError names the step and turns errno values into what callers branch on.
-func mapError(cmd uint8, err error) error {
-	name := cmdNames[cmd]
-	switch {
-	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
-		return fmt.Errorf("NET_DM %s needs CAP_NET_ADMIN: %w", name, err)
-	case cmd == cmdStart && errors.Is(err, unix.EAGAIN),
-		cmd == cmdConfig && errors.Is(err, unix.EBUSY):
-		return fmt.Errorf("NET_DM %s: %w: %w", name, ErrBusy, err)
-	}
-	return fmt.Errorf("NET_DM %s: %w", name, err)
+	return nil
 }

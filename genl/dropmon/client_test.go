@@ -4,20 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/genetlink/genltest"
 	"github.com/mdlayher/netlink"
-	"github.com/mdlayher/netlink/nltest"
 	"golang.org/x/sys/unix"
+
+	"github.com/pktfate/pktfate/genl/internal/mcast"
+	"github.com/pktfate/pktfate/genl/internal/mcast/mcasttest"
 )
 
 // testFamily is NET_DM as the fakes register it (the ID is dynamic in the
@@ -171,44 +171,6 @@ func (k *fakeKernel) callLog() []string {
 	return append([]string(nil), k.calls...)
 }
 
-// fakeEvents is an events socket: an nltest connection that serves
-// "multicast" messages from a queue, plus group membership.
-type fakeEvents struct {
-	*netlink.Conn
-	mu      sync.Mutex
-	joined  []uint32
-	joinErr error
-	queue   []fakeRead
-}
-
-type fakeRead struct {
-	msgs []netlink.Message
-	err  error
-}
-
-func newFakeEvents(reads ...fakeRead) *fakeEvents {
-	f := &fakeEvents{queue: reads}
-	f.Conn = nltest.Dial(func(req []netlink.Message) ([]netlink.Message, error) {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if len(f.queue) == 0 {
-			return nil, net.ErrClosed
-		}
-		r := f.queue[0]
-		f.queue = f.queue[1:]
-		return r.msgs, r.err
-	})
-	return f
-}
-
-func (f *fakeEvents) JoinGroup(g uint32) error {
-	if f.joinErr != nil {
-		return f.joinErr
-	}
-	f.joined = append(f.joined, g)
-	return nil
-}
-
 // fixtureMessage reads a fixture as the netlink message the socket returns.
 func fixtureMessage(tb testing.TB, path string) netlink.Message {
 	tb.Helper()
@@ -221,16 +183,16 @@ func fixtureMessage(tb testing.TB, path string) netlink.Message {
 	return m
 }
 
-func testClient(t *testing.T, k *fakeKernel, ev *fakeEvents) *Client {
+func testClient(t *testing.T, k *fakeKernel, ev *mcasttest.Conn) *Client {
 	t.Helper()
 	c, err := initClient(genltest.Dial(genltest.ServeFamily(testFamily, k.serve)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ev == nil {
-		ev = newFakeEvents()
+		ev = mcasttest.NewConn()
 	}
-	c.dialEvents = func() (eventConn, error) { return ev, nil }
+	c.dialEvents = func() (mcast.Conn, error) { return ev, nil }
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -354,25 +316,25 @@ func TestClientErrors(t *testing.T) {
 }
 
 func TestListenJoinsOwnSocket(t *testing.T) {
-	ev := newFakeEvents()
+	ev := mcasttest.NewConn()
 	c := testClient(t, newFakeKernel(), ev)
 	e, err := c.Listen(ListenConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if !reflect.DeepEqual(ev.joined, []uint32{7}) {
-		t.Errorf("joined %v, want the events group 7", ev.joined)
+	if got := ev.Joined(); !reflect.DeepEqual(got, []uint32{7}) {
+		t.Errorf("joined %v, want the events group 7", got)
 	}
 }
 
 func TestListenPermission(t *testing.T) {
-	ev := newFakeEvents()
-	ev.joinErr = os.NewSyscallError("setsockopt", unix.EPERM)
+	ev := mcasttest.NewConn()
+	ev.FailJoin(os.NewSyscallError("setsockopt", unix.EPERM))
 	c := testClient(t, newFakeKernel(), ev)
 	_, err := c.Listen(ListenConfig{})
-	if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), "CAP_SYS_ADMIN") {
-		t.Fatalf("err = %v, want os.ErrPermission naming CAP_SYS_ADMIN", err)
+	if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), "CAP_SYS_ADMIN") || !strings.Contains(err.Error(), `NET_DM "events"`) {
+		t.Fatalf("err = %v, want os.ErrPermission naming CAP_SYS_ADMIN and the group", err)
 	}
 }
 
@@ -383,12 +345,12 @@ func TestEventsRead(t *testing.T) {
 	bad := fixtureMessage(t, filepath.Join(dir, "bad_no_timestamp.hex"))
 	other := pkt
 	other.Header.Type = 0x42 // another family's message: not ours
-	ev := newFakeEvents(
-		fakeRead{msgs: []netlink.Message{pkt}},
-		fakeRead{err: unix.ENOBUFS},
-		fakeRead{err: unix.ENOBUFS},
-		fakeRead{msgs: []netlink.Message{bad, sum, other}},
-		fakeRead{msgs: []netlink.Message{pkt}},
+	ev := mcasttest.NewConn(
+		mcasttest.Read{Msgs: []netlink.Message{pkt}},
+		mcasttest.Read{Err: unix.ENOBUFS},
+		mcasttest.Read{Err: unix.ENOBUFS},
+		mcasttest.Read{Msgs: []netlink.Message{bad, sum, other}},
+		mcasttest.Read{Msgs: []netlink.Message{pkt}},
 	)
 	c := testClient(t, newFakeKernel(), ev)
 	e, err := c.Listen(ListenConfig{})
@@ -418,48 +380,5 @@ func TestEventsRead(t *testing.T) {
 	}
 	if a.Packet.Reason != "NO_SOCKET" {
 		t.Errorf("last alert %+v", a.Packet)
-	}
-}
-
-func TestEventsCloseUnblocks(t *testing.T) {
-	// A real socket: Close must end a Read that waits for multicast.
-	conn, err := dialEventConn()
-	if err != nil {
-		t.Skipf("no generic netlink socket: %v", err)
-	}
-	e := &Events{c: conn}
-	if n, err := setReadBuffer(conn, 1<<20); err != nil || n < 1<<20 {
-		t.Errorf("receive buffer %d, %v; want at least 1 MiB", n, err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		var a Alert
-		done <- e.Read(&a)
-	}()
-	time.Sleep(50 * time.Millisecond)
-	e.Close()
-	select {
-	case err := <-done:
-		if !errors.Is(err, ErrClosed) {
-			t.Errorf("Read after Close: %v, want ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Read still blocked after Close")
-	}
-}
-
-func TestEventsDeadline(t *testing.T) {
-	conn, err := dialEventConn()
-	if err != nil {
-		t.Skipf("no generic netlink socket: %v", err)
-	}
-	e := &Events{c: conn}
-	defer e.Close()
-	if err := e.SetReadDeadline(time.Now().Add(10 * time.Millisecond)); err != nil {
-		t.Fatal(err)
-	}
-	var a Alert
-	if err := e.Read(&a); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("Read past the deadline: %v", err)
 	}
 }

@@ -1,17 +1,10 @@
 package dropmon
 
 import (
-	"errors"
-	"fmt"
 	"net"
-	"os"
-	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/mdlayher/genetlink"
-	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
+	"github.com/pktfate/pktfate/genl/internal/mcast"
 )
 
 // DefaultReadBuffer is the events socket's receive buffer unless
@@ -34,25 +27,6 @@ type ListenConfig struct {
 	ReadBuffer int
 }
 
-// eventConn is what Events needs of a netlink socket: *netlink.Conn, or a
-// test double around an nltest connection.
-type eventConn interface {
-	Receive() ([]netlink.Message, error)
-	JoinGroup(group uint32) error
-	SetReadBuffer(bytes int) error
-	SetReadDeadline(t time.Time) error
-	SyscallConn() (syscall.RawConn, error)
-	Close() error
-}
-
-func dialEventConn() (eventConn, error) {
-	c, err := netlink.Dial(unix.NETLINK_GENERIC, &netlink.Config{MessageBufferSize: messageBuffer})
-	if err != nil {
-		return nil, fmt.Errorf("opening generic netlink socket for NET_DM events: %w", err)
-	}
-	return c, nil
-}
-
 // Events reads alerts from NET_DM's events multicast group on a socket of
 // its own. Create it with Client.Listen; it must be closed. Read is meant
 // for one goroutine; Close and the counters may be called from any.
@@ -61,20 +35,7 @@ func dialEventConn() (eventConn, error) {
 // alerts because the reader was too slow) are counted and reading goes on;
 // so are messages that cannot be decoded.
 type Events struct {
-	c          eventConn
-	family     uint16
-	readBuffer int
-
-	pending []netlink.Message
-	next    int
-
-	closed       atomic.Bool
-	overruns     atomic.Uint64
-	decodeErrors atomic.Uint64
-	lastErr      atomic.Pointer[error]
-
-	// tap, when set (tests), sees every message before it is decoded.
-	tap func(netlink.Message)
+	r *mcast.Reader[*Alert]
 }
 
 // Listen opens a socket, sizes its receive buffer and joins the events
@@ -85,57 +46,21 @@ func (c *Client) Listen(cfg ListenConfig) (*Events, error) {
 	if cfg.ReadBuffer == 0 {
 		cfg.ReadBuffer = DefaultReadBuffer
 	}
-	conn, err := c.dialEvents()
+	r, err := mcast.Listen(mcast.Config{
+		Family: familyName, FamilyID: c.conn.Family.ID, Group: eventsGroup, GroupID: c.conn.Group,
+		ReadBuffer: cfg.ReadBuffer, MessageBuffer: messageBuffer,
+		Unexpected: ErrUnexpected, Malformed: ErrMalformed,
+		Dial: c.dialEvents,
+	}, (*Alert).decode)
 	if err != nil {
 		return nil, err
 	}
-	e := &Events{c: conn, family: c.family.ID}
-	// Size the buffer before joining, so that no burst meets the default.
-	e.readBuffer, err = setReadBuffer(conn, cfg.ReadBuffer)
-	if err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	if err := conn.JoinGroup(c.group); err != nil {
-		_ = conn.Close()
-		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("joining NET_DM %q multicast group needs CAP_SYS_ADMIN: %w", eventsGroup, err)
-		}
-		return nil, fmt.Errorf("joining NET_DM %q multicast group: %w", eventsGroup, err)
-	}
-	return e, nil
-}
-
-// setReadBuffer sets the socket's receive buffer, forcing past
-// net.core.rmem_max when allowed, and returns the size the kernel reports
-// (twice the request: it counts its bookkeeping). Sockets without a file
-// descriptor (test doubles) are left alone.
-func setReadBuffer(conn eventConn, size int) (int, error) {
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return 0, nil
-	}
-	var forceErr, getErr error
-	got := 0
-	err = rc.Control(func(fd uintptr) {
-		forceErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size)
-		if forceErr != nil {
-			forceErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
-		}
-		got, getErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
-	})
-	if err == nil {
-		err = errors.Join(forceErr, getErr)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("sizing NET_DM events socket receive buffer to %d bytes: %w", size, err)
-	}
-	return got, nil
+	return &Events{r: r}, nil
 }
 
 // ReadBuffer returns the receive buffer size the kernel granted (0 when
 // unknown).
-func (e *Events) ReadBuffer() int { return e.readBuffer }
+func (e *Events) ReadBuffer() int { return e.r.ReadBuffer() }
 
 // Read blocks until the next alert and decodes it into a, reusing a's
 // slices. It returns ErrClosed after Close, and an error wrapping
@@ -145,74 +70,21 @@ func (e *Events) ReadBuffer() int { return e.readBuffer }
 // it passes; a deadline already past ends Read at once, even with alerts
 // waiting in the socket.
 // Buffer overruns and undecodable messages are counted, not returned.
-func (e *Events) Read(a *Alert) error {
-	for {
-		for e.next < len(e.pending) {
-			m := e.pending[e.next]
-			e.next++
-			if e.tap != nil {
-				e.tap(m)
-			}
-			if err := e.decode(m, a); err != nil {
-				e.decodeErrors.Add(1)
-				e.lastErr.Store(&err)
-				continue
-			}
-			return nil
-		}
-		e.pending, e.next = e.pending[:0], 0
-		msgs, err := e.c.Receive()
-		switch {
-		case err == nil:
-			e.pending = msgs
-		case errors.Is(err, unix.ENOBUFS):
-			// The kernel could not queue alerts for this socket: they are
-			// lost, the socket stays usable.
-			e.overruns.Add(1)
-		case e.closed.Load(), errors.Is(err, net.ErrClosed), errors.Is(err, os.ErrClosed):
-			// The socket package reports a close during a blocked read as
-			// "use of closed file", which is neither of these.
-			return ErrClosed
-		default:
-			return fmt.Errorf("reading NET_DM events: %w", err)
-		}
-	}
-}
-
-func (e *Events) decode(m netlink.Message, a *Alert) error {
-	if uint16(m.Header.Type) != e.family {
-		return fmt.Errorf("%w: message type %d, want family %d", ErrUnexpected, m.Header.Type, e.family)
-	}
-	var gm genetlink.Message
-	if err := gm.UnmarshalBinary(m.Data); err != nil {
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
-	return a.decode(gm)
-}
+func (e *Events) Read(a *Alert) error { return e.r.Read(a) }
 
 // SetReadDeadline sets the deadline for Read; the zero time means none.
-func (e *Events) SetReadDeadline(t time.Time) error { return e.c.SetReadDeadline(t) }
+func (e *Events) SetReadDeadline(t time.Time) error { return e.r.SetReadDeadline(t) }
 
 // Overruns returns how many times the kernel reported ENOBUFS on the events
 // socket: each time at least one alert was lost.
-func (e *Events) Overruns() uint64 { return e.overruns.Load() }
+func (e *Events) Overruns() uint64 { return e.r.Overruns() }
 
 // DecodeErrors returns how many messages could not be decoded (or were no
 // alerts); LastDecodeError returns the last such error.
-func (e *Events) DecodeErrors() uint64 { return e.decodeErrors.Load() }
+func (e *Events) DecodeErrors() uint64 { return e.r.DecodeErrors() }
 
 // LastDecodeError returns the error of the last message Read skipped, or nil.
-func (e *Events) LastDecodeError() error {
-	if p := e.lastErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (e *Events) LastDecodeError() error { return e.r.LastDecodeError() }
 
 // Close closes the socket and unblocks a Read in progress.
-func (e *Events) Close() error {
-	if e.closed.Swap(true) {
-		return nil
-	}
-	return e.c.Close()
-}
+func (e *Events) Close() error { return e.r.Close() }

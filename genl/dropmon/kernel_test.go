@@ -251,8 +251,8 @@ func TestKernelUDPClosedPort(t *testing.T) {
 	}
 	p := newUDPPeer(t)
 	var raw [][]byte
-	s.Events().tap = func(m netlink.Message) { raw = append(raw, rawMessage(m)) }
-	defer func() { s.Events().tap = nil }()
+	s.Events().r.Tap = func(m netlink.Message) { raw = append(raw, rawMessage(m)) }
+	defer func() { s.Events().r.Tap = nil }()
 
 	openDst := p.open.LocalAddr().(*net.UDPAddr).AddrPort()
 	p.send(t, openDst, "pktfate-dropmon-open")
@@ -347,7 +347,7 @@ func TestRecordFixtures(t *testing.T) {
 		name string
 	}{{cmdConfigGet, "config_new.hex"}, {cmdStatsGet, "stats_new.hex"}} {
 		msgs, err := conn.Execute(netlink.Message{
-			Header: netlink.Header{Type: netlink.HeaderType(c.family.ID), Flags: netlink.Request},
+			Header: netlink.Header{Type: netlink.HeaderType(c.conn.Family.ID), Flags: netlink.Request},
 			Data:   []byte{q.cmd, familyVersion, 0, 0},
 		})
 		if err != nil {
@@ -410,7 +410,7 @@ func TestKernelSummary(t *testing.T) {
 	}
 	defer c.Stop(DropsSoftware)
 	var raw []byte
-	ev.tap = func(m netlink.Message) { raw = rawMessage(m) }
+	ev.r.Tap = func(m netlink.Message) { raw = rawMessage(m) }
 	const n = 5
 	for i := range n {
 		p.send(t, p.closed, fmt.Sprintf("pktfate-dropmon-summary-%d", i))

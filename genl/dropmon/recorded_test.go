@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/mdlayher/netlink"
+
+	"github.com/pktfate/pktfate/genl/internal/mcast/mcasttest"
 )
 
 // recordedKernels are the kernel lines with fixtures recorded in the VM
@@ -106,15 +108,15 @@ func TestRecordedReplies(t *testing.T) {
 // TestRecordedEvents reads the recorded alerts through Events, as they
 // come from the socket.
 func TestRecordedEvents(t *testing.T) {
-	var reads []fakeRead
+	var reads []mcasttest.Read
 	for _, k := range recordedKernels {
 		for _, name := range []string{"packet_udp4_noport_0.hex", "summary.hex"} {
 			m := fixtureMessage(t, filepath.Join(fixtureDir, k, name))
 			m.Header.Type = netlink.HeaderType(testFamily.ID) // assigned at boot: differs per kernel
-			reads = append(reads, fakeRead{msgs: []netlink.Message{m}})
+			reads = append(reads, mcasttest.Read{Msgs: []netlink.Message{m}})
 		}
 	}
-	e, err := testClient(t, newFakeKernel(), newFakeEvents(reads...)).Listen(ListenConfig{})
+	e, err := testClient(t, newFakeKernel(), mcasttest.NewConn(reads...)).Listen(ListenConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,11 +3,12 @@ package kmod
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
+
+	"github.com/pktfate/pktfate/genl/internal/family"
+	"github.com/pktfate/pktfate/genl/internal/mcast"
 )
 
 // ErrMalformed is wrapped by errors about replies or events that do not
@@ -69,12 +70,22 @@ func (s Stats) Lost() uint64 { return s.RateLimited + s.QueueFull + s.AllocFaile
 // not safe for concurrent use, except that Listen's Events have their own
 // socket.
 type Client struct {
-	c      *genetlink.Conn
-	family genetlink.Family
-	group  uint32
-	// dialEvents opens the socket for Listen (commands and multicast
-	// events never share a socket).
-	dialEvents func() (eventConn, error)
+	conn *family.Conn
+	// dialEvents, when set (tests), opens the socket for Listen instead of
+	// a generic netlink socket. Commands and multicast events never share
+	// a socket.
+	dialEvents func() (mcast.Conn, error)
+}
+
+// spec tells package family how to resolve pktfate.ko's family and word its
+// errors.
+var spec = family.Spec{
+	Name: familyName, Version: familyVersion, Group: eventsGroup,
+	Absent: ": the pktfate kernel module is not loaded (or this is not the initial network namespace); " +
+		"pktfate never loads it: " + LoadHint,
+	Check:     checkVersion,
+	Commands:  cmdNames[:],
+	Malformed: ErrMalformed,
 }
 
 // Dial opens a generic netlink socket and resolves the family and its
@@ -82,56 +93,40 @@ type Client struct {
 // initial network namespace) the error wraps os.ErrNotExist and says how to
 // build and load it.
 func Dial() (*Client, error) {
-	conn, err := genetlink.Dial(nil)
+	conn, err := family.Dial(spec)
 	if err != nil {
-		return nil, fmt.Errorf("opening generic netlink socket: %w", err)
-	}
-	// Extended acks carry the module's NL_SET_ERR_MSG_MOD text; best effort.
-	_ = conn.SetOption(netlink.ExtendedAcknowledge, true)
-	c, err := initClient(conn)
-	if err != nil {
-		_ = conn.Close()
 		return nil, err
 	}
-	c.dialEvents = dialEventConn
-	return c, nil
+	return &Client{conn: conn}, nil
 }
 
 // initClient resolves the family and the events group on conn; tests call
 // it with a genltest connection.
 func initClient(conn *genetlink.Conn) (*Client, error) {
-	f, err := conn.GetFamily(familyName)
+	fc, err := family.Init(conn, spec)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("generic netlink family %s not registered: the pktfate kernel module is not loaded "+
-				"(or this is not the initial network namespace); pktfate never loads it: %s: %w", familyName, LoadHint, err)
-		}
-		return nil, fmt.Errorf("resolving generic netlink family %s: %w", familyName, err)
+		return nil, err
 	}
+	return &Client{conn: fc}, nil
+}
+
+// checkVersion refuses a module of another protocol version: its commands
+// and attributes are not the ones this client sends.
+func checkVersion(f genetlink.Family) error {
 	if f.Version != familyVersion {
-		return nil, fmt.Errorf("generic netlink family %s has version %d, this pktfate speaks %d: rebuild the module from this tree",
+		return fmt.Errorf("generic netlink family %s has version %d, this pktfate speaks %d: rebuild the module from this tree",
 			familyName, f.Version, familyVersion)
 	}
-	var group uint32
-	for _, g := range f.Groups {
-		if g.Name == eventsGroup {
-			group = g.ID
-			break
-		}
-	}
-	if group == 0 {
-		return nil, fmt.Errorf("generic netlink family %s has no %q multicast group", familyName, eventsGroup)
-	}
-	return &Client{c: conn, family: f, group: group}, nil
+	return nil
 }
 
 // Close closes the command socket; the module's state stays as it is.
-func (c *Client) Close() error { return c.c.Close() }
+func (c *Client) Close() error { return c.conn.Close() }
 
 // Enable starts reporting (ENABLE; CAP_NET_ADMIN); when reporting runs it
 // only sets the rate limit.
 func (c *Client) Enable(cfg EnableConfig) error {
-	_, err := c.execute(cmdEnable, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+	_, err := c.conn.Execute(cmdEnable, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
 		switch {
 		case cfg.Unlimited:
 			ae.Uint32(attrRate, 0)
@@ -148,13 +143,13 @@ func (c *Client) Enable(cfg EnableConfig) error {
 // Disable stops reporting (DISABLE; CAP_NET_ADMIN). Disabling what is
 // disabled succeeds.
 func (c *Client) Disable() error {
-	_, err := c.execute(cmdDisable, netlink.Acknowledge, nil)
+	_, err := c.conn.Execute(cmdDisable, netlink.Acknowledge, nil)
 	return err
 }
 
 // SetFilter replaces the filter (SET_FILTER; CAP_NET_ADMIN).
 func (c *Client) SetFilter(f Filter) error {
-	_, err := c.execute(cmdSetFilter, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+	_, err := c.conn.Execute(cmdSetFilter, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
 		if f.Netns != 0 {
 			ae.Uint32(attrFilterNetns, f.Netns)
 		}
@@ -171,22 +166,7 @@ func (c *Client) SetFilter(f Filter) error {
 
 // Stats reads the state and counters (GET_STATS; CAP_NET_ADMIN).
 func (c *Client) Stats() (Stats, error) {
-	msgs, err := c.execute(cmdGetStats, 0, nil)
-	if err != nil {
-		return Stats{}, err
-	}
-	if len(msgs) != 1 || msgs[0].Header.Command != cmdGetStats {
-		return Stats{}, fmt.Errorf("reading pktfate statistics: %w: want one GET_STATS reply, got %d messages", ErrMalformed, len(msgs))
-	}
-	ad, err := netlink.NewAttributeDecoder(msgs[0].Data)
-	if err != nil {
-		return Stats{}, fmt.Errorf("reading pktfate statistics: %w: %w", ErrMalformed, err)
-	}
-	st, err := parseStats(ad)
-	if err != nil {
-		return Stats{}, fmt.Errorf("reading pktfate statistics: %w: %w", ErrMalformed, err)
-	}
-	return st, nil
+	return family.Get(c.conn, cmdGetStats, cmdGetStats, "statistics", parseStats)
 }
 
 // parseStats decodes a GET_STATS reply (pf_fill_stats).
@@ -231,37 +211,4 @@ func parseStats(ad *netlink.AttributeDecoder) (Stats, error) {
 
 var cmdNames = [...]string{
 	cmdEnable: "ENABLE", cmdDisable: "DISABLE", cmdSetFilter: "SET_FILTER", cmdGetStats: "GET_STATS", cmdDrop: "DROP",
-}
-
-// execute sends one command and returns its replies, errno values mapped.
-func (c *Client) execute(cmd uint8, flags netlink.HeaderFlags, encode func(*netlink.AttributeEncoder)) ([]genetlink.Message, error) {
-	var data []byte
-	if encode != nil {
-		ae := netlink.NewAttributeEncoder()
-		encode(ae)
-		b, err := ae.Encode()
-		if err != nil {
-			return nil, fmt.Errorf("encoding pktfate %s: %w", cmdNames[cmd], err)
-		}
-		data = b
-	}
-	req := genetlink.Message{
-		Header: genetlink.Header{Command: cmd, Version: familyVersion},
-		Data:   data,
-	}
-	msgs, err := c.c.Execute(req, c.family.ID, netlink.Request|flags)
-	if err != nil {
-		return nil, mapError(cmd, err)
-	}
-	return msgs, nil
-}
-
-// mapError names the command; EPERM names the capability (and wraps
-// os.ErrPermission through the errno).
-func mapError(cmd uint8, err error) error {
-	name := cmdNames[cmd]
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("pktfate %s needs CAP_NET_ADMIN: %w", name, err)
-	}
-	return fmt.Errorf("pktfate %s: %w", name, err)
 }

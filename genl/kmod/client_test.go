@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,8 +13,10 @@ import (
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/genetlink/genltest"
 	"github.com/mdlayher/netlink"
-	"github.com/mdlayher/netlink/nltest"
 	"golang.org/x/sys/unix"
+
+	"github.com/pktfate/pktfate/genl/internal/mcast"
+	"github.com/pktfate/pktfate/genl/internal/mcast/mcasttest"
 )
 
 // fixtureDir holds messages recorded from pktfate.ko on the kernel matrix
@@ -222,39 +223,6 @@ func TestRecordedDrops(t *testing.T) {
 	}
 }
 
-// fakeEvents is an events socket serving queued reads.
-type fakeEvents struct {
-	*netlink.Conn
-	mu     sync.Mutex
-	joined []uint32
-	queue  []fakeRead
-}
-
-type fakeRead struct {
-	msgs []netlink.Message
-	err  error
-}
-
-func newFakeEvents(reads ...fakeRead) *fakeEvents {
-	f := &fakeEvents{queue: reads}
-	f.Conn = nltest.Dial(func([]netlink.Message) ([]netlink.Message, error) {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if len(f.queue) == 0 {
-			return nil, net.ErrClosed
-		}
-		r := f.queue[0]
-		f.queue = f.queue[1:]
-		return r.msgs, r.err
-	})
-	return f
-}
-
-func (f *fakeEvents) JoinGroup(g uint32) error {
-	f.joined = append(f.joined, g)
-	return nil
-}
-
 // TestEventsRead: recorded events decode through Events, an ENOBUFS is
 // counted and reading goes on, a foreign message is counted and skipped.
 func TestEventsRead(t *testing.T) {
@@ -266,16 +234,16 @@ func TestEventsRead(t *testing.T) {
 	m.Header.Type = netlink.HeaderType(testFamily.ID)
 	foreign := m
 	foreign.Header.Type = 0x99
-	fe := newFakeEvents(fakeRead{msgs: []netlink.Message{foreign, m}}, fakeRead{err: unix.ENOBUFS}, fakeRead{msgs: []netlink.Message{m}})
+	fe := mcasttest.NewConn(mcasttest.Read{Msgs: []netlink.Message{foreign, m}}, mcasttest.Read{Err: unix.ENOBUFS}, mcasttest.Read{Msgs: []netlink.Message{m}})
 	c := testClient(t, &fakeModule{})
-	c.dialEvents = func() (eventConn, error) { return fe, nil }
+	c.dialEvents = func() (mcast.Conn, error) { return fe, nil }
 	ev, err := c.Listen(ListenConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ev.Close()
-	if len(fe.joined) != 1 || fe.joined[0] != 9 {
-		t.Errorf("joined %v, want the events group 9", fe.joined)
+	if got := fe.Joined(); len(got) != 1 || got[0] != 9 {
+		t.Errorf("joined %v, want the events group 9", got)
 	}
 	var d Drop
 	for i := range 2 {

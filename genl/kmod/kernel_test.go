@@ -192,7 +192,7 @@ func recordRaw(t *testing.T, c *Client, name, comment string) {
 	}
 	defer conn.Close()
 	req := netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(c.family.ID), Flags: netlink.Request},
+		Header: netlink.Header{Type: netlink.HeaderType(c.conn.Family.ID), Flags: netlink.Request},
 		Data:   []byte{cmdGetStats, familyVersion, 0, 0},
 	}
 	msgs, err := conn.Execute(req)
@@ -219,7 +219,7 @@ func listen(t *testing.T, c *Client) *dropCollector {
 	}
 	dc := &dropCollector{ev: ev, done: make(chan error, 1)}
 	var last []byte
-	ev.tap = func(m netlink.Message) { last = rawMessage(m) }
+	ev.r.Tap = func(m netlink.Message) { last = rawMessage(m) }
 	go func() {
 		var d Drop
 		for {
@@ -501,7 +501,7 @@ func TestKernelFilterAndErrors(t *testing.T) {
 		t.Errorf("Enable with a burst over the limit: %v, want ERANGE", err)
 	}
 	// An attribute the command does not take is refused too.
-	_, err = c.execute(cmdEnable, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) { ae.Uint32(attrMax+1, 1) })
+	_, err = c.conn.Execute(cmdEnable, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) { ae.Uint32(attrMax+1, 1) })
 	if !errors.Is(err, unix.EINVAL) {
 		t.Errorf("Enable with an unknown attribute: %v, want EINVAL", err)
 	}

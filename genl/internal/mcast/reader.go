@@ -1,0 +1,231 @@
+package mcast
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ErrClosed is returned by Reader.Read once the Reader is closed. It is
+// net.ErrClosed, as the clients' ErrClosed are.
+var ErrClosed = net.ErrClosed
+
+// Conn is what a Reader needs of a netlink socket: *netlink.Conn, or a test
+// double (mcasttest.Conn).
+type Conn interface {
+	Receive() ([]netlink.Message, error)
+	JoinGroup(group uint32) error
+	SetReadDeadline(t time.Time) error
+	SyscallConn() (syscall.RawConn, error)
+	Close() error
+}
+
+// Config says which group Listen joins and how the family's messages are
+// told apart.
+type Config struct {
+	// Family is the family's name; errors name the family by it
+	// ("joining NET_DM "events" multicast group: ...").
+	Family string
+	// FamilyID is the family's ID (dynamic, resolved by the caller): a
+	// message of another type is a decode error wrapping Unexpected.
+	FamilyID uint16
+	// Group and GroupID are the multicast group to join.
+	Group   string
+	GroupID uint32
+	// ReadBuffer is the socket's receive buffer in bytes (SO_RCVBUFFORCE,
+	// which ignores net.core.rmem_max, or else SO_RCVBUF); the caller
+	// applies its default.
+	ReadBuffer int
+	// MessageBuffer is the user-space buffer for one datagram: the
+	// family's largest message must fit.
+	MessageBuffer int
+	// Unexpected and Malformed are the family's errors, wrapped by the
+	// decode error of a message of another family and of one that is no
+	// generic netlink message.
+	Unexpected, Malformed error
+	// Dial opens the socket; nil opens a generic netlink socket with
+	// MessageBuffer. Tests pass a double.
+	Dial func() (Conn, error)
+}
+
+// dial opens the socket: with cfg.Dial when set, else a generic netlink
+// socket.
+func (cfg Config) dial() (Conn, error) {
+	if cfg.Dial != nil {
+		return cfg.Dial()
+	}
+	c, err := netlink.Dial(unix.NETLINK_GENERIC, &netlink.Config{MessageBufferSize: cfg.MessageBuffer})
+	if err != nil {
+		return nil, fmt.Errorf("opening generic netlink socket for %s events: %w", cfg.Family, err)
+	}
+	return c, nil
+}
+
+// Reader reads one family's multicast messages and decodes them into a T
+// (a pointer the caller reuses) with the decoder given to Listen. It must
+// be closed. Read is meant for one goroutine; Close and the counters may
+// be called from any.
+type Reader[T any] struct {
+	c          Conn
+	cfg        Config
+	decode     func(T, genetlink.Message) error
+	readBuffer int
+
+	pending []netlink.Message
+	next    int
+
+	closed       atomic.Bool
+	overruns     atomic.Uint64
+	decodeErrors atomic.Uint64
+	lastErr      atomic.Pointer[error]
+
+	// Tap, when set (tests, recording fixtures), sees every message
+	// before it is decoded. Set it before Read runs.
+	Tap func(netlink.Message)
+}
+
+// Listen opens a socket, sizes its receive buffer and joins cfg's group.
+// When joining is refused (CAP_SYS_ADMIN on current kernels for both of
+// pktfate's families) the error wraps os.ErrPermission and names the
+// capability. decode fills a T from one of the family's generic netlink
+// messages; its errors are counted, not returned by Read.
+func Listen[T any](cfg Config, decode func(T, genetlink.Message) error) (*Reader[T], error) {
+	conn, err := cfg.dial()
+	if err != nil {
+		return nil, err
+	}
+	r := &Reader[T]{c: conn, cfg: cfg, decode: decode}
+	// Size the buffer before joining, so that no burst meets the default.
+	r.readBuffer, err = setReadBuffer(conn, cfg.ReadBuffer)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("sizing %s events socket receive buffer to %d bytes: %w", cfg.Family, cfg.ReadBuffer, err)
+	}
+	if err := conn.JoinGroup(cfg.GroupID); err != nil {
+		_ = conn.Close()
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("joining %s %q multicast group needs CAP_SYS_ADMIN: %w", cfg.Family, cfg.Group, err)
+		}
+		return nil, fmt.Errorf("joining %s %q multicast group: %w", cfg.Family, cfg.Group, err)
+	}
+	return r, nil
+}
+
+// setReadBuffer sets the socket's receive buffer, forcing past
+// net.core.rmem_max when allowed, and returns the size the kernel reports
+// (twice the request: it counts its bookkeeping). Sockets without a file
+// descriptor (test doubles) are left alone.
+func setReadBuffer(conn Conn, size int) (int, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return 0, nil
+	}
+	var forceErr, getErr error
+	got := 0
+	err = rc.Control(func(fd uintptr) {
+		forceErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size)
+		if forceErr != nil {
+			forceErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+		}
+		got, getErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	if err == nil {
+		err = errors.Join(forceErr, getErr)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return got, nil
+}
+
+// ReadBuffer returns the receive buffer size the kernel granted (0 when
+// unknown).
+func (r *Reader[T]) ReadBuffer() int { return r.readBuffer }
+
+// Read blocks until the next message that decodes and decodes it into v.
+// It returns ErrClosed after Close, and an error wrapping
+// os.ErrDeadlineExceeded when the deadline set with SetReadDeadline passes
+// (a deadline already past ends Read at once, even with messages waiting
+// in the socket). Buffer overruns and undecodable messages are counted,
+// not returned.
+func (r *Reader[T]) Read(v T) error {
+	for {
+		for r.next < len(r.pending) {
+			m := r.pending[r.next]
+			r.next++
+			if r.Tap != nil {
+				r.Tap(m)
+			}
+			if err := r.decodeMessage(m, v); err != nil {
+				r.decodeErrors.Add(1)
+				r.lastErr.Store(&err)
+				continue
+			}
+			return nil
+		}
+		r.pending, r.next = r.pending[:0], 0
+		msgs, err := r.c.Receive()
+		switch {
+		case err == nil:
+			r.pending = msgs
+		case errors.Is(err, unix.ENOBUFS):
+			// The kernel could not queue messages for this socket: they
+			// are lost, the socket stays usable.
+			r.overruns.Add(1)
+		case r.closed.Load(), errors.Is(err, net.ErrClosed), errors.Is(err, os.ErrClosed):
+			// The socket package reports a close during a blocked read as
+			// "use of closed file", which is neither of these.
+			return ErrClosed
+		default:
+			return fmt.Errorf("reading %s events: %w", r.cfg.Family, err)
+		}
+	}
+}
+
+func (r *Reader[T]) decodeMessage(m netlink.Message, v T) error {
+	if uint16(m.Header.Type) != r.cfg.FamilyID {
+		return fmt.Errorf("%w: message type %d, want family %d", r.cfg.Unexpected, m.Header.Type, r.cfg.FamilyID)
+	}
+	var gm genetlink.Message
+	if err := gm.UnmarshalBinary(m.Data); err != nil {
+		return fmt.Errorf("%w: %w", r.cfg.Malformed, err)
+	}
+	return r.decode(v, gm)
+}
+
+// SetReadDeadline sets the deadline for Read; the zero time means none.
+func (r *Reader[T]) SetReadDeadline(t time.Time) error { return r.c.SetReadDeadline(t) }
+
+// Overruns returns how many times the kernel reported ENOBUFS on the
+// socket: each time at least one message was lost.
+func (r *Reader[T]) Overruns() uint64 { return r.overruns.Load() }
+
+// DecodeErrors returns how many messages Read skipped because they were
+// not the family's or did not decode.
+func (r *Reader[T]) DecodeErrors() uint64 { return r.decodeErrors.Load() }
+
+// LastDecodeError returns the error of the last message Read skipped, or
+// nil.
+func (r *Reader[T]) LastDecodeError() error {
+	if p := r.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Close closes the socket and unblocks a Read in progress. Closing twice
+// does nothing.
+func (r *Reader[T]) Close() error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	return r.c.Close()
+}
