@@ -14,7 +14,6 @@ import (
 
 	"github.com/pktfate/pktfate/genl/kmod"
 	"github.com/pktfate/pktfate/internal/testutil"
-	"golang.org/x/sys/unix"
 )
 
 func kmodFixture(t *testing.T, path string) *kmod.Drop {
@@ -68,20 +67,7 @@ func TestKmodSourceKernel(t *testing.T) {
 		}
 		return
 	}
-	ko := filepath.Join(os.Getenv("PKTFATE_KMOD_DIR"), "pktfate.ko")
-	f, err := os.Open(ko)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil {
-		t.Fatalf("loading %s: %v", ko, err)
-	}
-	f.Close()
-	t.Cleanup(func() {
-		if err := unix.DeleteModule("pktfate", unix.O_NONBLOCK); err != nil {
-			t.Errorf("unloading pktfate: %v", err)
-		}
-	})
+	testutil.LoadModule(t)
 	ns := testutil.NewNS(t)
 	if out, err := ns.Exec(context.Background(), "table inet t {\n chain in {\n  type filter hook input priority 0;\n  udp dport 9 drop\n }\n}\n", "nft", "-f", "-"); err != nil {
 		t.Fatalf("nft: %v: %s", err, out)

@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -38,8 +37,6 @@ import (
 	"github.com/pktfate/pktfate/internal/testutil"
 )
 
-const moduleName = "pktfate"
-
 // TestDialKernel: on the host (no loadable modules) Dial must fail with
 // os.ErrNotExist and say how to load the module; in the VM the same holds
 // before insmod, and Dial works after it.
@@ -59,7 +56,7 @@ func TestDialKernel(t *testing.T) {
 	if _, err := Dial(); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Dial before insmod: %v, want os.ErrNotExist", err)
 	}
-	loadModule(t)
+	testutil.LoadModule(t)
 	c, err := Dial()
 	if err != nil {
 		t.Fatal(err)
@@ -75,64 +72,9 @@ func TestDialKernel(t *testing.T) {
 	recordRaw(t, c, "stats.hex", "GET_STATS reply of a fresh module")
 }
 
-// kmodPath returns the module built for the guest's kernel, or skips on
-// the host.
-func kmodPath(t testing.TB) string {
-	t.Helper()
-	testutil.RequireRoot(t)
-	if testutil.InVM() == "" {
-		t.Skip("the host kernel cannot load modules; runs in the kernel matrix (TestDialKernel asserts the absence)")
-	}
-	dir := os.Getenv("PKTFATE_KMOD_DIR")
-	p := filepath.Join(dir, moduleName+".ko")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("module not built for this kernel (PKTFATE_KMOD_DIR=%q): %v", dir, err)
-	}
-	return p
-}
-
-func insmod(path, params string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), params, 0); err != nil {
-		return fmt.Errorf("loading %s: %w", path, err)
-	}
-	return nil
-}
-
-func rmmod() error {
-	var err error
-	for range 100 {
-		if err = unix.DeleteModule(moduleName, unix.O_NONBLOCK); !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EBUSY) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("unloading %s: %w", moduleName, err)
-	}
-	return nil
-}
-
-// loadModule loads the module for the rest of the test.
-func loadModule(t testing.TB) {
-	t.Helper()
-	if err := insmod(kmodPath(t), ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := rmmod(); err != nil {
-			t.Error(err)
-		}
-	})
-}
-
 func kernelClient(t testing.TB) *Client {
 	t.Helper()
-	loadModule(t)
+	testutil.LoadModule(t)
 	c, err := Dial()
 	if err != nil {
 		t.Fatal(err)
@@ -739,7 +681,7 @@ func kernelLog(t *testing.T) []string {
 // no warning, taint only from an out-of-tree unsigned module, no slab
 // growth (and no kmemleak report where the kernel has kmemleak).
 func TestKernelLoadCycles(t *testing.T) {
-	path := kmodPath(t)
+	path := testutil.ModulePath(t)
 	if taint := readTaint(t); taint&^allowedTaint != 0 {
 		t.Fatalf("kernel tainted %#x before the test", taint)
 	}
@@ -750,7 +692,7 @@ func TestKernelLoadCycles(t *testing.T) {
 	kmemleak := "/sys/kernel/debug/kmemleak"
 	hasKmemleak := os.WriteFile(kmemleak, []byte("clear"), 0) == nil
 	cycle := func(i int) uint64 {
-		if err := insmod(path, ""); err != nil {
+		if err := testutil.InsertModule(path, ""); err != nil {
 			t.Fatalf("cycle %d: %v", i, err)
 		}
 		c, err := Dial()
@@ -771,7 +713,7 @@ func TestKernelLoadCycles(t *testing.T) {
 			n++
 		}
 		// Unload while enabled, with packets in flight and a listener.
-		if err := rmmod(); err != nil {
+		if err := testutil.UnloadModule(); err != nil {
 			t.Fatalf("cycle %d: %v", i, err)
 		}
 		ev.Close()
@@ -932,7 +874,7 @@ func median(v []float64) float64 {
 //
 // Figures only: TCG makes absolute numbers meaningless.
 func TestKernelHookCost(t *testing.T) {
-	path := kmodPath(t)
+	path := testutil.ModulePath(t)
 	holdStaticKeys(t, testutil.NewNS(t))
 	p1, _, _ := newVethPath(t, 1)
 	p2, a2, b2 := newVethPath(t, 2)
@@ -961,14 +903,14 @@ func TestKernelHookCost(t *testing.T) {
 	var without, loaded []float64
 	for i := range 12 {
 		if i%2 == 1 {
-			if err := insmod(path, ""); err != nil {
+			if err := testutil.InsertModule(path, ""); err != nil {
 				t.Fatal(err)
 			}
 		}
 		r, _, _ := costRatio(yardstick, s1, 300)
 		if i%2 == 1 {
 			loaded = append(loaded, r)
-			if err := rmmod(); err != nil {
+			if err := testutil.UnloadModule(); err != nil {
 				t.Fatal(err)
 			}
 		} else {
@@ -978,11 +920,11 @@ func TestKernelHookCost(t *testing.T) {
 	rLoaded := median(loaded) / median(without)
 	t.Logf("hook cost module loaded and disabled: packet/yardstick cost %.3f -> %.3f (median of 6 phases each), ratio %.3f", median(without), median(loaded), rLoaded)
 
-	if err := insmod(path, ""); err != nil {
+	if err := testutil.InsertModule(path, ""); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		if err := rmmod(); err != nil {
+		if err := testutil.UnloadModule(); err != nil {
 			t.Error(err)
 		}
 	}()
@@ -1060,11 +1002,11 @@ func TestKernelRateLimit(t *testing.T) {
 // TestKernelQueueFull: with a per-CPU queue of 2 and a burst of drops, the
 // overflow is counted, and every seen drop is either reported or counted.
 func TestKernelQueueFull(t *testing.T) {
-	if err := insmod(kmodPath(t), "queue_len=2"); err != nil {
+	if err := testutil.InsertModule(testutil.ModulePath(t), "queue_len=2"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := rmmod(); err != nil {
+		if err := testutil.UnloadModule(); err != nil {
 			t.Error(err)
 		}
 	})

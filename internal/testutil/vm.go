@@ -30,24 +30,41 @@ func SendArtifact(tb testing.TB, name string, data []byte) {
 // ModuleName is pktfate's kernel module (kmod/).
 const ModuleName = "pktfate"
 
-// LoadModule loads pktfate.ko built for the VM's kernel (PKTFATE_KMOD_DIR)
-// for the rest of the test and unloads it at cleanup. The host kernel
-// cannot load modules: there it skips, and the callers' host branches
-// assert that absence instead.
-func LoadModule(tb testing.TB) {
+// ModulePath returns pktfate.ko built for the VM's kernel
+// (PKTFATE_KMOD_DIR). The host kernel cannot load modules: there it skips,
+// and the callers' host branches assert that absence instead.
+func ModulePath(tb testing.TB) string {
 	tb.Helper()
 	RequireRoot(tb)
 	if InVM() == "" {
 		tb.Skip("the host kernel cannot load modules; this runs in the kernel matrix")
 	}
 	p := filepath.Join(os.Getenv("PKTFATE_KMOD_DIR"), ModuleName+".ko")
-	f, err := os.Open(p)
-	if err != nil {
+	if _, err := os.Stat(p); err != nil {
 		tb.Fatalf("module not built for this kernel (PKTFATE_KMOD_DIR): %v", err)
 	}
+	return p
+}
+
+// InsertModule loads the module at path with params (finit_module).
+func InsertModule(path, params string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
 	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil {
-		tb.Fatalf("loading %s: %v", p, err)
+	if err := unix.FinitModule(int(f.Fd()), params, 0); err != nil {
+		return fmt.Errorf("loading %s: %w", path, err)
+	}
+	return nil
+}
+
+// LoadModule loads pktfate.ko for the rest of the test and unloads it at
+// cleanup.
+func LoadModule(tb testing.TB) {
+	tb.Helper()
+	if err := InsertModule(ModulePath(tb), ""); err != nil {
+		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
 		if err := UnloadModule(); err != nil {
