@@ -256,9 +256,19 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	ev->kind = kind;
 	ev->nf_hook = nf_hook;
 	ev->nf_pf = nf_pf;
-	ev->ifname[0] = 0;
-	if (dev)
-		bpf_probe_read_kernel_str(ev->ifname, sizeof(ev->ifname), dev->name);
+	/*
+	 * The name as two direct 8-byte loads (IFNAMSIZ is 16; user space
+	 * reads up to the NUL): a fraction of a probe-read helper call.
+	 */
+	if (dev) {
+		__u64 *name = (__u64 *)dev->name;
+
+		((__u64 *)ev->ifname)[0] = name[0];
+		((__u64 *)ev->ifname)[1] = name[1];
+	} else {
+		((__u64 *)ev->ifname)[0] = 0;
+		((__u64 *)ev->ifname)[1] = 0;
+	}
 
 	head = skb->head;
 	nh = skb->network_header;

@@ -61,11 +61,7 @@ const (
 	// each time. readPoll bounds how long the events in between wait.
 	wakeupEvery = 2048
 	readPoll    = 50 * time.Millisecond
-	// readBatch and readGather: a drain of fewer records than readBatch
-	// is followed by a pause of readGather (2 ms hold ~280 records at
-	// this machine's highest drop rate; the ring holds ~80000).
-	readBatch  = 256
-	readGather = 2 * time.Millisecond
+
 )
 
 // EBPF observes kfree_skb and consume_skb through BTF tracepoints.
@@ -330,7 +326,7 @@ func (s *EBPF) Run(ctx context.Context, h Handler) error {
 	}
 	stopping := false
 	for {
-		n, err := s.ring.drain(handle)
+		_, err := s.ring.drain(handle)
 		switch {
 		case errors.Is(err, errRingClosed):
 			return nil
@@ -341,13 +337,7 @@ func (s *EBPF) Run(ctx context.Context, h Handler) error {
 		case ctx.Err() != nil:
 			stopping = true
 			continue
-		case n >= readBatch:
-			continue // keeping up with a flood
 		}
-		// Let a batch build up rather than chase the producer record by
-		// record: each drain ends by writing the consumer position,
-		// which the producer reads on every reservation.
-		time.Sleep(readGather)
 		if err := s.ring.wait(readPoll); errors.Is(err, errRingClosed) {
 			return nil
 		} else if err != nil {

@@ -58,7 +58,10 @@ func newRing(m *ebpf.Map) (*ring, error) {
 	}
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err == nil {
-		err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
+		// Edge-triggered: wait returns on the producer's wakeups (every
+		// wakeupEvery records), not whenever a record is there, so the
+		// reader drains in large batches instead of chasing the producer.
+		err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)})
 		if err != nil {
 			unix.Close(epfd)
 		}
@@ -77,7 +80,8 @@ func (r *ring) prodPos() *uint64 { return (*uint64)(unsafe.Pointer(&r.prod[0])) 
 // errRingClosed is returned once the ring is closed.
 var errRingClosed = errors.New("ring buffer closed")
 
-// wait blocks until the ring has data or d passed.
+// wait blocks until the producer wakes the reader (or woke it since the
+// last wait) or d passed.
 func (r *ring) wait(d time.Duration) error {
 	r.mu.Lock()
 	if r.closed {

@@ -41,6 +41,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "alternating rounds without/with the tracer")
 	cpu := flag.Int("cpu", 0, "CPU the sender is pinned to")
 	target := flag.String("target", "closed", "closed: UDP to a closed port (every packet dropped); veth: delivered across a veth pair")
+	flag.IntVar(&tracerCPU, "tracer-cpu", -1, "pin pktfate to this CPU (taskset) to separate its user-space share from the kernel-side cost; -1 leaves it to the scheduler")
 	traceArgs := flag.String("trace-args", "--filter-fate drop", "extra pktfate trace arguments")
 	flag.Parse()
 	if *target != "closed" && *target != "veth" {
@@ -114,6 +115,9 @@ func newSetup(target string) (*setup, func(), error) {
 	return &setup{src: src, traceNS: dstNS, tracePath: "/run/netns/" + name, dst: &net.UDPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 5001}},
 		func() { sink.Close(); cleanup() }, nil
 }
+
+// tracerCPU is -tracer-cpu.
+var tracerCPU int
 
 func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArgs []string) error {
 	st, cleanup, err := newSetup(target)
@@ -255,6 +259,9 @@ func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []
 	}
 	args := append([]string{"trace", "--output-json", "--output-file", out, "--ready-file", ready, "--filter-netns", netnsArg}, traceArgs...)
 	cmd := exec.Command(bin, args...)
+	if tracerCPU >= 0 {
+		cmd = exec.Command("taskset", append([]string{"-c", strconv.Itoa(tracerCPU), bin}, args...)...)
+	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return result{}, err
