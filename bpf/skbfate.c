@@ -213,6 +213,7 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	__u16 nh, mh;
 	__u32 off, tail, n;
 	__u8 nf_hook = 0, nf_pf = 0;
+	__u64 now = 0;
 
 	ifindex = dev ? dev->ifindex : skb->skb_iif;
 
@@ -223,8 +224,11 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	if (nf_enabled) {
 		struct nf_stack *st = nf_stack();
 
-		if (st && st->top && nf_take(st, (__u64)skb, bpf_ktime_get_ns(), &nf_hook, &nf_pf))
-			flags |= EVF_NF;
+		if (st && st->top) {
+			now = bpf_ktime_get_ns();
+			if (nf_take(st, (__u64)skb, now, &nf_hook, &nf_pf))
+				flags |= EVF_NF;
+		}
 	}
 
 	if (filter_netns && netns != filter_netns)
@@ -243,7 +247,8 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 		return 0;
 	}
 
-	ev->ts = bpf_ktime_get_ns();
+	/* One clock read per event: reuse the netfilter lookup's. */
+	ev->ts = now ? now : bpf_ktime_get_ns();
 	ev->skb = (__u64)skb;
 	ev->location = location;
 	ev->reason = reason;
@@ -340,11 +345,10 @@ static __always_inline bool nf_wanted(const struct bpf_nf_ctx *ctx)
 	return true;
 }
 
-static __always_inline void nf_record(struct sk_buff *skb, const struct nf_hook_state *state)
+static __always_inline void nf_record(struct sk_buff *skb, const struct nf_hook_state *state, __u64 now)
 {
 	struct nf_stack *st = nf_stack();
 	struct nf_inflight *e;
-	__u64 now = bpf_ktime_get_ns();
 
 	if (!st)
 		return;
@@ -373,7 +377,7 @@ SEC("netfilter")
 int nf_enter(struct bpf_nf_ctx *ctx)
 {
 	if (nf_wanted(ctx))
-		nf_record(ctx->skb, ctx->state);
+		nf_record(ctx->skb, ctx->state, bpf_ktime_get_ns());
 	return NF_ACCEPT;
 }
 
@@ -405,7 +409,7 @@ int BPF_PROG(nf_hook_slow_enter, struct sk_buff *skb, const struct nf_hook_state
 		if (!dev || dev->ifindex != filter_ifindex)
 			return 0;
 	}
-	nf_record(skb, state);
+	nf_record(skb, state, bpf_ktime_get_ns());
 	return 0;
 }
 

@@ -32,6 +32,8 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/pktfate/pktfate/internal/netns"
 )
 
@@ -41,6 +43,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "alternating rounds without/with the tracer")
 	cpu := flag.Int("cpu", 0, "CPU the sender is pinned to")
 	target := flag.String("target", "closed", "closed: UDP to a closed port (every packet dropped); veth: delivered across a veth pair")
+	flag.BoolVar(&bpfStats, "bpf-stats", false, "also measure what pktfate's BPF programs cost per packet (kernel.bpf_stats_enabled during the traced floods; the statistics themselves add two clock reads per run)")
 	flag.IntVar(&tracerCPU, "tracer-cpu", -1, "pin pktfate to this CPU (taskset) to separate its user-space share from the kernel-side cost; -1 leaves it to the scheduler")
 	traceArgs := flag.String("trace-args", "--filter-fate drop", "extra pktfate trace arguments")
 	flag.Parse()
@@ -57,6 +60,7 @@ func main() {
 type result struct {
 	sent, noPorts, captured, lost uint64
 	secs                          float64
+	bpfFrom, bpfTo                map[ebpf.ProgramID]progCost // with -bpf-stats
 }
 
 func (r result) rate() float64 { return float64(r.sent) / r.secs }
@@ -116,8 +120,11 @@ func newSetup(target string) (*setup, func(), error) {
 		func() { sink.Close(); cleanup() }, nil
 }
 
-// tracerCPU is -tracer-cpu.
-var tracerCPU int
+// tracerCPU is -tracer-cpu, bpfStats -bpf-stats.
+var (
+	tracerCPU int
+	bpfStats  bool
+)
 
 func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArgs []string) error {
 	st, cleanup, err := newSetup(target)
@@ -126,20 +133,37 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 	}
 	defer cleanup()
 	var base, traced []result
+	var paired []float64
 	for i := 0; i < rounds; i++ {
-		r, err := flood(st, dur, cpu)
+		// Alternate which flood goes first (ABBA), so a drift of the
+		// machine's speed does not side with one of them.
+		var b, r result
+		var err error
+		if i%2 == 0 {
+			if b, err = flood(st, dur, cpu); err == nil {
+				r, err = floodTraced(st, bin, dur, cpu, traceArgs)
+			}
+		} else {
+			if r, err = floodTraced(st, bin, dur, cpu, traceArgs); err == nil {
+				b, err = flood(st, dur, cpu)
+			}
+		}
 		if err != nil {
 			return err
 		}
-		base = append(base, r)
-		r, err = floodTraced(st, bin, dur, cpu, traceArgs)
-		if err != nil {
-			return err
-		}
-		traced = append(traced, r)
+		base, traced = append(base, b), append(traced, r)
+		paired = append(paired, 1-r.rate()/b.rate())
 		fmt.Printf("round %d: without %.0f pkt/s; with pktfate %.0f pkt/s, kernel drops %d, reported %d, lost %d\n",
-			i+1, base[i].rate(), r.rate(), r.noPorts, r.captured, r.lost)
+			i+1, b.rate(), r.rate(), r.noPorts, r.captured, r.lost)
+		if bpfStats {
+			rep, err := costReport(r.bpfFrom, r.bpfTo, r.sent, b.rate())
+			if err != nil {
+				return err
+			}
+			fmt.Printf("  %s\n", rep)
+		}
 	}
+	slices.Sort(paired)
 	b, t := median(base), median(traced)
 	var sumNo, sumCap, sumLost uint64
 	for _, r := range traced {
@@ -149,7 +173,8 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 	}
 	fmt.Printf("\nsender rate without tracer (median): %.0f pkt/s\n", b)
 	fmt.Printf("sender rate with pktfate (median):   %.0f pkt/s\n", t)
-	fmt.Printf("slowdown: %.1f%%\n", 100*(1-t/b))
+	fmt.Printf("slowdown: %.1f%% (ratio of medians); paired rounds: median %.1f%%, range %.1f%% .. %.1f%%\n",
+		100*(1-t/b), 100*paired[len(paired)/2], 100*paired[0], 100*paired[len(paired)-1])
 	fmt.Printf("drops: kernel NoPorts %d, reported %d (%.2f%%), lost and counted %d, unaccounted %d\n",
 		sumNo, sumCap, 100*float64(sumCap)/float64(max(sumNo, 1)), sumLost, int64(sumNo)-int64(sumCap)-int64(sumLost))
 	return nil
@@ -263,6 +288,7 @@ func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []
 		cmd = exec.Command("taskset", append([]string{"-c", strconv.Itoa(tracerCPU), bin}, args...)...)
 	}
 	cmd.Stderr = os.Stderr
+	idsBefore := progIDs()
 	if err := cmd.Start(); err != nil {
 		return result{}, err
 	}
@@ -275,9 +301,21 @@ func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []
 			return result{}, fmt.Errorf("pktfate never became ready")
 		}
 	}
+	var statsBefore map[ebpf.ProgramID]progCost
+	if bpfStats {
+		restore, err := enableBPFStats()
+		if err != nil {
+			return result{}, fmt.Errorf("enabling BPF statistics: %w", err)
+		}
+		defer restore()
+		statsBefore = progStats(idsBefore)
+	}
 	r, err := flood(st, dur, cpu)
 	if err != nil {
 		return r, err
+	}
+	if bpfStats {
+		r.bpfFrom, r.bpfTo = statsBefore, progStats(idsBefore)
 	}
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		return r, err
