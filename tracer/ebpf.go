@@ -61,7 +61,6 @@ const (
 	// each time. readPoll bounds how long the events in between wait.
 	wakeupEvery = 2048
 	readPoll    = 50 * time.Millisecond
-
 )
 
 // EBPF observes kfree_skb and consume_skb through BTF tracepoints.

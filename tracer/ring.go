@@ -26,12 +26,12 @@ type ring struct {
 	mu      sync.Mutex // held while records are handed out; Close waits
 	closed  bool
 	waiting bool // in epoll_wait: the waiter closes epfd
-	fd     int // the map's, owned by the map
-	epfd   int
-	cons   []byte // consumer page, read-write
-	prod   []byte // producer page and the data pages, mapped twice
-	data   []byte // the data, twice in a row: records never wrap
-	mask   uint64
+	fd      int  // the map's, owned by the map
+	epfd    int
+	cons    []byte // consumer page, read-write
+	prod    []byte // producer page and the data pages, mapped twice
+	data    []byte // the data, twice in a row: records never wrap
+	mask    uint64
 }
 
 const (
