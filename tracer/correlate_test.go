@@ -32,6 +32,7 @@ func dropmonDrop(mono uint64, sport uint16, reason, loc string) *Event {
 }
 
 type result struct {
+	dport     uint16
 	verdict   Verdict
 	observers map[string]ObserverStatus
 	reason    string
@@ -44,7 +45,7 @@ type result struct {
 func collect(cfg CorrelatorConfig) (*Correlator, *[]result) {
 	var out []result
 	c := NewCorrelator(cfg, func(r *FateRecord) {
-		res := result{verdict: r.Verdict, observers: map[string]ObserverStatus{}, reason: r.Event.Reason,
+		res := result{dport: r.Event.Packet.Dport, verdict: r.Verdict, observers: map[string]ObserverStatus{}, reason: r.Event.Reason,
 			hook: r.Event.Hook, late: r.Late, conflicts: slices.Clone(r.Conflicts), mono: r.mono}
 		for _, o := range r.Observers {
 			res.observers[o.Name] = o.Status

@@ -23,16 +23,6 @@ const (
 	streamClosedDrops = 2
 )
 
-type replayed struct {
-	dport     uint16
-	verdict   Verdict
-	observers map[string]ObserverStatus
-	reason    string
-	hook      string
-	late      bool
-	conflicts []string
-}
-
 func loadStream(t *testing.T, path string) *Recording {
 	t.Helper()
 	f, err := os.Open(path)
@@ -47,18 +37,10 @@ func loadStream(t *testing.T, path string) *Recording {
 	return rec
 }
 
-func replay(rec *Recording, cfg CorrelatorConfig) ([]replayed, CorrelatorStats) {
-	var out []replayed
-	c := NewCorrelator(cfg, func(r *FateRecord) {
-		res := replayed{dport: r.Event.Packet.Dport, verdict: r.Verdict, observers: map[string]ObserverStatus{},
-			reason: r.Event.Reason, hook: r.Event.Hook, late: r.Late, conflicts: slices.Clone(r.Conflicts)}
-		for _, o := range r.Observers {
-			res.observers[o.Name] = o.Status
-		}
-		out = append(out, res)
-	})
+func replay(rec *Recording, cfg CorrelatorConfig) ([]result, CorrelatorStats) {
+	c, out := collect(cfg)
 	rec.Replay(c)
-	return out, c.Stats()
+	return *out, c.Stats()
 }
 
 // events returns the event steps of rec (deep copies) and a recording of
@@ -87,7 +69,7 @@ func recordingOf(rec *Recording, evs []*Event) *Recording {
 // confirmed by ebpf and NET_DM with nf and kmod blind, nothing else.
 // except changes the expected status of one observer on the netfilter
 // drops.
-func checkAgreement(t *testing.T, name string, got []replayed, except map[string]ObserverStatus) {
+func checkAgreement(t *testing.T, name string, got []result, except map[string]ObserverStatus) {
 	t.Helper()
 	var nf, closed int
 	for _, r := range got {
