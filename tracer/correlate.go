@@ -173,7 +173,8 @@ type CorrelatorConfig struct {
 // CorrelatorStats counts what the correlator did besides joining.
 type CorrelatorStats struct {
 	Records uint64
-	// Late counts sightings that arrived after their window closed.
+	// Late counts records begun by a sighting that arrived after its own
+	// window closed (a source fell behind, or its clock is off).
 	Late uint64
 	// Forced counts records emitted before their window closed because
 	// MaxPending was reached.
@@ -365,17 +366,15 @@ func (c *Correlator) Add(e *Event) {
 		return
 	}
 	r := c.match(e, hash)
-	if r == nil && c.late(e) {
-		// Its partners are gone already: report it on its own.
-		c.stats.Late++
-		r := c.newRecord(e, hash)
-		r.Late = true
-		c.addSighting(r, s, e)
-		c.finalize(r)
-		return
-	}
 	if r == nil {
 		r = c.newRecord(e, hash)
+		if c.late(e) {
+			// Its partners are gone already; sightings as late as it
+			// (a source that fell behind) may still join it until the
+			// next Advance emits it.
+			c.stats.Late++
+			r.Late = true
+		}
 		c.insert(r)
 	} else if r.Event.Source != ObserverEBPF && e.Source == ObserverEBPF {
 		// Prefer the ebpf event as the record's representative: it has

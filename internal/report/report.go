@@ -162,8 +162,9 @@ type ndLine struct {
 		Running bool   `json:"running"`
 		Reason  string `json:"reason"`
 	} `json:"sources"`
-	Late   uint64 `json:"late"`
-	Forced uint64 `json:"forced"`
+	// Late is a count in the summary, a flag (true) in a fate line.
+	Late   json.RawMessage `json:"late"`
+	Forced uint64          `json:"forced"`
 }
 
 func parseFate(s string) tracer.Fate {
@@ -250,7 +251,9 @@ func summaryOf(l *ndLine, raw []byte) *tracer.Summary {
 			obs = append(obs, src.Name)
 		}
 	}
-	s.Correlation = &tracer.Correlation{Observers: obs, Late: l.Late, Forced: l.Forced}
+	var late uint64
+	_ = json.Unmarshal(l.Late, &late) // absent: 0
+	s.Correlation = &tracer.Correlation{Observers: obs, Late: late, Forced: l.Forced}
 	return s
 }
 
