@@ -158,10 +158,10 @@ type CorrelatorConfig struct {
 	// SkbSkew bounds the time difference of sightings joined by skb address
 	// (same clock; default 5ms, because addresses are reused).
 	SkbSkew time.Duration
-	// NFCovers, when set, says whether the nf observer can see packets in
-	// a network namespace (netfilter links are attached per namespace);
+	// NFCovers, when set, says whether the nf observer could see a packet
+	// at a time in a network namespace (links are attached per namespace);
 	// where it cannot, the nf observer is blind, not missing.
-	NFCovers func(netns uint32) bool
+	NFCovers func(netns uint32, mono uint64) bool
 	// Record, when set, receives the correlator's input as a recording
 	// (recording.go).
 	Record *Recorder
@@ -675,8 +675,8 @@ func (c *Correlator) blindness(observer string, r *FateRecord) string {
 			return "drop_monitor skips packets without a MAC header"
 		}
 	case ObserverNF, ObserverKmod:
-		if observer == ObserverNF && c.cfg.NFCovers != nil && e.Netns != 0 && !c.cfg.NFCovers(e.Netns) {
-			return "netfilter links are not attached in this network namespace (it was created after the capture started)"
+		if observer == ObserverNF && c.cfg.NFCovers != nil && e.Netns != 0 && !c.cfg.NFCovers(e.Netns, r.mono) {
+			return "netfilter links were not yet attached in this network namespace (created after the capture started; new ones are found within a second)"
 		}
 		if e.Hook == "" {
 			return "sees only packets freed inside a netfilter hook"

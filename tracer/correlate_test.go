@@ -113,25 +113,30 @@ func TestCorrelateSkbJoinAndNetfilter(t *testing.T) {
 }
 
 // TestCorrelateNetfilterCoverage: the module saw a drop inside LOCAL_IN
-// that the nf observer did not. Where its links are attached that is a
-// miss; in a namespace without its links nf is blind. Either way ebpf and
-// kmod confirm the drop.
+// that the nf observer did not. Where its links were attached by then that
+// is a miss; in a namespace without them, or before they were attached
+// there, nf is blind. Either way ebpf and kmod confirm the drop.
 func TestCorrelateNetfilterCoverage(t *testing.T) {
-	for _, covered := range []bool{true, false} {
-		c, out := collect(CorrelatorConfig{Running: running("ebpf", "nf", "kmod"),
-			NFCovers: func(netns uint32) bool { return netns == 7 && covered }})
+	for _, c := range []struct {
+		name  string
+		since uint64 // links in netns 7 from then; 0: never
+		want  ObserverStatus
+	}{
+		{"attached from the start", 1, StatusMissed},
+		{"not attached", 0, StatusBlind},
+		{"attached after the drop", 60 * ms, StatusBlind},
+		{"attached before the drop", 40 * ms, StatusMissed},
+	} {
+		corr, out := collect(CorrelatorConfig{Running: running("ebpf", "nf", "kmod"),
+			NFCovers: func(netns uint32, mono uint64) bool { return netns == 7 && c.since != 0 && mono >= c.since }})
 		e := ebpfDrop(50*ms, 0xff00, 2000, "NETFILTER_DROP", "nft_do_chain+0x40f")
 		e.Netns = 7
-		c.Add(e)
-		c.Add(&Event{Source: ObserverKmod, Mono: 50*ms + 2000, Skb: 0xff00, Fate: FateDrop, Reason: "NETFILTER_DROP",
+		corr.Add(e)
+		corr.Add(&Event{Source: ObserverKmod, Mono: 50*ms + 2000, Skb: 0xff00, Fate: FateDrop, Reason: "NETFILTER_DROP",
 			Hook: "LOCAL_IN", Family: "ipv4", Netns: 7, Data: udpHeaders(2000)})
-		c.Flush()
-		want := StatusMissed
-		if !covered {
-			want = StatusBlind
-		}
-		if len(*out) != 1 || (*out)[0].observers["nf"] != want || (*out)[0].verdict != VerdictConfirmed {
-			t.Errorf("covered=%v: %+v, want nf %s", covered, *out, want)
+		corr.Flush()
+		if len(*out) != 1 || (*out)[0].observers["nf"] != c.want || (*out)[0].verdict != VerdictConfirmed {
+			t.Errorf("%s: %+v, want nf %s", c.name, *out, c.want)
 		}
 	}
 }

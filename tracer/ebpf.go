@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -80,24 +81,40 @@ type EBPF struct {
 	// NetfilterMethod is the netfilter attribution method in use
 	// (NetfilterLinks, NetfilterFexit), "" when off. Valid after Start.
 	NetfilterMethod string
-	// nfNetns holds the inodes of the network namespaces the netfilter
-	// links are attached in; nil when fexit sees them all.
-	nfNetns map[uint32]bool
+	// nfNetns maps the inodes of the network namespaces the netfilter
+	// links are attached in to when (monotonic ns; 0: from the start);
+	// nil when fexit sees them all. nfRescan: look for new namespaces
+	// while running. nfMu guards nfNetns and links while that runs.
+	nfMu     sync.Mutex
+	nfNetns  map[uint32]uint64
+	nfRescan bool
+	nfClosed bool
+	nfObjs   nfLinkObjects
 }
 
-// NetfilterCovers reports whether the netfilter attribution can see
-// packets in the network namespace with inode netns: always with fexit,
-// only where the links were attached otherwise. Valid after Start.
-func (s *EBPF) NetfilterCovers(netns uint32) bool {
+// NetfilterCovers reports whether the netfilter attribution could see a
+// packet at time mono (monotonic ns) in the network namespace with inode
+// netns: always with fexit; with links, once they were attached there.
+func (s *EBPF) NetfilterCovers(netns uint32, mono uint64) bool {
 	if s.NetfilterMethod == "" {
 		return false
 	}
-	return s.nfNetns == nil || s.nfNetns[netns]
+	s.nfMu.Lock()
+	defer s.nfMu.Unlock()
+	if s.nfNetns == nil {
+		return true
+	}
+	since, ok := s.nfNetns[netns]
+	return ok && mono >= since
 }
 
 // NetfilterNamespaces is how many network namespaces the netfilter links
-// are attached in (0 with fexit, which sees all). Valid after Start.
-func (s *EBPF) NetfilterNamespaces() int { return len(s.nfNetns) }
+// are attached in (0 with fexit, which sees all).
+func (s *EBPF) NetfilterNamespaces() int {
+	s.nfMu.Lock()
+	defer s.nfMu.Unlock()
+	return len(s.nfNetns)
+}
 
 // NewEBPF returns an ebpf source; nothing is loaded until Start.
 func NewEBPF(cfg EBPFConfig) *EBPF {
@@ -315,6 +332,24 @@ func (s *EBPF) Run(ctx context.Context, h Handler) error {
 	if s.ring == nil {
 		return errors.New("ebpf source: Run before Start")
 	}
+	if s.nfRescan {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			t := time.NewTicker(nfRescanEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					s.rescanNetns()
+				}
+			}
+		}()
+		defer func() { close(stop); <-done }()
+	}
 	var ev Event
 	handle := func(sample []byte) {
 		if err := s.decoder.Decode(sample, &ev); err != nil {
@@ -385,10 +420,13 @@ func (s *EBPF) Submitted() uint64 { return s.counter(cntSubmitted) }
 // Close implements Source.
 func (s *EBPF) Close() error {
 	var errs []error
+	s.nfMu.Lock()
+	s.nfClosed = true // a rescan still running attaches nothing more
 	for _, l := range s.links {
 		errs = append(errs, l.Close())
 	}
 	s.links = nil
+	s.nfMu.Unlock()
 	if s.ring != nil {
 		errs = append(errs, s.ring.Close())
 	}

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -167,7 +168,9 @@ func (s *EBPF) attachNetfilterLinks(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 		}
 		targets[ino] = s.cfg.NetfilterNetns
 	}
-	s.nfNetns = map[uint32]bool{}
+	s.nfObjs = o
+	s.nfRescan = s.cfg.NetfilterAllNetns && s.cfg.NetfilterNetns == ""
+	s.nfNetns = map[uint32]uint64{}
 	for ino, path := range targets {
 		if err := inNetns(path, func() error { return s.attachNetfilterHere(o) }); err != nil {
 			if len(targets) > 1 && errors.Is(err, os.ErrNotExist) {
@@ -175,9 +178,42 @@ func (s *EBPF) attachNetfilterLinks(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 			}
 			return err
 		}
-		s.nfNetns[ino] = true
+		s.nfNetns[ino] = 0 // covered from the start
 	}
 	return nil
+}
+
+// nfRescanEvery is how often a capture over every namespace looks for
+// namespaces created since (containers come and go).
+const nfRescanEvery = time.Second
+
+// rescanNetns attaches the netfilter programs in namespaces created since
+// the last look, and returns how many; a namespace that cannot be entered
+// (gone already) is skipped. The scan reads mounts and processes, not
+// every open file: a namespace held only by a descriptor is found at the
+// start, not later.
+func (s *EBPF) rescanNetns() int {
+	targets, err := listNetns(false)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for ino, path := range targets {
+		s.nfMu.Lock()
+		_, known := s.nfNetns[ino]
+		s.nfMu.Unlock()
+		if known {
+			continue
+		}
+		if err := inNetns(path, func() error { return s.attachNetfilterHere(s.nfObjs) }); err != nil {
+			continue
+		}
+		s.nfMu.Lock()
+		s.nfNetns[ino] = MonoNow()
+		s.nfMu.Unlock()
+		n++
+	}
+	return n
 }
 
 // attachNetfilterHere attaches the netfilter programs in the calling
@@ -193,7 +229,16 @@ func (s *EBPF) attachNetfilterHere(o nfLinkObjects) error {
 				if err != nil {
 					return err
 				}
-				s.links = append(s.links, l)
+				s.nfMu.Lock()
+				closed := s.nfClosed
+				if !closed {
+					s.links = append(s.links, l)
+				}
+				s.nfMu.Unlock()
+				if closed {
+					l.Close()
+					return errors.New("ebpf source closed")
+				}
 			}
 		}
 	}
@@ -242,7 +287,11 @@ func netnsInode(path string) (uint32, error) {
 // /run/netns, container runtimes' bind mounts), those of every process
 // (/proc/PID/ns/net) and those a process holds open (/proc/PID/fd). A
 // namespace created later is not in it.
-func ListNetns() (map[uint32]string, error) {
+func ListNetns() (map[uint32]string, error) { return listNetns(true) }
+
+// listNetns is ListNetns, with the open descriptors of every process
+// searched only when fds is set (the costly part on a busy host).
+func listNetns(fds bool) (map[uint32]string, error) {
 	cur, err := netnsInode("")
 	if err != nil {
 		return nil, err
@@ -268,8 +317,11 @@ func ListNetns() (map[uint32]string, error) {
 		}
 		dir := filepath.Join("/proc", p.Name())
 		add(filepath.Join(dir, "ns", "net"))
-		fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
-		for _, fd := range fds {
+		if !fds {
+			continue
+		}
+		ents, _ := os.ReadDir(filepath.Join(dir, "fd"))
+		for _, fd := range ents {
 			path := filepath.Join(dir, "fd", fd.Name())
 			if l, err := os.Readlink(path); err == nil && strings.HasPrefix(l, "net:[") {
 				add(path)

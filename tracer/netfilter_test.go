@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -295,5 +296,46 @@ func TestNetfilterTwoTracers(t *testing.T) {
 		if e := cols[i].waitFor(port, 10*time.Second); e == nil || e.Hook != "LOCAL_IN" || e.Family != "ipv4" {
 			t.Errorf("tracer %d: %+v", i+1, e)
 		}
+	}
+}
+
+// TestNetfilterRescan: links in every namespace reach a namespace created
+// while the source runs within a second or two, and not before its
+// creation; closing the source stops the rescans.
+func TestNetfilterRescan(t *testing.T) {
+	testutil.RequireRoot(t)
+	if err := tracer.NetfilterLinksSupported(); err != nil {
+		t.Skipf("kernel without BPF netfilter links: %v", err)
+	}
+	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, Netfilter: true, NetfilterAllNetns: true, NetfilterMethod: tracer.NetfilterLinks})
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, func(*tracer.Event) {}) }()
+	start := tracer.MonoNow()
+	ns, err := netns.New(fmt.Sprintf("pktfate-rescan-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if src.NetfilterCovers(ns.Inode, tracer.MonoNow()) {
+		t.Error("a namespace made after Start is covered at once")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !src.NetfilterCovers(ns.Inode, tracer.MonoNow()) {
+		if time.Now().After(deadline) {
+			t.Fatal("the new namespace was not covered within 5 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if src.NetfilterCovers(ns.Inode, start) {
+		t.Error("covered before its links were attached")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

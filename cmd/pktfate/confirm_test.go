@@ -9,7 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/pktfate/pktfate/internal/netns"
 	"github.com/pktfate/pktfate/internal/testutil"
 	"github.com/pktfate/pktfate/tracer"
 )
@@ -196,11 +198,10 @@ func TestMatrixCapturesInWireshark(t *testing.T) {
 }
 
 // TestTraceNetfilterEveryNamespace: without --filter-netns the netfilter
-// attribution covers every network namespace present at the start (links
-// are attached in each; fexit sees all anyway), so a drop in a namespace
-// made before the capture is confirmed by ebpf and nf. A namespace made
-// after the start: with links, nf is blind there, and says so, rather
-// than "missed".
+// attribution covers every network namespace (links are attached in each
+// one present at the start, and in new ones within a second; fexit sees
+// all anyway), so drops in a namespace made before the capture and in one
+// made during it are both confirmed by ebpf and nf.
 func TestTraceNetfilterEveryNamespace(t *testing.T) {
 	testutil.RequireRoot(t)
 	const port = 47125
@@ -210,15 +211,21 @@ func TestTraceNetfilterEveryNamespace(t *testing.T) {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
 	r := startTrace(t, "-v", "--output-json", "--source", "ebpf,nf", fmt.Sprintf("udp port %d", port))
-	after := testutil.NewNS(t)
+	// Named, as `ip netns add` and container runtimes make them: the
+	// rescans look at mounts and processes, not at every open descriptor.
+	after, err := netns.New(fmt.Sprintf("pktfate-late-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { after.Close() })
 	if out, err := after.Exec(t.Context(), rule, "nft", "-f", "-"); err != nil {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
+	time.Sleep(2500 * time.Millisecond) // two rescans
 	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 	sendUDP(t, before, "udp4", dst, 2)
 	sendUDP(t, after, "udp4", dst, 1)
 	r.stop(t, os.Interrupt)
-	links := strings.Contains(r.stderr.String(), "netfilter links")
 	fates, _ := parseFates(t, r.stdout.Bytes())
 	var inBefore, inAfter int
 	for _, f := range fates {
@@ -226,22 +233,17 @@ func TestTraceNetfilterEveryNamespace(t *testing.T) {
 		switch uint32(f["netns"].(float64)) {
 		case before.Inode:
 			inBefore++
-			if f["verdict"] != "confirmed" || nf["status"] != "saw" || f["hook"] != "LOCAL_IN" {
-				t.Errorf("drop in a namespace made before the capture: %v", f)
-			}
 		case after.Inode:
 			inAfter++
-			if links && (f["verdict"] != "single" || nf["status"] != "blind" || !strings.Contains(nf["why"].(string), "created after")) {
-				t.Errorf("drop in a namespace made after the capture (links): %v", f)
-			}
-			if !links && (f["verdict"] != "confirmed" || nf["status"] != "saw") {
-				t.Errorf("drop in a namespace made after the capture (fexit): %v", f)
-			}
 		default:
 			t.Errorf("fate from another namespace: %v", f)
+			continue
+		}
+		if f["verdict"] != "confirmed" || nf["status"] != "saw" || f["hook"] != "LOCAL_IN" {
+			t.Errorf("drop not attributed by nf: %v", f)
 		}
 	}
 	if inBefore != 2 || inAfter != 1 {
-		t.Errorf("%d and %d fates in the namespaces made before and after, want 2 and 1\n%s", inBefore, inAfter, r.stdout.String())
+		t.Errorf("%d and %d fates in the namespaces made before and during the capture, want 2 and 1\n%s", inBefore, inAfter, r.stdout.String())
 	}
 }

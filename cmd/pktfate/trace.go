@@ -409,7 +409,8 @@ func chooseKmod(cfg traceConfig, decoder *tracer.Decoder, netns, mark, mask uint
 // it was asked for, explicitly (then it must run) or through auto (then it
 // runs where the kernel can). BPF netfilter links live in one network
 // namespace: they go into the one of --filter-netns, else into every one
-// that exists at the start.
+// that exists at the start and every one created while the capture runs
+// (within a second).
 func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint32, netnsPath string) ([]tracer.SourceStatus, error) {
 	explicit, auto := slices.Contains(sources, "nf"), slices.Contains(sources, "auto")
 	if !explicit && !auto {
@@ -426,7 +427,7 @@ func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint3
 		return []tracer.SourceStatus{{Name: "nf", Reason: err.Error()}}, nil
 	}
 	ecfg.Netfilter, ecfg.NetfilterNetns, ecfg.NetfilterMethod = true, netnsPath, method
-	// Without a namespace to watch, watch them all (those that exist now).
+	// Without a namespace to watch, watch them all (and those made later).
 	ecfg.NetfilterAllNetns = netnsInode == 0
 	return []tracer.SourceStatus{{Name: "nf", Running: true}}, nil
 }

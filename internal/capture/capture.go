@@ -50,7 +50,7 @@ type Config struct {
 	FatesOnly bool
 	// NFCovers says where the nf observer can see (tracer.CorrelatorConfig);
 	// nil: everywhere.
-	NFCovers func(netns uint32) bool
+	NFCovers func(netns uint32, mono uint64) bool
 	// Record, when set, receives the correlator's input (tracer.Recorder);
 	// it is flushed at the end.
 	Record *tracer.Recorder
