@@ -16,6 +16,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -43,6 +44,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "alternating rounds without/with the tracer")
 	cpu := flag.Int("cpu", 0, "CPU the sender is pinned to")
 	target := flag.String("target", "closed", "closed: UDP to a closed port (every packet dropped); veth: delivered across a veth pair")
+	flag.BoolVar(&ruleset, "ruleset", false, "with -target veth: an nftables accept chain on prerouting and input of the receiving namespace in both arms, so netfilter runs with or without pktfate (a host with a firewall)")
 	flag.BoolVar(&bpfStats, "bpf-stats", false, "also measure what pktfate's BPF programs cost per packet (kernel.bpf_stats_enabled during the traced floods; the statistics themselves add two clock reads per run)")
 	flag.IntVar(&tracerCPU, "tracer-cpu", -1, "pin pktfate to this CPU (taskset) to separate its user-space share from the kernel-side cost; -1 leaves it to the scheduler")
 	traceArgs := flag.String("trace-args", "--filter-fate drop", "extra pktfate trace arguments")
@@ -108,6 +110,16 @@ func newSetup(target string) (*setup, func(), error) {
 		return nil, nil, err
 	}
 	sink.SetReadBuffer(8 << 20)
+	if ruleset {
+		// What a host with a firewall has: netfilter runs for every packet
+		// whether pktfate is there or not.
+		const accept = "table inet pktfate_bench {\n chain pre {\n  type filter hook prerouting priority 0; policy accept;\n }\n chain in {\n  type filter hook input priority 0; policy accept;\n }\n}\n"
+		if out, err := dstNS.Exec(context.Background(), accept, "nft", "-f", "-"); err != nil {
+			sink.Close()
+			cleanup()
+			return nil, nil, fmt.Errorf("adding the accept chains: %v: %s", err, out)
+		}
+	}
 	go func() {
 		buf := make([]byte, 2048)
 		for {
@@ -120,8 +132,9 @@ func newSetup(target string) (*setup, func(), error) {
 		func() { sink.Close(); cleanup() }, nil
 }
 
-// tracerCPU is -tracer-cpu, bpfStats -bpf-stats.
+// tracerCPU is -tracer-cpu, bpfStats -bpf-stats, ruleset -ruleset.
 var (
+	ruleset   bool
 	tracerCPU int
 	bpfStats  bool
 )
