@@ -420,6 +420,15 @@ const hexDigits = "0123456789abcdef"
 // appendHex appends v in lower-case hex without leading zeros, like
 // strconv.AppendUint(b, v, 16) without its general-base slow path.
 func appendHex(b []byte, v uint64) []byte {
+	if v>>60 != 0 { // a kernel address: all sixteen digits, a byte at a time
+		var d [16]byte
+		for i := 14; i >= 0; i -= 2 {
+			x := byte(v)
+			d[i], d[i+1] = hexDigits[x>>4], hexDigits[x&0xf]
+			v >>= 8
+		}
+		return append(b, d[:]...)
+	}
 	var d [16]byte
 	i := len(d)
 	for {
@@ -486,35 +495,50 @@ func appendString(b []byte, s string) []byte {
 // timeCache formats RFC 3339 UTC timestamps with nanoseconds, reusing the
 // formatted date and time of day while the second does not change.
 type timeCache struct {
-	day    int64
-	prefix []byte // "2006-01-02T" of day
+	sec  int64    // the Unix second of head
+	head [20]byte // "2006-01-02T15:04:05." of sec
+	ok   bool
+	day  int64 // the day of head's date, which changes far less often
 }
 
-// appendRFC3339 appends t in UTC with nanoseconds. Only the date needs a
-// calendar computation, once a day; the time of day is arithmetic, so
-// events that interleave around a second boundary cost nothing extra.
+// digitPairs holds "00" to "99".
+const digitPairs = "00010203040506070809101112131415161718192021222324252627282930313233343536373839" +
+	"40414243444546474849505152535455565758596061626364656667686970717273747576777879" +
+	"8081828384858687888990919293949596979899"
+
+// appendRFC3339 appends t in UTC with nanoseconds. Events of one second
+// share everything up to the fraction: the date is computed once a day,
+// the time of day once a second by arithmetic, and the nine digits of the
+// fraction two at a time.
 func (c *timeCache) appendRFC3339(b []byte, t time.Time) []byte {
-	unix := t.Unix()
-	day, sod := unix/86400, unix%86400
-	if sod < 0 {
-		day, sod = day-1, sod+86400
+	if unix := t.Unix(); !c.ok || unix != c.sec {
+		day, sod := unix/86400, unix%86400
+		if sod < 0 {
+			day, sod = day-1, sod+86400
+		}
+		if !c.ok || day != c.day {
+			if h := appendDateTime(c.head[:0], t.UTC()); len(h) != 19 { // a year outside 0..9999
+				c.ok = false
+				return t.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000000Z")
+			}
+			c.day = day
+		}
+		c.sec, c.ok = unix, true
+		h, m, sec := sod/3600*2, sod/60%60*2, sod%60*2
+		c.head[11], c.head[12] = digitPairs[h], digitPairs[h+1]
+		c.head[14], c.head[15] = digitPairs[m], digitPairs[m+1]
+		c.head[17], c.head[18] = digitPairs[sec], digitPairs[sec+1]
+		c.head[19] = '.'
 	}
-	if c.prefix == nil || day != c.day {
-		c.day = day
-		c.prefix = appendDateTime(c.prefix[:0], t.UTC())[:len("2006-01-02T")]
+	b = append(b, c.head[:]...)
+	ns := uint32(t.Nanosecond())
+	var d [10]byte
+	for i := 7; i >= 1; i -= 2 {
+		q := ns % 100 * 2
+		ns /= 100
+		d[i], d[i+1] = digitPairs[q], digitPairs[q+1]
 	}
-	b = append(b, c.prefix...)
-	h, m, sec := sod/3600, sod/60%60, sod%60
-	ns := t.Nanosecond()
-	var d [19]byte
-	d[0], d[1], d[2] = byte('0'+h/10), byte('0'+h%10), ':'
-	d[3], d[4], d[5] = byte('0'+m/10), byte('0'+m%10), ':'
-	d[6], d[7], d[8] = byte('0'+sec/10), byte('0'+sec%10), '.'
-	for i := 17; i >= 9; i-- {
-		d[i] = byte('0' + ns%10)
-		ns /= 10
-	}
-	d[18] = 'Z'
+	d[0], d[9] = byte('0'+ns), 'Z'
 	return append(b, d[:]...)
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -297,6 +298,8 @@ func TestAppendRFC3339(t *testing.T) {
 		time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC),
 		time.Date(2026, 11, 27, 6, 10, 0, 5, time.FixedZone("CET", 3600)), // converted to UTC
 		time.Date(1969, 12, 31, 23, 59, 59, 500000000, time.UTC),          // before the epoch
+		time.Date(10000, 1, 1, 0, 0, 1, 7, time.UTC),                      // no cache past year 9999
+		base.Add(time.Second),
 		{},
 	}
 	for _, tm := range times {
@@ -547,4 +550,15 @@ func BenchmarkDecodeRenderNDJSONStorm(b *testing.B) {
 		i++
 	}
 	reportRates(b, i, processCPUTime(b)-cpu0)
+}
+
+// TestAppendHex: the digits strconv gives, whether the fast path for
+// sixteen-digit kernel addresses applies or not.
+func TestAppendHex(t *testing.T) {
+	for _, v := range []uint64{0, 0xa, 0x10, 0xffff888106837400, 0x0100000000000000, 0x1000000000000000,
+		0x0fffffffffffffff, 0xffffffffffffffff, 0x7f} {
+		if got, want := string(appendHex(nil, v)), strconv.FormatUint(v, 16); got != want {
+			t.Errorf("appendHex(%#x) = %s, want %s", v, got, want)
+		}
+	}
 }
