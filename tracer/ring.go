@@ -26,7 +26,6 @@ type ring struct {
 	mu      sync.Mutex // held while records are handed out; Close waits
 	closed  bool
 	waiting bool // in epoll_wait: the waiter closes epfd
-	fd      int  // the map's, owned by the map
 	epfd    int
 	cons    []byte // consumer page, read-write
 	prod    []byte // producer page and the data pages, mapped twice
@@ -71,7 +70,7 @@ func newRing(m *ebpf.Map) (*ring, error) {
 		unix.Munmap(prod)
 		return nil, fmt.Errorf("polling the ring buffer: %w", err)
 	}
-	return &ring{fd: fd, epfd: epfd, cons: cons, prod: prod, data: prod[page:], mask: uint64(size - 1)}, nil
+	return &ring{epfd: epfd, cons: cons, prod: prod, data: prod[page:], mask: uint64(size - 1)}, nil
 }
 
 func (r *ring) consPos() *uint64 { return (*uint64)(unsafe.Pointer(&r.cons[0])) }
@@ -140,11 +139,6 @@ func (r *ring) drain(fn func(sample []byte)) (int, error) {
 	}
 	atomic.StoreUint64(r.consPos(), cons)
 	return n, nil
-}
-
-// pending is how many bytes wait in the ring.
-func (r *ring) pending() uint64 {
-	return atomic.LoadUint64(r.prodPos()) - atomic.LoadUint64(r.consPos())
 }
 
 // Close unmaps the ring once no drain is running.

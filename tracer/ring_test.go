@@ -3,6 +3,7 @@ package tracer
 import (
 	"bytes"
 	"encoding/binary"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +12,11 @@ import (
 
 	"github.com/pktfate/pktfate/internal/testutil"
 )
+
+// pending is how many bytes wait in the ring.
+func (r *ring) pending() uint64 {
+	return atomic.LoadUint64(r.prodPos()) - atomic.LoadUint64(r.consPos())
+}
 
 // ringWriter returns a program that copies the first size bytes of its
 // input packet into rb with bpf_ringbuf_output (run with Program.Run).

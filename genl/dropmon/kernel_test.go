@@ -8,7 +8,6 @@ package dropmon
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -75,40 +74,18 @@ func kernelClient(t *testing.T) *Client {
 	return c
 }
 
-// kernelLine names the kernel for recorded fixtures: the VM line, or the
-// host's release.
-func kernelLine() string {
-	if l := testutil.InVM(); l != "" {
-		return l
-	}
-	var u unix.Utsname
-	_ = unix.Uname(&u)
-	return unix.ByteSliceToString(u.Release[:])
-}
-
 // record prints a raw netlink message between markers (and writes it under
 // PKTFATE_RECORD_DIR when set), documented with a comment line.
 func record(t *testing.T, name, comment string, raw []byte) {
 	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Recorded from kernel %s (%s) by %s: %s\n", os.Getenv("PKTFATE_KERNEL_RELEASE"), kernelLine(), t.Name(), comment)
-	for i := 0; i < len(raw); i += 16 {
-		line := raw[i:min(i+16, len(raw))]
-		for j := 0; j < len(line); j += 4 {
-			if j > 0 {
-				b.WriteByte(' ')
-			}
-			b.WriteString(hex.EncodeToString(line[j:min(j+4, len(line))]))
-		}
-		b.WriteByte('\n')
-	}
-	fmt.Printf("=== dropmon-fixture %s/%s\n%s=== end dropmon-fixture\n", kernelLine(), name, b.String())
+	fixture := testutil.HexFixture(t, comment, raw)
+	fmt.Printf("=== dropmon-fixture %s/%s\n%s=== end dropmon-fixture\n", testutil.KernelLine(), name, fixture)
 	if dir := os.Getenv(recordDirEnv); dir != "" {
-		d := filepath.Join(dir, kernelLine())
+		d := filepath.Join(dir, testutil.KernelLine())
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(d, name), []byte(b.String()), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(d, name), []byte(fixture), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,7 +1,6 @@
 package kmod
 
 import (
-	"encoding/hex"
 	"errors"
 	"io"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/pktfate/pktfate/genl/internal/mcast"
 	"github.com/pktfate/pktfate/genl/internal/mcast/mcasttest"
+	"github.com/pktfate/pktfate/internal/testutil"
 )
 
 // fixtureDir holds messages recorded from pktfate.ko on the kernel matrix
@@ -29,25 +29,6 @@ var recordedKernels = []string{"6.1", "6.12", "7.2"}
 var testFamily = genetlink.Family{
 	ID: 0x22, Name: familyName, Version: familyVersion,
 	Groups: []genetlink.MulticastGroup{{ID: 9, Name: eventsGroup}},
-}
-
-// readHex reads a fixture: hex digits in groups, '#' comments.
-func readHex(tb testing.TB, path string) []byte {
-	tb.Helper()
-	f, err := os.ReadFile(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var digits strings.Builder
-	for _, line := range strings.Split(string(f), "\n") {
-		line, _, _ = strings.Cut(line, "#")
-		digits.WriteString(strings.Join(strings.Fields(line), ""))
-	}
-	b, err := hex.DecodeString(digits.String())
-	if err != nil {
-		tb.Fatalf("%s: %v", path, err)
-	}
-	return b
 }
 
 // fakeModule models pktfate.ko's commands: EPERM without privileges,
@@ -187,7 +168,7 @@ func TestClientWrongVersion(t *testing.T) {
 // recorded on each kernel line.
 func TestRecordedStats(t *testing.T) {
 	for _, line := range recordedKernels {
-		b := readHex(t, filepath.Join(fixtureDir, line, "stats.hex"))
+		b := testutil.ReadHex(t, filepath.Join(fixtureDir, line, "stats.hex"))
 		k := &fakeModule{stats: b[nlmsgHeaderLen+4:]}
 		st, err := testClient(t, k).Stats()
 		if err != nil {
@@ -208,7 +189,7 @@ func TestRecordedDrops(t *testing.T) {
 			for _, hook := range []string{"LOCAL_IN", "FORWARD", "LOCAL_OUT"} {
 				name := filepath.Join(line, "drop_"+net+"_"+strings.ToLower(hook)+".hex")
 				var d Drop
-				if err := ParseMessage(readHex(t, filepath.Join(fixtureDir, name)), &d); err != nil {
+				if err := ParseMessage(testutil.ReadHex(t, filepath.Join(fixtureDir, name)), &d); err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
 				pf := map[string]uint8{"udp4": NFProtoIPv4, "udp6": NFProtoIPv6}[net]
@@ -226,7 +207,7 @@ func TestRecordedDrops(t *testing.T) {
 // TestEventsRead: recorded events decode through Events, an ENOBUFS is
 // counted and reading goes on, a foreign message is counted and skipped.
 func TestEventsRead(t *testing.T) {
-	raw := readHex(t, filepath.Join(fixtureDir, "6.12", "drop_udp4_local_in.hex"))
+	raw := testutil.ReadHex(t, filepath.Join(fixtureDir, "6.12", "drop_udp4_local_in.hex"))
 	var m netlink.Message
 	if err := m.UnmarshalBinary(raw); err != nil {
 		t.Fatal(err)

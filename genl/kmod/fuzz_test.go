@@ -4,6 +4,8 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+
+	"github.com/pktfate/pktfate/internal/testutil"
 )
 
 // FuzzParseMessage feeds the DROP decoder every recorded fixture and
@@ -15,7 +17,7 @@ func FuzzParseMessage(f *testing.F) {
 		f.Fatalf("no fixtures: %v", err)
 	}
 	for _, p := range files {
-		f.Add(readHex(f, p))
+		f.Add(testutil.ReadHex(f, p))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var d Drop

@@ -10,7 +10,6 @@ package kmod
 import (
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -83,34 +82,12 @@ func kernelClient(t testing.TB) *Client {
 	return c
 }
 
-// kernelLine names the kernel for recorded fixtures.
-func kernelLine() string {
-	if l := testutil.InVM(); l != "" {
-		return l
-	}
-	var u unix.Utsname
-	_ = unix.Uname(&u)
-	return unix.ByteSliceToString(u.Release[:])
-}
-
 // record prints a raw netlink message between markers, to be copied into
-// testdata/kmod/<line>/<name> (the harness passes nothing out of the guest
-// but the console).
+// testdata/kmod/<line>/<name>.
 func record(t *testing.T, name, comment string, raw []byte) {
 	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Recorded from kernel %s (%s) by %s: %s\n", os.Getenv("PKTFATE_KERNEL_RELEASE"), kernelLine(), t.Name(), comment)
-	for i := 0; i < len(raw); i += 16 {
-		line := raw[i:min(i+16, len(raw))]
-		for j := 0; j < len(line); j += 4 {
-			if j > 0 {
-				b.WriteByte(' ')
-			}
-			b.WriteString(hex.EncodeToString(line[j:min(j+4, len(line))]))
-		}
-		b.WriteByte('\n')
-	}
-	fmt.Printf("=== kmod-fixture %s/%s\n%s=== end kmod-fixture\n", kernelLine(), name, b.String())
+	fixture := testutil.HexFixture(t, comment, raw)
+	fmt.Printf("=== kmod-fixture %s/%s\n%s=== end kmod-fixture\n", testutil.KernelLine(), name, fixture)
 }
 
 // rawMessage rebuilds the bytes of a netlink message as the kernel sent it.

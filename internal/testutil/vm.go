@@ -1,10 +1,12 @@
 package testutil
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,4 +89,34 @@ func UnloadModule() error {
 		return fmt.Errorf("unloading %s: %w", ModuleName, err)
 	}
 	return nil
+}
+
+// KernelLine names the kernel for recorded fixtures: the VM's line, or
+// the host's release.
+func KernelLine() string {
+	if l := InVM(); l != "" {
+		return l
+	}
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// HexFixture formats raw as a fixture ReadHex reads back: a comment line
+// saying which kernel and test recorded it, then hex in groups of four
+// bytes, sixteen bytes a line.
+func HexFixture(tb testing.TB, comment string, raw []byte) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Recorded from kernel %s (%s) by %s: %s\n", os.Getenv("PKTFATE_KERNEL_RELEASE"), KernelLine(), tb.Name(), comment)
+	for i := 0; i < len(raw); i += 16 {
+		line := raw[i:min(i+16, len(raw))]
+		for j := 0; j < len(line); j += 4 {
+			if j > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(hex.EncodeToString(line[j:min(j+4, len(line))]))
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
