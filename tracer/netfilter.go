@@ -188,16 +188,15 @@ func (s *EBPF) attachNetfilterLinks(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 const nfRescanEvery = time.Second
 
 // rescanNetns attaches the netfilter programs in namespaces created since
-// the last look, and returns how many; a namespace that cannot be entered
+// the last look; a namespace that cannot be entered
 // (gone already) is skipped. The scan reads mounts and processes, not
 // every open file: a namespace held only by a descriptor is found at the
 // start, not later.
-func (s *EBPF) rescanNetns() int {
+func (s *EBPF) rescanNetns() {
 	targets, err := listNetns(false)
 	if err != nil {
-		return 0
+		return
 	}
-	n := 0
 	for ino, path := range targets {
 		s.nfMu.Lock()
 		_, known := s.nfNetns[ino]
@@ -211,9 +210,7 @@ func (s *EBPF) rescanNetns() int {
 		s.nfMu.Lock()
 		s.nfNetns[ino] = MonoNow()
 		s.nfMu.Unlock()
-		n++
 	}
-	return n
 }
 
 // attachNetfilterHere attaches the netfilter programs in the calling
