@@ -16,106 +16,6 @@ import (
 	"github.com/pktfate/pktfate/tracer"
 )
 
-// nfTopology is client --veth-- router --veth-- server; rules and the
-// tracer live in the router's namespace.
-type nfTopology struct {
-	client, router, server *netns.NS
-	routerPath             string
-}
-
-type nfAddrs struct {
-	network                    string
-	client, routerIn, server   netip.Addr
-	clientNet, serverNet, bits string
-}
-
-var nfFamilies = []nfAddrs{
-	{network: "udp4", client: netip.MustParseAddr("192.0.2.1"), routerIn: netip.MustParseAddr("192.0.2.2"),
-		server: netip.MustParseAddr("198.51.100.2"), clientNet: "192.0.2.0/24", serverNet: "198.51.100.0/24", bits: "/24"},
-	{network: "udp6", client: netip.MustParseAddr("2001:db8:1::1"), routerIn: netip.MustParseAddr("2001:db8:1::2"),
-		server: netip.MustParseAddr("2001:db8:2::2"), clientNet: "2001:db8:1::/64", serverNet: "2001:db8:2::/64", bits: "/64"},
-}
-
-func newNFTopology(t *testing.T) *nfTopology {
-	t.Helper()
-	name := fmt.Sprintf("pktfate-nftest-%d", time.Now().UnixNano()%1e9)
-	router, err := netns.New(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { router.Close() })
-	top := &nfTopology{client: testutil.NewNS(t), router: router, server: testutil.NewNS(t), routerPath: "/run/netns/" + name}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(netns.Veth(top.client, "c0", top.router, "r0"))
-	must(netns.Veth(top.router, "r1", top.server, "s0"))
-	must(top.router.Sysctl("net/ipv4/ip_forward", "1"))
-	must(top.router.Sysctl("net/ipv6/conf/all/forwarding", "1"))
-	routerOut := map[string]string{"udp4": "198.51.100.1", "udp6": "2001:db8:2::1"}
-	for _, f := range nfFamilies {
-		must(top.client.AddAddr("c0", f.client.String()+f.bits))
-		must(top.router.AddAddr("r0", f.routerIn.String()+f.bits))
-		must(top.router.AddAddr("r1", routerOut[f.network]+f.bits))
-		must(top.server.AddAddr("s0", f.server.String()+f.bits))
-		must(top.client.AddRoute(f.serverNet, f.routerIn, "c0"))
-		must(top.server.AddRoute(f.clientNet, netip.MustParseAddr(routerOut[f.network]), "s0"))
-	}
-	return top
-}
-
-// nfTool installs a rule dropping or rejecting UDP to one port on one hook.
-type nfTool struct {
-	name  string
-	bin   map[string]string // by network
-	flush func(ctx context.Context, ns *netns.NS, bin string) error
-}
-
-var hookChains = map[string]struct{ table, chain, nft string }{
-	"PRE_ROUTING":  {"mangle", "PREROUTING", "prerouting"},
-	"LOCAL_IN":     {"filter", "INPUT", "input"},
-	"FORWARD":      {"filter", "FORWARD", "forward"},
-	"LOCAL_OUT":    {"filter", "OUTPUT", "output"},
-	"POST_ROUTING": {"mangle", "POSTROUTING", "postrouting"},
-}
-
-func addRule(ctx context.Context, ns *netns.NS, tool, network, hook, target string, port uint16) error {
-	hc := hookChains[hook]
-	if tool == "nftables" {
-		stmt := "drop"
-		if target == "REJECT" {
-			stmt = "reject"
-		}
-		fam := map[string]string{"udp4": "ip", "udp6": "ip6"}[network]
-		rules := fmt.Sprintf("table inet pktfate_test {\n chain %s {\n  type filter hook %s priority 0; policy accept;\n  meta nfproto ipv%s udp dport %d %s\n }\n}\n",
-			hc.nft, hc.nft, strings.TrimPrefix(fam, "ip")+map[string]string{"ip": "4", "ip6": ""}[fam], port, stmt)
-		_, err := ns.Exec(ctx, rules, "nft", "-f", "-")
-		return err
-	}
-	bin := map[string]string{"udp4": "iptables", "udp6": "ip6tables"}[network] + "-" + strings.TrimPrefix(tool, "iptables-")
-	_, err := ns.Exec(ctx, "", bin, "-w", "-t", hc.table, "-A", hc.chain, "-p", "udp", "--dport", fmt.Sprint(port), "-j", target)
-	return err
-}
-
-func flushRules(ctx context.Context, ns *netns.NS, tool string) error {
-	if tool == "nftables" {
-		_, err := ns.Exec(ctx, "", "nft", "flush", "ruleset")
-		return err
-	}
-	for _, b := range []string{"iptables", "ip6tables"} {
-		bin := b + "-" + strings.TrimPrefix(tool, "iptables-")
-		for _, table := range []string{"filter", "mangle"} {
-			if _, err := ns.Exec(ctx, "", bin, "-w", "-t", table, "-F"); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // collector keeps the events of a running source.
 type collector struct {
 	mu     sync.Mutex
@@ -184,16 +84,16 @@ func TestNetfilterHookAttribution(t *testing.T) {
 			t.Fatalf("%s needs %s (make deps installs it): %v", tool, bin, err)
 		}
 	}
-	top := newNFTopology(t)
+	top := testutil.NewRouter(t)
 	port := uint16(20000)
 	for _, method := range methods {
 		t.Run(method, func(t *testing.T) { testHookAttribution(t, top, method, &port) })
 	}
 }
 
-func testHookAttribution(t *testing.T, top *nfTopology, method string, port *uint16) {
-	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, FilterNetns: top.router.Inode,
-		Netfilter: true, NetfilterNetns: top.routerPath, NetfilterMethod: method})
+func testHookAttribution(t *testing.T, top *testutil.Router, method string, port *uint16) {
+	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, FilterNetns: top.Router.Inode,
+		Netfilter: true, NetfilterNetns: top.RouterPath, NetfilterMethod: method})
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +118,7 @@ func testHookAttribution(t *testing.T, top *nfTopology, method string, port *uin
 	}()
 
 	for _, tool := range []string{"iptables-legacy", "iptables-nft", "nftables"} {
-		for _, fam := range nfFamilies {
+		for _, fam := range testutil.RouterFamilies {
 			for _, hook := range []string{"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING"} {
 				targets := []string{"DROP"}
 				if hook == "LOCAL_IN" || hook == "FORWARD" || hook == "LOCAL_OUT" {
@@ -226,31 +126,31 @@ func testHookAttribution(t *testing.T, top *nfTopology, method string, port *uin
 				}
 				for _, target := range targets {
 					*port++
-					name := fmt.Sprintf("%s/%s/%s/%s", tool, fam.network, hook, target)
-					if err := addRule(ctx, top.router, tool, fam.network, hook, target, *port); err != nil {
+					name := fmt.Sprintf("%s/%s/%s/%s", tool, fam.Network, hook, target)
+					if err := testutil.AddRule(ctx, top.Router, tool, fam.Network, hook, target, *port); err != nil {
 						t.Fatalf("%s: %v", name, err)
 					}
-					from, dst := top.client, fam.server
+					from, dst := top.Client, fam.Server
 					switch hook {
 					case "PRE_ROUTING", "LOCAL_IN":
-						dst = fam.routerIn
+						dst = fam.RouterIn
 					case "LOCAL_OUT":
-						from = top.router
+						from = top.Router
 					}
-					sendFrom(t, from, fam.network, netip.AddrPortFrom(dst, *port))
+					sendFrom(t, from, fam.Network, netip.AddrPortFrom(dst, *port))
 					e := col.waitFor(*port, 10*time.Second)
 					switch {
 					case e == nil:
 						t.Errorf("%s: no drop reported", name)
 					case e.Fate != tracer.FateDrop || e.Reason != "NETFILTER_DROP":
 						t.Errorf("%s: got %s %s at %s, want drop NETFILTER_DROP", name, e.Fate, e.Reason, e.Location)
-					case e.Hook != hook || e.Family != map[string]string{"udp4": "ipv4", "udp6": "ipv6"}[fam.network] || e.Verdict != "drop":
+					case e.Hook != hook || e.Family != map[string]string{"udp4": "ipv4", "udp6": "ipv6"}[fam.Network] || e.Verdict != "drop":
 						t.Errorf("%s: attributed to %q %q verdict %q", name, e.Family, e.Hook, e.Verdict)
 					}
 					if e != nil {
 						t.Logf("%s: %s %s at %s in %s %s", name, e.Fate, e.Reason, e.Location, e.Family, e.Hook)
 					}
-					if err := flushRules(ctx, top.router, tool); err != nil {
+					if err := testutil.FlushRules(ctx, top.Router, tool); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -258,9 +158,9 @@ func testHookAttribution(t *testing.T, top *nfTopology, method string, port *uin
 			// No rule: a packet to a closed port of the router is dropped by
 			// UDP, not inside netfilter.
 			*port++
-			sendFrom(t, top.client, fam.network, netip.AddrPortFrom(fam.routerIn, *port))
+			sendFrom(t, top.Client, fam.Network, netip.AddrPortFrom(fam.RouterIn, *port))
 			if e := col.waitFor(*port, 10*time.Second); e == nil || e.Reason != "NO_SOCKET" || e.Hook != "" {
-				t.Errorf("%s/%s accepted: got %+v, want a NO_SOCKET drop outside netfilter", tool, fam.network, e)
+				t.Errorf("%s/%s accepted: got %+v, want a NO_SOCKET drop outside netfilter", tool, fam.Network, e)
 			}
 		}
 	}
@@ -274,13 +174,13 @@ func TestNetfilterTwoTracers(t *testing.T) {
 	if err := tracer.NetfilterLinksSupported(); err != nil {
 		t.Skipf("kernel without BPF netfilter links: %v", err)
 	}
-	top := newNFTopology(t)
+	top := testutil.NewRouter(t)
 	var cols [2]collector
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i := range cols {
-		src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, FilterNetns: top.router.Inode,
-			Netfilter: true, NetfilterNetns: top.routerPath, NetfilterMethod: tracer.NetfilterLinks})
+		src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, FilterNetns: top.Router.Inode,
+			Netfilter: true, NetfilterNetns: top.RouterPath, NetfilterMethod: tracer.NetfilterLinks})
 		if err := src.Start(); err != nil {
 			t.Fatalf("tracer %d: %v", i+1, err)
 		}
@@ -288,10 +188,10 @@ func TestNetfilterTwoTracers(t *testing.T) {
 		go src.Run(ctx, cols[i].handle)
 	}
 	const port = 19999
-	if err := addRule(ctx, top.router, "nftables", "udp4", "LOCAL_IN", "DROP", port); err != nil {
+	if err := testutil.AddRule(ctx, top.Router, "nftables", "udp4", "LOCAL_IN", "DROP", port); err != nil {
 		t.Fatal(err)
 	}
-	sendFrom(t, top.client, "udp4", netip.AddrPortFrom(nfFamilies[0].routerIn, port))
+	sendFrom(t, top.Client, "udp4", netip.AddrPortFrom(testutil.RouterFamilies[0].RouterIn, port))
 	for i := range cols {
 		if e := cols[i].waitFor(port, 10*time.Second); e == nil || e.Hook != "LOCAL_IN" || e.Family != "ipv4" {
 			t.Errorf("tracer %d: %+v", i+1, e)

@@ -202,95 +202,13 @@ func udpDst(p []byte) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-// topology is client --veth-- router --veth-- server; rules live in the
-// router's namespace.
-type topology struct {
-	client, router, server *netns.NS
-}
-
-type addrs struct {
-	network                          string
-	pf                               uint8
-	client, routerIn, routerOut, srv netip.Addr
-	clientNet, serverNet, bits       string
-}
-
-var families = []addrs{
-	{network: "udp4", pf: NFProtoIPv4, client: netip.MustParseAddr("192.0.2.1"), routerIn: netip.MustParseAddr("192.0.2.2"),
-		routerOut: netip.MustParseAddr("198.51.100.1"), srv: netip.MustParseAddr("198.51.100.2"),
-		clientNet: "192.0.2.0/24", serverNet: "198.51.100.0/24", bits: "/24"},
-	{network: "udp6", pf: NFProtoIPv6, client: netip.MustParseAddr("2001:db8:1::1"), routerIn: netip.MustParseAddr("2001:db8:1::2"),
-		routerOut: netip.MustParseAddr("2001:db8:2::1"), srv: netip.MustParseAddr("2001:db8:2::2"),
-		clientNet: "2001:db8:1::/64", serverNet: "2001:db8:2::/64", bits: "/64"},
-}
-
-func newTopology(t *testing.T) *topology {
-	t.Helper()
-	top := &topology{client: testutil.NewNS(t), router: testutil.NewNS(t), server: testutil.NewNS(t)}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(netns.Veth(top.client, "c0", top.router, "r0"))
-	must(netns.Veth(top.router, "r1", top.server, "s0"))
-	must(top.router.Sysctl("net/ipv4/ip_forward", "1"))
-	must(top.router.Sysctl("net/ipv6/conf/all/forwarding", "1"))
-	for _, ns := range []*netns.NS{top.client, top.router, top.server} {
-		// No duplicate address detection: IPv6 addresses work at once.
-		must(ns.Sysctl("net/ipv6/conf/all/accept_dad", "0"))
-		must(ns.Sysctl("net/ipv6/conf/default/accept_dad", "0"))
-	}
-	for _, f := range families {
-		must(top.client.AddAddr("c0", f.client.String()+f.bits))
-		must(top.router.AddAddr("r0", f.routerIn.String()+f.bits))
-		must(top.router.AddAddr("r1", f.routerOut.String()+f.bits))
-		must(top.server.AddAddr("s0", f.srv.String()+f.bits))
-		must(top.client.AddRoute(f.serverNet, f.routerIn, "c0"))
-		must(top.server.AddRoute(f.clientNet, f.routerOut, "s0"))
-	}
-	return top
-}
-
-var hookChains = map[string]struct{ chain, nft string }{
-	"LOCAL_IN":  {"INPUT", "input"},
-	"FORWARD":   {"FORWARD", "forward"},
-	"LOCAL_OUT": {"OUTPUT", "output"},
-}
-
-// addDrop installs a rule dropping UDP to port on hook with tool.
-func addDrop(ctx context.Context, ns *netns.NS, tool, network, hook string, port uint16) error {
-	hc := hookChains[hook]
-	if tool == "nftables" {
-		fam := map[string]string{"udp4": "ipv4", "udp6": "ipv6"}[network]
-		rules := fmt.Sprintf("table inet pktfate_kmod_test {\n chain %s {\n  type filter hook %s priority 0; policy accept;\n  meta nfproto %s udp dport %d drop\n }\n}\n",
-			hc.nft, hc.nft, fam, port)
-		out, err := ns.Exec(ctx, rules, "nft", "-f", "-")
-		if err != nil {
-			return fmt.Errorf("nft: %w: %s", err, out)
-		}
-		return nil
-	}
-	bin := map[string]string{"udp4": "iptables", "udp6": "ip6tables"}[network] + "-" + strings.TrimPrefix(tool, "iptables-")
-	out, err := ns.Exec(ctx, "", bin, "-w", "-A", hc.chain, "-p", "udp", "--dport", strconv.Itoa(int(port)), "-j", "DROP")
-	if err != nil {
-		return fmt.Errorf("%s: %w: %s", bin, err, out)
-	}
-	return nil
-}
-
-func flushRules(ctx context.Context, ns *netns.NS, tool string) error {
-	if tool == "nftables" {
-		_, err := ns.Exec(ctx, "", "nft", "flush", "ruleset")
-		return err
-	}
-	for _, b := range []string{"iptables", "ip6tables"} {
-		if out, err := ns.Exec(ctx, "", b+"-"+strings.TrimPrefix(tool, "iptables-"), "-w", "-F"); err != nil {
-			return fmt.Errorf("%s: %w: %s", b, err, out)
-		}
-	}
-	return nil
+// families are the router's address families with their NFPROTO value.
+var families = []struct {
+	testutil.RouterAddrs
+	pf uint8
+}{
+	{testutil.RouterFamilies[0], NFProtoIPv4},
+	{testutil.RouterFamilies[1], NFProtoIPv6},
 }
 
 // udpSocket opens an unconnected UDP socket inside ns.
@@ -324,27 +242,27 @@ func send(t testing.TB, conn *net.UDPConn, dst netip.AddrPort) {
 // any hook) is never reported.
 func TestKernelHookDrops(t *testing.T) {
 	c := kernelClient(t)
-	top := newTopology(t)
-	if err := c.SetFilter(Filter{Netns: top.router.Inode}); err != nil {
+	top := testutil.NewRouter(t)
+	if err := c.SetFilter(Filter{Netns: top.Router.Inode}); err != nil {
 		t.Fatal(err)
 	}
 	dc := listen(t, c)
 	if err := c.Enable(EnableConfig{Unlimited: true}); err != nil {
 		t.Fatal(err)
 	}
-	r0, _ := top.router.Ifindex("r0")
-	r1, _ := top.router.Ifindex("r1")
+	r0, _ := top.Router.Ifindex("r0")
+	r1, _ := top.Router.Ifindex("r1")
 	ctx := context.Background()
 	port := uint16(30000)
 	recorded := map[string]bool{}
 	for _, tool := range []string{"iptables-legacy", "iptables-nft", "nftables"} {
 		for _, f := range families {
-			fromClient := udpSocket(t, top.client, f.network)
-			fromRouter := udpSocket(t, top.router, f.network)
+			fromClient := udpSocket(t, top.Client, f.Network)
+			fromRouter := udpSocket(t, top.Router, f.Network)
 			for _, hook := range []string{"LOCAL_IN", "FORWARD", "LOCAL_OUT"} {
 				port += 2
-				name := fmt.Sprintf("%s/%s/%s", tool, f.network, hook)
-				if err := addDrop(ctx, top.router, tool, f.network, hook, port); err != nil {
+				name := fmt.Sprintf("%s/%s/%s", tool, f.Network, hook)
+				if err := testutil.AddRule(ctx, top.Router, tool, f.Network, hook, "DROP", port); err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
 				var dst netip.Addr
@@ -352,11 +270,11 @@ func TestKernelHookDrops(t *testing.T) {
 				var in, out uint32
 				switch hook {
 				case "LOCAL_IN":
-					dst, in = f.routerIn, uint32(r0)
+					dst, in = f.RouterIn, uint32(r0)
 				case "FORWARD":
-					dst, in, out = f.srv, uint32(r0), uint32(r1)
+					dst, in, out = f.Server, uint32(r0), uint32(r1)
 				case "LOCAL_OUT":
-					dst, out, conn = f.srv, uint32(r1), fromRouter
+					dst, out, conn = f.Server, uint32(r1), fromRouter
 				}
 				send(t, conn, netip.AddrPortFrom(dst, port))
 				send(t, conn, netip.AddrPortFrom(dst, port+1))
@@ -368,14 +286,14 @@ func TestKernelHookDrops(t *testing.T) {
 					st, _ := c.Stats()
 					t.Errorf("%s: no drop reported (stats %+v)", name, st)
 				} else {
-					if HookName(d.Hook) != hook || d.Family != f.pf || d.Netns != top.router.Inode ||
+					if HookName(d.Hook) != hook || d.Family != f.pf || d.Netns != top.Router.Inode ||
 						d.InIfindex != in || d.OutIfindex != out || d.Skb == 0 || d.Mono == 0 || d.Reason == 0 || d.Location == 0 {
-						t.Errorf("%s: drop %+v, want hook %s family %d netns %d in %d out %d", name, d, hook, f.pf, top.router.Inode, in, out)
+						t.Errorf("%s: drop %+v, want hook %s family %d netns %d in %d out %d", name, d, hook, f.pf, top.Router.Inode, in, out)
 					}
 					if a, _ := udpDst(d.Payload); a.Addr() != dst {
 						t.Errorf("%s: payload to %s, want %s", name, a, dst)
 					}
-					if key := f.network + "_" + strings.ToLower(hook); tool == "nftables" && !recorded[key] {
+					if key := f.Network + "_" + strings.ToLower(hook); tool == "nftables" && !recorded[key] {
 						recorded[key] = true
 						record(t, "drop_"+key+".hex", "DROP event of UDP to port "+strconv.Itoa(int(port))+" dropped by nftables in "+hook, raw)
 					}
@@ -387,7 +305,7 @@ func TestKernelHookDrops(t *testing.T) {
 					t.Errorf("%s: accepted packet reported: %+v", name, d)
 				}
 			}
-			if err := flushRules(ctx, top.router, tool); err != nil {
+			if err := testutil.FlushRules(ctx, top.Router, tool); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -397,7 +315,7 @@ func TestKernelHookDrops(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("stats %+v", st)
-	if st.Seen < 18 || st.Reported < 18 || st.Lost() != 0 || !st.Enabled || st.Filter.Netns != top.router.Inode {
+	if st.Seen < 18 || st.Reported < 18 || st.Lost() != 0 || !st.Enabled || st.Filter.Netns != top.Router.Inode {
 		t.Errorf("stats %+v, want 18 seen and reported, nothing lost", st)
 	}
 	if err := c.Disable(); err != nil {
@@ -503,13 +421,13 @@ type flood struct {
 	sent atomic.Uint64
 }
 
-func startFlood(t *testing.T, top *topology, dropPort uint16) *flood {
+func startFlood(t *testing.T, top *testutil.Router, dropPort uint16) *flood {
 	t.Helper()
 	f := families[0]
-	if err := addDrop(context.Background(), top.router, "nftables", f.network, "FORWARD", dropPort); err != nil {
+	if err := testutil.AddRule(context.Background(), top.Router, "nftables", f.Network, "FORWARD", "DROP", dropPort); err != nil {
 		t.Fatal(err)
 	}
-	sink := udpSocket(t, top.server, f.network)
+	sink := udpSocket(t, top.Server, f.Network)
 	go func() {
 		b := make([]byte, 2048)
 		for {
@@ -519,7 +437,7 @@ func startFlood(t *testing.T, top *topology, dropPort uint16) *flood {
 		}
 	}()
 	open := sink.LocalAddr().(*net.UDPAddr).AddrPort().Port()
-	conn := udpSocket(t, top.client, f.network)
+	conn := udpSocket(t, top.Client, f.Network)
 	fl := &flood{stop: make(chan struct{})}
 	fl.wg.Add(1)
 	go func() {
@@ -535,7 +453,7 @@ func startFlood(t *testing.T, top *topology, dropPort uint16) *flood {
 			if i%2 == 1 {
 				port = open
 			}
-			if _, err := conn.WriteToUDPAddrPort(payload, netip.AddrPortFrom(f.srv, port)); err == nil {
+			if _, err := conn.WriteToUDPAddrPort(payload, netip.AddrPortFrom(f.Server, port)); err == nil {
 				fl.sent.Add(1)
 			}
 		}
@@ -663,8 +581,8 @@ func TestKernelLoadCycles(t *testing.T) {
 		t.Fatalf("kernel tainted %#x before the test", taint)
 	}
 	logBefore := len(kernelLog(t))
-	top := newTopology(t)
-	holdStaticKeys(t, top.server)
+	top := testutil.NewRouter(t)
+	holdStaticKeys(t, top.Server)
 	fl := startFlood(t, top, 31000)
 	kmemleak := "/sys/kernel/debug/kmemleak"
 	hasKmemleak := os.WriteFile(kmemleak, []byte("clear"), 0) == nil
@@ -933,8 +851,8 @@ func TestKernelHookCost(t *testing.T) {
 // limited instead of reported, and what is reported arrives.
 func TestKernelRateLimit(t *testing.T) {
 	c := kernelClient(t)
-	top := newTopology(t)
-	if err := c.SetFilter(Filter{Netns: top.router.Inode}); err != nil {
+	top := testutil.NewRouter(t)
+	if err := c.SetFilter(Filter{Netns: top.Router.Inode}); err != nil {
 		t.Fatal(err)
 	}
 	dc := listen(t, c)
@@ -943,14 +861,14 @@ func TestKernelRateLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := families[0]
-	if err := addDrop(context.Background(), top.router, "nftables", f.network, "FORWARD", 31500); err != nil {
+	if err := testutil.AddRule(context.Background(), top.Router, "nftables", f.Network, "FORWARD", "DROP", 31500); err != nil {
 		t.Fatal(err)
 	}
-	conn := udpSocket(t, top.client, f.network)
+	conn := udpSocket(t, top.Client, f.Network)
 	const n = 200
 	start := time.Now()
 	for range n {
-		send(t, conn, netip.AddrPortFrom(f.srv, 31500))
+		send(t, conn, netip.AddrPortFrom(f.Server, 31500))
 	}
 	elapsed := time.Since(start)
 	dc.find(time.Second, func(*Drop) bool { return false })
@@ -992,8 +910,8 @@ func TestKernelQueueFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	top := newTopology(t)
-	if err := c.SetFilter(Filter{Netns: top.router.Inode}); err != nil {
+	top := testutil.NewRouter(t)
+	if err := c.SetFilter(Filter{Netns: top.Router.Inode}); err != nil {
 		t.Fatal(err)
 	}
 	listen(t, c)
