@@ -2,11 +2,13 @@
 // the worst case it is built for: one core sending UDP to a closed port as
 // fast as it can, every packet dropped with NO_SOCKET.
 //
-// It creates its own network namespace, floods 127.0.0.1:9 from a thread
-// pinned to one CPU for a fixed time, without and then with pktfate trace
-// attached (filtered to that namespace), and prints the sender's rate each
-// time, the kernel's own count of the drops (/proc/net/snmp Udp NoPorts),
-// how many drops pktfate reported and how many it counted as lost.
+// It creates its own network namespace, floods 127.0.0.1:9 from a sender
+// process pinned to one CPU for a fixed time, without and with pktfate trace
+// attached (filtered to that namespace; the scheduler places pktfate unless
+// -tracer-cpu pins it), and prints the sender's rate each time, the kernel's
+// own count of the drops (/proc/net/snmp Udp NoPorts), how many drops
+// pktfate reported and how many it counted as lost, pktfate's CPU time and
+// the whole machine's busy time per packet (/proc/stat).
 //
 // With -target veth the packets cross a veth pair into a second namespace
 // where a socket receives them (no drop), and pktfate traces that
@@ -24,14 +26,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/net/ipv4"
-	"golang.org/x/sys/unix"
 
 	"github.com/cilium/ebpf"
 
@@ -48,7 +48,16 @@ func main() {
 	flag.BoolVar(&bpfStats, "bpf-stats", false, "also measure what pktfate's BPF programs cost per packet (kernel.bpf_stats_enabled during the traced floods; the statistics themselves add two clock reads per run)")
 	flag.IntVar(&tracerCPU, "tracer-cpu", -1, "pin pktfate to this CPU (taskset) to separate its user-space share from the kernel-side cost; -1 leaves it to the scheduler")
 	traceArgs := flag.String("trace-args", "--filter-fate drop", "extra pktfate trace arguments")
+	child := flag.Bool("send-child", false, "internal: be the pinned sender process (socket on fd 3)")
+	sendTo := flag.String("send-to", "", "internal: the sender's destination")
 	flag.Parse()
+	if *child {
+		if err := sendChild(*dur, *sendTo); err != nil {
+			fmt.Fprintf(os.Stderr, "udpflood sender: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *target != "closed" && *target != "veth" {
 		fmt.Fprintf(os.Stderr, "udpflood: -target %q: use closed or veth\n", *target)
 		os.Exit(2)
@@ -62,6 +71,8 @@ func main() {
 type result struct {
 	sent, noPorts, captured, lost uint64
 	secs                          float64
+	tracerUser, tracerSys         time.Duration               // pktfate's CPU time, traced floods only
+	boxBusy                       float64                     // CPU-seconds busy on all CPUs during the flood
 	bpfFrom, bpfTo                map[ebpf.ProgramID]progCost // with -bpf-stats
 }
 
@@ -168,6 +179,15 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 		paired = append(paired, 1-r.rate()/b.rate())
 		fmt.Printf("round %d: without %.0f pkt/s; with pktfate %.0f pkt/s, kernel drops %d, reported %d, lost %d\n",
 			i+1, b.rate(), r.rate(), r.noPorts, r.captured, r.lost)
+		box := fmt.Sprintf("whole box busy per packet: %.0f ns without, %.0f ns with",
+			1e9*b.boxBusy/float64(max(b.sent, 1)), 1e9*r.boxBusy/float64(max(r.sent, 1)))
+		if r.captured > 0 {
+			fmt.Printf("  pktfate CPU per event, start-up included: user %.0f ns, system %.0f ns; %s\n",
+				perEvent(r.tracerUser, r.captured), perEvent(r.tracerSys, r.captured), box)
+		} else {
+			fmt.Printf("  pktfate CPU, start-up included: user %v, system %v; %s\n",
+				r.tracerUser.Round(time.Millisecond), r.tracerSys.Round(time.Millisecond), box)
+		}
 		if bpfStats {
 			rep, err := costReport(r.bpfFrom, r.bpfTo, r.sent, b.rate())
 			if err != nil {
@@ -191,6 +211,38 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 	fmt.Printf("drops: kernel NoPorts %d, reported %d (%.2f%%), lost and counted %d, unaccounted %d\n",
 		sumNo, sumCap, 100*float64(sumCap)/float64(max(sumNo, 1)), sumLost, int64(sumNo)-int64(sumCap)-int64(sumLost))
 	return nil
+}
+
+func perEvent(d time.Duration, n uint64) float64 {
+	return float64(d.Nanoseconds()) / float64(max(n, 1))
+}
+
+// busy is the CPU time all CPUs have spent not idle, from /proc/stat.
+func busy() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, fmt.Errorf("unexpected /proc/stat: %q", line)
+	}
+	var total float64
+	for i, v := range f[1:] {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, err
+		}
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i >= 8 { // guest times are already in user
+			break
+		}
+		total += n
+	}
+	return total / 100, nil // USER_HZ
 }
 
 func median(rs []result) float64 {
@@ -233,8 +285,11 @@ func noPorts(ns *netns.NS) (uint64, error) {
 	return n, err
 }
 
-// flood sends 64-byte UDP datagrams to 127.0.0.1:9 in batches of 64
-// (sendmmsg) from a thread pinned to cpu, for dur.
+// flood sends 64-byte UDP datagrams to st.dst in batches of 64 (sendmmsg)
+// for dur, from a child process pinned to cpu (sendChild). A pinned thread
+// of this process would pass its pinning to every thread it starts and to
+// every process started from it (pktfate), which would then share the
+// sender's CPU: the sender is a process of its own.
 func flood(st *setup, dur time.Duration, cpu int) (result, error) {
 	var conn *net.UDPConn
 	if err := st.src.Do(func() error {
@@ -245,23 +300,72 @@ func flood(st *setup, dur time.Duration, cpu int) (result, error) {
 		return result{}, err
 	}
 	defer conn.Close()
+	sock, err := conn.File()
+	if err != nil {
+		return result{}, err
+	}
+	defer sock.Close()
 	before, err := noPorts(st.traceNS)
 	if err != nil {
 		return result{}, err
 	}
-	pc := ipv4.NewPacketConn(conn)
-	dst := st.dst
+	self, err := os.Executable()
+	if err != nil {
+		return result{}, err
+	}
+	cmd := exec.Command("taskset", "-c", strconv.Itoa(cpu), self,
+		"-send-child", "-duration", dur.String(), "-send-to", st.dst.String())
+	cmd.ExtraFiles = []*os.File{sock} // fd 3
+	cmd.Stderr = os.Stderr
+	busyFrom, err := busy()
+	if err != nil {
+		return result{}, err
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		return result{}, fmt.Errorf("sender: %w", err)
+	}
+	busyTo, err := busy()
+	if err != nil {
+		return result{}, err
+	}
+	var sr sendReport
+	if err := json.Unmarshal(out, &sr); err != nil {
+		return result{}, fmt.Errorf("sender's report %q: %w", out, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	after, err := noPorts(st.traceNS)
+	if err != nil {
+		return result{}, err
+	}
+	return result{sent: sr.Sent, noPorts: after - before, secs: sr.Secs, boxBusy: busyTo - busyFrom}, nil
+}
+
+// sendReport is what sendChild prints.
+type sendReport struct {
+	Sent uint64  `json:"sent"`
+	Secs float64 `json:"secs"`
+}
+
+// sendChild is the sender process: it floods dst through the UDP socket
+// inherited as fd 3 for dur and prints a sendReport. The busy time it
+// spends is measured by the parent (whole-box /proc/stat), which includes
+// the process start; the rate covers the send loop only.
+func sendChild(dur time.Duration, dst string) error {
+	addr, err := net.ResolveUDPAddr("udp4", dst)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(3, "sender socket")
+	c, err := net.FilePacketConn(f)
+	if err != nil {
+		return fmt.Errorf("the inherited socket: %w", err)
+	}
+	pc := ipv4.NewPacketConn(c)
 	msgs := make([]ipv4.Message, 64)
 	payload := make([]byte, 64)
 	for i := range msgs {
-		msgs[i] = ipv4.Message{Buffers: [][]byte{payload}, Addr: dst}
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var set unix.CPUSet
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		return result{}, fmt.Errorf("pinning the sender to CPU %d: %w", cpu, err)
+		msgs[i] = ipv4.Message{Buffers: [][]byte{payload}, Addr: addr}
 	}
 	var sent uint64
 	start := time.Now()
@@ -275,13 +379,7 @@ func flood(st *setup, dur time.Duration, cpu int) (result, error) {
 			sent += uint64(n)
 		}
 	}
-	secs := time.Since(start).Seconds()
-	time.Sleep(100 * time.Millisecond)
-	after, err := noPorts(st.traceNS)
-	if err != nil {
-		return result{}, err
-	}
-	return result{sent: sent, noPorts: after - before, secs: secs}, nil
+	return json.NewEncoder(os.Stdout).Encode(sendReport{Sent: sent, Secs: time.Since(start).Seconds()})
 }
 
 func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []string) (result, error) {
@@ -336,6 +434,7 @@ func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []
 	if err := cmd.Wait(); err != nil {
 		return r, fmt.Errorf("pktfate trace: %w", err)
 	}
+	r.tracerUser, r.tracerSys = cmd.ProcessState.UserTime(), cmd.ProcessState.SystemTime()
 	sum, err := lastLine(out)
 	if err != nil {
 		return r, err
