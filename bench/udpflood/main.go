@@ -71,7 +71,7 @@ func main() {
 type result struct {
 	sent, noPorts, captured, lost uint64
 	secs                          float64
-	tracerUser, tracerSys         time.Duration               // pktfate's CPU time, traced floods only
+	tracerUser, tracerSys         time.Duration               // pktfate's CPU time during the flood, traced floods only
 	boxBusy                       float64                     // CPU-seconds busy on all CPUs during the flood
 	bpfFrom, bpfTo                map[ebpf.ProgramID]progCost // with -bpf-stats
 }
@@ -182,10 +182,10 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 		box := fmt.Sprintf("whole box busy per packet: %.0f ns without, %.0f ns with",
 			1e9*b.boxBusy/float64(max(b.sent, 1)), 1e9*r.boxBusy/float64(max(r.sent, 1)))
 		if r.captured > 0 {
-			fmt.Printf("  pktfate CPU per event, start-up included: user %.0f ns, system %.0f ns; %s\n",
+			fmt.Printf("  pktfate CPU per event during the flood: user %.0f ns, system %.0f ns; %s\n",
 				perEvent(r.tracerUser, r.captured), perEvent(r.tracerSys, r.captured), box)
 		} else {
-			fmt.Printf("  pktfate CPU, start-up included: user %v, system %v; %s\n",
+			fmt.Printf("  pktfate CPU during the flood: user %v, system %v; %s\n",
 				r.tracerUser.Round(time.Millisecond), r.tracerSys.Round(time.Millisecond), box)
 		}
 		if bpfStats {
@@ -211,6 +211,28 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 	fmt.Printf("drops: kernel NoPorts %d, reported %d (%.2f%%), lost and counted %d, unaccounted %d\n",
 		sumNo, sumCap, 100*float64(sumCap)/float64(max(sumNo, 1)), sumLost, int64(sumNo)-int64(sumCap)-int64(sumLost))
 	return nil
+}
+
+// procCPU is the user and system time of process pid (/proc/PID/stat, in
+// clock ticks of 10 ms: enough over a flood of seconds).
+func procCPU(pid int) (user, sys time.Duration, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name may hold spaces: fields count from its ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64) // utime, field 14
+	s, err2 := strconv.ParseUint(f[12], 10, 64) // stime, field 15
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	const tick = 10 * time.Millisecond // USER_HZ
+	return time.Duration(u) * tick, time.Duration(s) * tick, nil
 }
 
 func perEvent(d time.Duration, n uint64) float64 {
@@ -421,7 +443,15 @@ func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []
 		defer restore()
 		statsBefore = progStats(idsBefore)
 	}
+	userFrom, sysFrom, err := procCPU(cmd.Process.Pid)
+	if err != nil {
+		return result{}, err
+	}
 	r, err := flood(st, dur, cpu)
+	if err != nil {
+		return r, err
+	}
+	userTo, sysTo, err := procCPU(cmd.Process.Pid)
 	if err != nil {
 		return r, err
 	}
@@ -434,7 +464,7 @@ func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []
 	if err := cmd.Wait(); err != nil {
 		return r, fmt.Errorf("pktfate trace: %w", err)
 	}
-	r.tracerUser, r.tracerSys = cmd.ProcessState.UserTime(), cmd.ProcessState.SystemTime()
+	r.tracerUser, r.tracerSys = userTo-userFrom, sysTo-sysFrom
 	sum, err := lastLine(out)
 	if err != nil {
 		return r, err
