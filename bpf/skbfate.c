@@ -99,19 +99,23 @@ struct {
  * that hook. A hook's chain runs on one CPU; hooks nest (a REJECT sends its
  * reply through LOCAL_OUT from inside LOCAL_IN), hence a small stack. A
  * per-CPU array costs a few stores where a hash map update and delete cost
- * several hundred nanoseconds per hook. Entries older than NF_STALE_NS (1 s,
- * like the module's table) are ignored: a task preempted and migrated
- * inside a chain (process context only) leaves one behind, and its skb
- * address will be reused. A chain can take milliseconds when a REJECT
- * sends its reply or when a virtual CPU is descheduled: 1 ms was too short
- * under QEMU TCG.
+ * several hundred nanoseconds per hook. Entries older than NF_STALE
+ * jiffies are ignored: a task preempted and migrated inside a chain
+ * (process context only) leaves one behind, and its skb address will be
+ * reused. A chain can take milliseconds when a REJECT sends its reply or
+ * when a virtual CPU is descheduled: 1 ms was too short under QEMU TCG.
+ * 250 jiffies is 1 s at Debian's HZ=250 (like the module's table), 0.25 s
+ * at HZ=1000, 2.5 s at HZ=100. The age is kept in jiffies, not
+ * nanoseconds, because bpf_jiffies64() is one load (the verifier inlines
+ * it) where bpf_ktime_get_ns() reads the TSC: in a VM that was half of
+ * nf_enter's cost, paid on every packet in every hook.
  */
 #define NF_STACK 8
-#define NF_STALE_NS 1000000000ULL
+#define NF_STALE 250
 
 struct nf_inflight {
 	__u64 skb;
-	__u64 ts;
+	__u64 jiffies;	/* when it entered the chain */
 	__u8 hook;
 	__u8 pf;
 	__u8 pad[6];
@@ -141,7 +145,7 @@ static __always_inline struct nf_stack *nf_stack(void)
  * nf_take finds skb on this CPU's stack, clears it and returns its entry's
  * hook and family; pops cleared entries off the top.
  */
-static __always_inline bool nf_take(struct nf_stack *st, __u64 skb, __u64 now,
+static __always_inline bool nf_take(struct nf_stack *st, __u64 skb, __u64 jiffies,
 				    __u8 *hook, __u8 *pf)
 {
 	bool found = false;
@@ -154,7 +158,7 @@ static __always_inline bool nf_take(struct nf_stack *st, __u64 skb, __u64 now,
 		if (e->skb != skb)
 			continue;
 		e->skb = 0;
-		if (now - e->ts < NF_STALE_NS) {
+		if (jiffies - e->jiffies < NF_STALE) {
 			*hook = e->hook;
 			*pf = e->pf;
 			found = true;
@@ -213,7 +217,6 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	__u16 nh, mh;
 	__u32 off, tail, n;
 	__u8 nf_hook = 0, nf_pf = 0;
-	__u64 now = 0;
 
 	ifindex = dev ? dev->ifindex : skb->skb_iif;
 
@@ -225,8 +228,7 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 		struct nf_stack *st = nf_stack();
 
 		if (st && st->top) {
-			now = bpf_ktime_get_ns();
-			if (nf_take(st, (__u64)skb, now, &nf_hook, &nf_pf))
+			if (nf_take(st, (__u64)skb, bpf_jiffies64(), &nf_hook, &nf_pf))
 				flags |= EVF_NF;
 		}
 	}
@@ -247,8 +249,7 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 		return 0;
 	}
 
-	/* One clock read per event: reuse the netfilter lookup's. */
-	ev->ts = now ? now : bpf_ktime_get_ns();
+	ev->ts = bpf_ktime_get_ns();
 	ev->skb = (__u64)skb;
 	ev->location = location;
 	ev->reason = reason;
@@ -345,19 +346,21 @@ static __always_inline bool nf_wanted(const struct bpf_nf_ctx *ctx)
 	return true;
 }
 
-static __always_inline void nf_record(struct sk_buff *skb, const struct nf_hook_state *state, __u64 now)
+static __always_inline void nf_record(struct sk_buff *skb, const struct nf_hook_state *state)
 {
 	struct nf_stack *st = nf_stack();
 	struct nf_inflight *e;
+	__u64 now;
 
 	if (!st)
 		return;
 	e = &st->e[st->top & (NF_STACK - 1)];
+	now = bpf_jiffies64();
 	/* Nested deeper than NF_STACK: a live entry is lost, and counted. */
-	if (e->skb && now - e->ts < NF_STALE_NS)
+	if (e->skb && now - e->jiffies < NF_STALE)
 		count(CNT_NF_INFLIGHT_FULL);
 	e->skb = (__u64)skb;
-	e->ts = now;
+	e->jiffies = now;
 	e->hook = state->hook;
 	e->pf = state->pf;
 	st->top++;
@@ -377,7 +380,7 @@ SEC("netfilter")
 int nf_enter(struct bpf_nf_ctx *ctx)
 {
 	if (nf_wanted(ctx))
-		nf_record(ctx->skb, ctx->state, bpf_ktime_get_ns());
+		nf_record(ctx->skb, ctx->state);
 	return NF_ACCEPT;
 }
 
@@ -409,7 +412,7 @@ int BPF_PROG(nf_hook_slow_enter, struct sk_buff *skb, const struct nf_hook_state
 		if (!dev || dev->ifindex != filter_ifindex)
 			return 0;
 	}
-	nf_record(skb, state, bpf_ktime_get_ns());
+	nf_record(skb, state);
 	return 0;
 }
 

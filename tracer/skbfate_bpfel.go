@@ -37,12 +37,12 @@ type skbfateEvent struct {
 type skbfateNfStack struct {
 	_ structs.HostLayout
 	E [8]struct {
-		_    structs.HostLayout
-		Skb  uint64
-		Ts   uint64
-		Hook uint8
-		Pf   uint8
-		Pad  [6]uint8
+		_       structs.HostLayout
+		Skb     uint64
+		Jiffies uint64
+		Hook    uint8
+		Pf      uint8
+		Pad     [6]uint8
 	}
 	Top uint32
 	Pad uint32
