@@ -26,12 +26,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 
 	"github.com/cilium/ebpf"
 
@@ -46,6 +49,7 @@ func main() {
 	target := flag.String("target", "closed", "closed: UDP to a closed port (every packet dropped); veth: delivered across a veth pair")
 	flag.BoolVar(&ruleset, "ruleset", false, "with -target veth: an nftables accept chain on prerouting and input of the receiving namespace in both arms, so netfilter runs with or without pktfate (a host with a firewall)")
 	flag.BoolVar(&bpfStats, "bpf-stats", false, "also measure what pktfate's BPF programs cost per packet (kernel.bpf_stats_enabled during the traced floods; the statistics themselves add two clock reads per run)")
+	flag.BoolVar(&perfShare, "perf", false, "also sample the sender's CPU with perf (linux-perf) and report the share of its time in netfilter hooks (nf_hook_slow) and in tracepoint BPF programs (bpf_trace_run*), with and without pktfate: a ratio within each flood, unmoved by the machine's speed swings")
 	flag.IntVar(&tracerCPU, "tracer-cpu", -1, "pin pktfate to this CPU (taskset) to separate its user-space share from the kernel-side cost; -1 leaves it to the scheduler")
 	traceArgs := flag.String("trace-args", "--filter-fate drop", "extra pktfate trace arguments")
 	child := flag.Bool("send-child", false, "internal: be the pinned sender process (socket on fd 3)")
@@ -74,6 +78,7 @@ type result struct {
 	tracerUser, tracerSys         time.Duration               // pktfate's CPU time during the flood, traced floods only
 	boxBusy                       float64                     // CPU-seconds busy on all CPUs during the flood
 	bpfFrom, bpfTo                map[ebpf.ProgramID]progCost // with -bpf-stats
+	shares                        shares                      // with -perf
 }
 
 func (r result) rate() float64 { return float64(r.sent) / r.secs }
@@ -131,16 +136,32 @@ func newSetup(target string) (*setup, func(), error) {
 			return nil, nil, fmt.Errorf("adding the accept chains: %v: %s", err, out)
 		}
 	}
+	// The receiver polls without ever sleeping. A receiver that sleeps
+	// when it has caught up must be woken by the sender's CPU (an IPI, a
+	// VM exit here) for every few packets, and the slower the sender, the
+	// more often it catches up: any slowdown would be amplified.
+	raw, err := sink.SyscallConn()
+	if err != nil {
+		sink.Close()
+		cleanup()
+		return nil, nil, err
+	}
+	var stop atomic.Bool
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
+		runtime.LockOSThread() // a thread of its own for the whole run
 		buf := make([]byte, 2048)
-		for {
-			if _, _, err := sink.ReadFromUDP(buf); err != nil {
-				return
+		raw.Read(func(fd uintptr) bool {
+			for !stop.Load() {
+				unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
 			}
-		}
+			return true
+		})
 	}()
+	stopSink := func() { stop.Store(true); <-stopped; sink.Close() }
 	return &setup{src: src, traceNS: dstNS, tracePath: "/run/netns/" + name, dst: &net.UDPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 5001}},
-		func() { sink.Close(); cleanup() }, nil
+		func() { stopSink(); cleanup() }, nil
 }
 
 // tracerCPU is -tracer-cpu, bpfStats -bpf-stats, ruleset -ruleset.
@@ -157,7 +178,7 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 	}
 	defer cleanup()
 	var base, traced []result
-	var paired []float64
+	var paired, perfCost []float64
 	for i := 0; i < rounds; i++ {
 		// Alternate which flood goes first (ABBA), so a drift of the
 		// machine's speed does not side with one of them.
@@ -188,6 +209,12 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 			fmt.Printf("  pktfate CPU during the flood: user %v, system %v; %s\n",
 				r.tracerUser.Round(time.Millisecond), r.tracerSys.Round(time.Millisecond), box)
 		}
+		if perfShare {
+			cost := (r.shares.hooks + r.shares.tps) - (b.shares.hooks + b.shares.tps)
+			perfCost = append(perfCost, cost)
+			fmt.Printf("  perf, sender's CPU: in netfilter hooks %.1f%% without, %.1f%% with; in tracepoint programs %.1f%% without, %.1f%% with; pktfate's share %.1f%%\n",
+				100*b.shares.hooks, 100*r.shares.hooks, 100*b.shares.tps, 100*r.shares.tps, 100*cost)
+		}
 		if bpfStats {
 			rep, err := costReport(r.bpfFrom, r.bpfTo, r.sent, b.rate())
 			if err != nil {
@@ -206,8 +233,14 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 	}
 	fmt.Printf("\nsender rate without tracer (median): %.0f pkt/s\n", b)
 	fmt.Printf("sender rate with pktfate (median):   %.0f pkt/s\n", t)
-	fmt.Printf("slowdown: %.1f%% (ratio of medians); paired rounds: median %.1f%%, range %.1f%% .. %.1f%%\n",
-		100*(1-t/b), 100*paired[len(paired)/2], 100*paired[0], 100*paired[len(paired)-1])
+	q := func(f float64) float64 { return 100 * paired[int(f*float64(len(paired)-1)+0.5)] }
+	fmt.Printf("slowdown: %.1f%% (ratio of medians); paired rounds: median %.1f%%, quartiles %.1f%% .. %.1f%%, range %.1f%% .. %.1f%%\n",
+		100*(1-t/b), q(0.5), q(0.25), q(0.75), q(0), q(1))
+	if perfShare {
+		slices.Sort(perfCost)
+		fmt.Printf("perf: share of the sender's CPU time in pktfate's kernel programs and the netfilter hooks they switch on: median %.1f%%, range %.1f%% .. %.1f%%\n",
+			100*perfCost[len(perfCost)/2], 100*perfCost[0], 100*perfCost[len(perfCost)-1])
+	}
 	fmt.Printf("drops: kernel NoPorts %d, reported %d (%.2f%%), lost and counted %d, unaccounted %d\n",
 		sumNo, sumCap, 100*float64(sumCap)/float64(max(sumNo, 1)), sumLost, int64(sumNo)-int64(sumCap)-int64(sumLost))
 	return nil
@@ -339,6 +372,13 @@ func flood(st *setup, dur time.Duration, cpu int) (result, error) {
 		"-send-child", "-duration", dur.String(), "-send-to", st.dst.String())
 	cmd.ExtraFiles = []*os.File{sock} // fd 3
 	cmd.Stderr = os.Stderr
+	var perfWait func() (shares, error)
+	if perfShare {
+		// Inside the flood: the sender takes a moment to start.
+		if perfWait, err = startPerf(cpu, dur-300*time.Millisecond); err != nil {
+			return result{}, err
+		}
+	}
 	busyFrom, err := busy()
 	if err != nil {
 		return result{}, err
@@ -346,6 +386,12 @@ func flood(st *setup, dur time.Duration, cpu int) (result, error) {
 	out, err := cmd.Output()
 	if err != nil {
 		return result{}, fmt.Errorf("sender: %w", err)
+	}
+	var sh shares
+	if perfWait != nil {
+		if sh, err = perfWait(); err != nil {
+			return result{}, err
+		}
 	}
 	busyTo, err := busy()
 	if err != nil {
@@ -360,7 +406,7 @@ func flood(st *setup, dur time.Duration, cpu int) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	return result{sent: sr.Sent, noPorts: after - before, secs: sr.Secs, boxBusy: busyTo - busyFrom}, nil
+	return result{sent: sr.Sent, noPorts: after - before, secs: sr.Secs, boxBusy: busyTo - busyFrom, shares: sh}, nil
 }
 
 // sendReport is what sendChild prints.
