@@ -219,7 +219,10 @@ func readNDJSON(r *bufio.Reader) (*Result, error) {
 			b.fate(&tracer.Event{Time: l.Time, Fate: parseFate(l.Fate), Reason: l.Reason, Location: l.Location, Hook: l.Hook, Family: l.Family}, l.Verdict, saw)
 		case "summary":
 			res.HasSummary = true
-			final = summaryOf(&l, line)
+			var err error
+			if final, err = summaryOf(&l, line); err != nil {
+				res.Damage = fmt.Errorf("line %d (byte offset %d), the summary, is damaged: %v", lineNo, off-int64(len(line)), err)
+			}
 		default:
 			res.Damage = fmt.Errorf("line %d (byte offset %d) has unknown type %q", lineNo, off-int64(len(line)), l.Type)
 		}
@@ -233,7 +236,7 @@ func readNDJSON(r *bufio.Reader) (*Result, error) {
 
 // summaryOf turns a summary line into a Summary, keeping the loss counters
 // in the order they were written.
-func summaryOf(l *ndLine, raw []byte) *tracer.Summary {
+func summaryOf(l *ndLine, raw []byte) (*tracer.Summary, error) {
 	s := tracer.NewSummary()
 	s.Start, s.End, s.Events = l.Start, l.End, l.Events
 	for k, v := range l.Ignored {
@@ -252,9 +255,13 @@ func summaryOf(l *ndLine, raw []byte) *tracer.Summary {
 		}
 	}
 	var late uint64
-	_ = json.Unmarshal(l.Late, &late) // absent: 0
+	if len(l.Late) > 0 {
+		if err := json.Unmarshal(l.Late, &late); err != nil {
+			return s, fmt.Errorf("its \"late\" is %s, not a count", l.Late)
+		}
+	}
 	s.Correlation = &tracer.Correlation{Observers: obs, Late: late, Forced: l.Forced}
-	return s
+	return s, nil
 }
 
 // orderedKeys returns the keys of the object under key in their order in
@@ -361,7 +368,10 @@ func readPcapng(r *bufio.Reader) (*Result, error) {
 			line := []byte(ifc.Statistics.Comment)
 			if json.Unmarshal(line, &l) == nil && l.Type == "summary" {
 				res.HasSummary = true
-				final = summaryOf(&l, line)
+				var err error
+				if final, err = summaryOf(&l, line); err != nil {
+					res.Damage = fmt.Errorf("the summary in the first interface's comment is damaged: %v", err)
+				}
 			}
 		}
 	}

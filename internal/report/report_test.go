@@ -3,6 +3,7 @@ package report
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -26,5 +27,24 @@ func TestLateFateAndSummary(t *testing.T) {
 	}
 	if c := res.Summary.Correlation; c == nil || c.Late != 1 {
 		t.Errorf("correlation %+v, want late 1", c)
+	}
+}
+
+// TestSummaryLateNotACount: a summary whose "late" is not a count is
+// damage, named with its line, not a silent zero.
+func TestSummaryLateNotACount(t *testing.T) {
+	const capture = `{"type":"event","time":"2026-11-27T04:10:00.123456789Z","source":"ebpf","fate":"drop","reason":"NO_SOCKET","location":"__udp4_lib_rcv+0x4bc"}
+{"type":"summary","start":"2026-11-27T04:10:00Z","end":"2026-11-27T04:10:01Z","events":1,"drops":1,"consumed":0,"lost":{"ebpf_ringbuf_full":0},"late":"x","forced":0,"sources":[{"name":"ebpf","running":true}]}
+`
+	path := filepath.Join(t.TempDir(), "cap.ndjson")
+	if err := os.WriteFile(path, []byte(capture), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Damage == nil || !strings.Contains(res.Damage.Error(), "line 2") || !strings.Contains(res.Damage.Error(), `"late" is "x"`) {
+		t.Fatalf("damage %v, want line 2 and its late named", res.Damage)
 	}
 }
