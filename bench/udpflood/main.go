@@ -49,6 +49,7 @@ func main() {
 	target := flag.String("target", "closed", "closed: UDP to a closed port (every packet dropped); veth: delivered across a veth pair")
 	flag.BoolVar(&ruleset, "ruleset", false, "with -target veth: an nftables accept chain on prerouting and input of the receiving namespace in both arms, so netfilter runs with or without pktfate (a host with a firewall)")
 	flag.BoolVar(&bpfStats, "bpf-stats", false, "also measure what pktfate's BPF programs cost per packet (kernel.bpf_stats_enabled during the traced floods; the statistics themselves add two clock reads per run)")
+	flag.DurationVar(&settle, "settle", time.Second, "wait this long after pktfate is ready before its flood")
 	flag.BoolVar(&perfShare, "perf", false, "also sample the sender's CPU with perf (linux-perf) and report the share of its time in netfilter hooks (nf_hook_slow) and in tracepoint BPF programs (bpf_trace_run*), with and without pktfate: a ratio within each flood, unmoved by the machine's speed swings")
 	flag.IntVar(&tracerCPU, "tracer-cpu", -1, "pin pktfate to this CPU (taskset) to separate its user-space share from the kernel-side cost; -1 leaves it to the scheduler")
 	traceArgs := flag.String("trace-args", "--filter-fate drop", "extra pktfate trace arguments")
@@ -164,8 +165,10 @@ func newSetup(target string) (*setup, func(), error) {
 		func() { stopSink(); cleanup() }, nil
 }
 
-// tracerCPU is -tracer-cpu, bpfStats -bpf-stats, ruleset -ruleset.
+// tracerCPU is -tracer-cpu, bpfStats -bpf-stats, ruleset -ruleset,
+// settle -settle.
 var (
+	settle    time.Duration
 	ruleset   bool
 	tracerCPU int
 	bpfStats  bool
@@ -480,6 +483,10 @@ func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []
 			return result{}, fmt.Errorf("pktfate never became ready")
 		}
 	}
+	// What start-up leaves behind (the Go runtime collecting the parsed
+	// BTF, the kernel freeing what loading used) is not the cost of
+	// tracing: let it pass.
+	time.Sleep(settle)
 	var statsBefore map[ebpf.ProgramID]progCost
 	if bpfStats {
 		restore, err := enableBPFStats()
