@@ -168,6 +168,9 @@ type CorrelatorConfig struct {
 	// MaxPending bounds the records waiting in the window (default 65536);
 	// past it the oldest is emitted early.
 	MaxPending int
+	// MaxLag bounds how far behind the clock a source may fall before its
+	// sightings are reported late (default 5s); see Advance.
+	MaxLag time.Duration
 }
 
 // CorrelatorStats counts what the correlator did besides joining.
@@ -179,6 +182,9 @@ type CorrelatorStats struct {
 	// Forced counts records emitted before their window closed because
 	// MaxPending was reached.
 	Forced uint64
+	// MaxLag is the furthest any source's sightings arrived behind the
+	// clock (ns): how long records waited beyond the window for it.
+	MaxLag uint64
 	// Clones counts consume sightings of the copies NET_DM makes of
 	// dropped packets for its alerts: pktfate's own doing, not reported.
 	Clones uint64
@@ -206,9 +212,14 @@ type Correlator struct {
 	losses              map[string][]lossSpan
 	lastOut             uint64 // mono of the last emitted record
 	now                 uint64 // the clock of the last Advance
-	nextID              uint64
-	free                []*FateRecord
-	stats               CorrelatorStats
+	closed              uint64 // records whose window ended by this were emitted
+	// How far each source's sightings arrived behind the clock, the
+	// largest in the current second of the clock and in the one before.
+	lagCur, lagPrev [4]uint64
+	lagSecond       uint64
+	nextID          uint64
+	free            []*FateRecord
+	stats           CorrelatorStats
 }
 
 type lossSpan struct{ from, to uint64 }
@@ -228,6 +239,9 @@ func NewCorrelator(cfg CorrelatorConfig, emit func(*FateRecord)) *Correlator {
 	}
 	if cfg.MaxPending == 0 {
 		cfg.MaxPending = 65536
+	}
+	if cfg.MaxLag == 0 {
+		cfg.MaxLag = 5 * time.Second
 	}
 	if cfg.Record != nil {
 		var running []string
@@ -382,6 +396,7 @@ func (c *Correlator) Add(e *Event) {
 		c.setEvent(r, e)
 	}
 	c.addSighting(r, s, e)
+	c.noteLag(e)
 	for len(c.pending) > c.cfg.MaxPending {
 		c.stats.Forced++
 		c.pop()
@@ -394,7 +409,30 @@ func (c *Correlator) Add(e *Event) {
 // gone out without it.
 func (c *Correlator) late(e *Event) bool {
 	w := uint64(c.cfg.Window)
-	return (c.now != 0 && e.Mono+w <= c.now) || (c.lastOut != 0 && e.Mono+w < c.lastOut)
+	return (c.closed != 0 && e.Mono+w <= c.closed) || (c.lastOut != 0 && e.Mono+w < c.lastOut)
+}
+
+// noteLag keeps how far behind the clock e's source delivers.
+func (c *Correlator) noteLag(e *Event) {
+	if c.now <= e.Mono {
+		return
+	}
+	i := slices.Index(Observers, e.Source)
+	if i < 0 {
+		return
+	}
+	lag := min(c.now-e.Mono, uint64(c.cfg.MaxLag))
+	c.lagCur[i] = max(c.lagCur[i], lag)
+	c.stats.MaxLag = max(c.stats.MaxLag, lag)
+}
+
+// lag is how far behind the clock the slowest source delivered lately.
+func (c *Correlator) lag() uint64 {
+	var l uint64
+	for i := range c.lagCur {
+		l = max(l, c.lagCur[i], c.lagPrev[i])
+	}
+	return l
 }
 
 func (c *Correlator) addSighting(r *FateRecord, s Sighting, e *Event) {
@@ -520,13 +558,32 @@ func (c *Correlator) insert(r *FateRecord) {
 	c.pending = slices.Insert(c.pending, i, r)
 }
 
-// Advance emits every record whose window closed before now (monotonic ns).
+// Advance emits every record whose window closed before now (monotonic ns),
+// less the lag of the slowest source: a source that delivers its sightings
+// late (NET_DM's kworker or the module's queue under a drop storm) holds
+// records back by as much as its sightings arrived behind the clock in the
+// last one to two seconds, up to MaxLag, rather than have every record go
+// out without it and its sightings come in as records of their own.
 func (c *Correlator) Advance(now uint64) {
 	if c.cfg.Record != nil {
 		c.cfg.Record.write(&Step{Op: StepAdvance, Now: now})
 	}
 	c.now = max(c.now, now)
-	for len(c.pending) > 0 && c.pending[0].mono+uint64(c.cfg.Window) <= now {
+	if sec := c.now / uint64(time.Second); sec != c.lagSecond {
+		if sec == c.lagSecond+1 {
+			c.lagPrev = c.lagCur
+		} else {
+			c.lagPrev = [4]uint64{}
+		}
+		c.lagCur = [4]uint64{}
+		c.lagSecond = sec
+	}
+	var closed uint64
+	if l := c.lag(); c.now > l {
+		closed = c.now - l
+	}
+	c.closed = max(c.closed, closed)
+	for len(c.pending) > 0 && c.pending[0].mono+uint64(c.cfg.Window) <= c.closed {
 		c.pop()
 	}
 }

@@ -341,3 +341,65 @@ func TestCorrelateDropmonClones(t *testing.T) {
 		t.Errorf("records %+v, clones %d; want the confirmed drop, the other consume, 2 clones", *out, c.Stats().Clones)
 	}
 }
+
+// TestCorrelateLaggingSource: NET_DM's sightings arrive 1.5 s behind the
+// eBPF ones, three times the window. The first ones come late, the ones
+// after them hold the clock back and join their records; once NET_DM keeps
+// up again the records go out after the window alone within two seconds.
+func TestCorrelateLaggingSource(t *testing.T) {
+	const (
+		base  = 10_000 * ms
+		every = 10 * ms
+		n     = 400 // 4 s of packets
+		lag   = 1500 * ms
+		tick  = 100 * ms
+	)
+	c, out := collect(CorrelatorConfig{Running: running("ebpf", "dropmon")})
+	// Deliveries in the order they reach the correlator: eBPF at once,
+	// NET_DM lag later, a clock tick every 100 ms.
+	type delivery struct {
+		at uint64
+		e  *Event
+	}
+	var ds []delivery
+	for i := range n {
+		mono := base + uint64(i)*every
+		ds = append(ds, delivery{mono, ebpfDrop(mono, 0x1000+uint64(i), uint16(1000+i), "NO_SOCKET", "__udp4_lib_rcv+0x4bc")},
+			delivery{mono + lag, dropmonDrop(mono, uint16(1000+i), "NO_SOCKET", "__udp4_lib_rcv+0x4bc")})
+	}
+	slices.SortStableFunc(ds, func(a, b delivery) int { return int(int64(a.at - b.at)) })
+	next := base + tick
+	for _, d := range ds {
+		for d.at >= next {
+			c.Advance(next)
+			next += tick
+		}
+		c.Add(d.e)
+	}
+	end := ds[len(ds)-1].at
+	// NET_DM caught up: nothing arrives behind the clock any more.
+	for ; next <= end+3000*ms; next += tick {
+		c.Advance(next)
+	}
+	if len(*out) < n {
+		t.Fatalf("%d records emitted by the clock, want all %d: the lag held them past two seconds", len(*out), n)
+	}
+	var late, joined int
+	for _, r := range *out {
+		switch {
+		case r.late:
+			late++
+		case r.verdict == VerdictConfirmed:
+			joined++
+		}
+	}
+	// Packets up to 1 s in (their window closed before the first alert
+	// came) lose NET_DM; every later one is confirmed.
+	firstLate := int((1000*ms)/every) + 1
+	if late > firstLate+int(tick/every) || joined < n-firstLate-int(tick/every) {
+		t.Errorf("%d late, %d confirmed of %d: want at most %d late, the rest confirmed", late, joined, n, firstLate+int(tick/every))
+	}
+	if got := c.Stats().MaxLag; got < lag-tick || got > lag+tick {
+		t.Errorf("MaxLag %v, want about %v", time.Duration(got), time.Duration(lag))
+	}
+}
