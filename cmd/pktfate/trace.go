@@ -54,7 +54,7 @@ func traceFlags(cfg *traceConfig, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.OutputFile, "output-file", "", "write events and summary to `FILE` (created with mode 0600) instead of stdout")
 	fs.StringVar(&cfg.OutputPcapng, "output-pcapng", "", "also write every packet with its fate as a comment to `FILE` (pcapng, mode 0600; Wireshark opens it)")
 	fs.StringVar(&cfg.Record, "record", "", "also write what the correlator received (every event with its bytes, loss intervals, clock ticks) to `FILE` as JSON lines, to reproduce a capture's correlation offline (needs two or more observers; mode 0600)")
-	fs.DurationVar(&cfg.Window, "correlate-window", 500*time.Millisecond, "how long a packet's record waits for the other observers' sightings (drop_monitor reports from a kworker, later than eBPF)")
+	fs.DurationVar(&cfg.Window, "correlate-window", 500*time.Millisecond, "how long a packet's record waits for the other observers' sightings (drop_monitor reports from a kworker, later than eBPF), plus how far the slowest source has lately delivered behind the clock (up to 5s)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until Ctrl-C")
 	fs.Uint64Var(&cfg.Count, "count", 0, "stop after this many events; 0 means no limit")
 	fs.StringVar(&cfg.FilterNetns, "filter-netns", "", "only packets in this network namespace: inode number, name under /run/netns, or path")
