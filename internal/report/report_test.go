@@ -14,14 +14,7 @@ func TestLateFateAndSummary(t *testing.T) {
 {"type":"fate","id":1,"time":"2026-11-27T04:10:00.123456789Z","verdict":"single","fate":"drop","reason":"NO_SOCKET","location":"__udp4_lib_rcv+0x4bc","observers":{"ebpf":{"status":"saw"},"dropmon":{"status":"missed"}},"late":true}
 {"type":"summary","start":"2026-11-27T04:10:00Z","end":"2026-11-27T04:10:01Z","events":1,"drops":1,"consumed":0,"lost":{"ebpf_ringbuf_full":0},"late":1,"forced":0,"sources":[{"name":"ebpf","running":true},{"name":"dropmon","running":true}]}
 `
-	path := filepath.Join(t.TempDir(), "cap.ndjson")
-	if err := os.WriteFile(path, []byte(capture), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	res, err := ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := readCapture(t, capture)
 	if res.Damage != nil || !res.HasSummary || res.Records != 2 {
 		t.Fatalf("damage %v, summary %v, %d records", res.Damage, res.HasSummary, res.Records)
 	}
@@ -36,6 +29,15 @@ func TestSummaryLateNotACount(t *testing.T) {
 	const capture = `{"type":"event","time":"2026-11-27T04:10:00.123456789Z","source":"ebpf","fate":"drop","reason":"NO_SOCKET","location":"__udp4_lib_rcv+0x4bc"}
 {"type":"summary","start":"2026-11-27T04:10:00Z","end":"2026-11-27T04:10:01Z","events":1,"drops":1,"consumed":0,"lost":{"ebpf_ringbuf_full":0},"late":"x","forced":0,"sources":[{"name":"ebpf","running":true}]}
 `
+	res := readCapture(t, capture)
+	if res.Damage == nil || !strings.Contains(res.Damage.Error(), "line 2") || !strings.Contains(res.Damage.Error(), `"late" is "x"`) {
+		t.Fatalf("damage %v, want line 2 and its late named", res.Damage)
+	}
+}
+
+// readCapture reads an NDJSON capture given as text.
+func readCapture(t *testing.T, capture string) *Result {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "cap.ndjson")
 	if err := os.WriteFile(path, []byte(capture), 0o600); err != nil {
 		t.Fatal(err)
@@ -44,7 +46,5 @@ func TestSummaryLateNotACount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Damage == nil || !strings.Contains(res.Damage.Error(), "line 2") || !strings.Contains(res.Damage.Error(), `"late" is "x"`) {
-		t.Fatalf("damage %v, want line 2 and its late named", res.Damage)
-	}
+	return res
 }
