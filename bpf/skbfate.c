@@ -227,10 +227,8 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	if (nf_enabled) {
 		struct nf_stack *st = nf_stack();
 
-		if (st && st->top) {
-			if (nf_take(st, (__u64)skb, bpf_jiffies64(), &nf_hook, &nf_pf))
-				flags |= EVF_NF;
-		}
+		if (st && st->top && nf_take(st, (__u64)skb, bpf_jiffies64(), &nf_hook, &nf_pf))
+			flags |= EVF_NF;
 	}
 
 	if (filter_netns && netns != filter_netns)

@@ -213,9 +213,10 @@ type Correlator struct {
 	lastOut             uint64 // mono of the last emitted record
 	now                 uint64 // the clock of the last Advance
 	closed              uint64 // records whose window ended by this were emitted
-	// How far each source's sightings arrived behind the clock, the
-	// largest in the current second of the clock and in the one before.
-	lagCur, lagPrev [4]uint64
+	// How far sightings arrived behind the clock, the most in the current
+	// second of the clock and in the one before (whichever source: only
+	// the slowest matters).
+	lagCur, lagPrev uint64
 	lagSecond       uint64
 	nextID          uint64
 	free            []*FateRecord
@@ -412,27 +413,14 @@ func (c *Correlator) late(e *Event) bool {
 	return (c.closed != 0 && e.Mono+w <= c.closed) || (c.lastOut != 0 && e.Mono+w < c.lastOut)
 }
 
-// noteLag keeps how far behind the clock e's source delivers.
+// noteLag keeps how far behind the clock e arrived.
 func (c *Correlator) noteLag(e *Event) {
 	if c.now <= e.Mono {
 		return
 	}
-	i := slices.Index(Observers, e.Source)
-	if i < 0 {
-		return
-	}
 	lag := min(c.now-e.Mono, uint64(c.cfg.MaxLag))
-	c.lagCur[i] = max(c.lagCur[i], lag)
+	c.lagCur = max(c.lagCur, lag)
 	c.stats.MaxLag = max(c.stats.MaxLag, lag)
-}
-
-// lag is how far behind the clock the slowest source delivered lately.
-func (c *Correlator) lag() uint64 {
-	var l uint64
-	for i := range c.lagCur {
-		l = max(l, c.lagCur[i], c.lagPrev[i])
-	}
-	return l
 }
 
 func (c *Correlator) addSighting(r *FateRecord, s Sighting, e *Event) {
@@ -570,16 +558,14 @@ func (c *Correlator) Advance(now uint64) {
 	}
 	c.now = max(c.now, now)
 	if sec := c.now / uint64(time.Second); sec != c.lagSecond {
+		c.lagPrev = 0
 		if sec == c.lagSecond+1 {
 			c.lagPrev = c.lagCur
-		} else {
-			c.lagPrev = [4]uint64{}
 		}
-		c.lagCur = [4]uint64{}
-		c.lagSecond = sec
+		c.lagCur, c.lagSecond = 0, sec
 	}
 	var closed uint64
-	if l := c.lag(); c.now > l {
+	if l := max(c.lagCur, c.lagPrev); c.now > l {
 		closed = c.now - l
 	}
 	c.closed = max(c.closed, closed)

@@ -25,16 +25,6 @@ type shares struct {
 	tps   float64 // bpf_trace_run*: BPF programs on tracepoints (kfree_skb, consume_skb)
 }
 
-// shareSymbols maps a symbol to the share it counts into.
-var shareSymbols = map[string]func(*shares) *float64{
-	"nf_hook_slow":   func(s *shares) *float64 { return &s.hooks },
-	"bpf_trace_run1": func(s *shares) *float64 { return &s.tps },
-	"bpf_trace_run2": func(s *shares) *float64 { return &s.tps },
-	"bpf_trace_run3": func(s *shares) *float64 { return &s.tps },
-	"bpf_trace_run4": func(s *shares) *float64 { return &s.tps },
-	"bpf_trace_run5": func(s *shares) *float64 { return &s.tps },
-}
-
 // startPerf samples cpu for d; wait returns the shares.
 func startPerf(cpu int, d time.Duration) (wait func() (shares, error), err error) {
 	dir, err := os.MkdirTemp("", "udpflood-perf-")
@@ -73,15 +63,16 @@ func parseShares(report []byte) shares {
 		if len(f) < 4 || strings.HasPrefix(f[0], "#") {
 			continue
 		}
-		get := shareSymbols[f[len(f)-1]]
-		if get == nil {
-			continue
-		}
 		v, err := strconv.ParseFloat(strings.TrimSuffix(f[0], "%"), 64)
 		if err != nil {
 			continue
 		}
-		*get(&s) += v / 100
+		switch sym := f[len(f)-1]; {
+		case sym == "nf_hook_slow":
+			s.hooks += v / 100
+		case strings.HasPrefix(sym, "bpf_trace_run"):
+			s.tps += v / 100
+		}
 	}
 	return s
 }
