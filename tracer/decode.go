@@ -3,8 +3,9 @@ package tracer
 import (
 	"encoding/binary"
 	"fmt"
-	"strconv"
 	"unsafe"
+
+	"github.com/pktfate/pktfate/fate"
 )
 
 // Offsets of struct event (bpf/skbfate.c), taken from the bpf2go-generated
@@ -41,40 +42,6 @@ const (
 	flagMACSet      = 1 << 4
 )
 
-// NetfilterHook names a netfilter inet hook number (enum nf_inet_hooks).
-func NetfilterHook(h uint8) string {
-	switch h {
-	case 0:
-		return "PRE_ROUTING"
-	case 1:
-		return "LOCAL_IN"
-	case 2:
-		return "FORWARD"
-	case 3:
-		return "LOCAL_OUT"
-	case 4:
-		return "POST_ROUTING"
-	}
-	return "HOOK_" + strconv.Itoa(int(h))
-}
-
-// NetfilterFamily names a netfilter protocol family (NFPROTO_*).
-func NetfilterFamily(pf uint8) string {
-	switch pf {
-	case 1:
-		return "inet"
-	case 2:
-		return "ipv4"
-	case 3:
-		return "arp"
-	case 7:
-		return "bridge"
-	case 10:
-		return "ipv6"
-	}
-	return "pf" + strconv.Itoa(int(pf))
-}
-
 // Decoder turns raw ring-buffer records of the ebpf source into Events.
 // Not safe for concurrent use: it reuses its buffers and caches names.
 type Decoder struct {
@@ -104,7 +71,7 @@ func NewDecoder(r *Reasons, s *Symbols, c Clock) *Decoder {
 
 // Decode fills ev from one record. ev.Data aliases raw: copy the event
 // (Event.Clone) to keep it after raw is reused.
-func (d *Decoder) Decode(raw []byte, ev *Event) error {
+func (d *Decoder) Decode(raw []byte, ev *fate.Event) error {
 	if len(raw) < int(offData) {
 		return fmt.Errorf("record of %d bytes is shorter than the %d-byte event header", len(raw), offData)
 	}
@@ -135,19 +102,19 @@ func (d *Decoder) Decode(raw []byte, ev *Event) error {
 
 	switch {
 	case kind == kindConsume:
-		ev.Fate, ev.Reason = FateConsume, ""
+		ev.Fate, ev.Reason = fate.FateConsume, ""
 	case kind == kindKfree && d.Reasons.IsConsumed(ev.ReasonCode):
-		ev.Fate, ev.Reason = FateConsume, ""
+		ev.Fate, ev.Reason = fate.FateConsume, ""
 	case kind == kindKfree:
-		ev.Fate, ev.Reason = FateDrop, d.Reasons.Name(ev.ReasonCode)
+		ev.Fate, ev.Reason = fate.FateDrop, d.Reasons.Name(ev.ReasonCode)
 	default:
 		return fmt.Errorf("record has unknown kind %d", kind)
 	}
 	ev.Hook, ev.Family, ev.Verdict = "", "", ""
 	if flags&flagNF != 0 {
-		ev.Hook, ev.Family = NetfilterHook(raw[offNfHook]), NetfilterFamily(raw[offNfPf])
+		ev.Hook, ev.Family = fate.NetfilterHook(raw[offNfHook]), fate.NetfilterFamily(raw[offNfPf])
 		ev.Verdict = "drop"
-		if ev.Fate == FateConsume {
+		if ev.Fate == fate.FateConsume {
 			ev.Verdict = "stolen"
 		}
 	}
@@ -159,7 +126,7 @@ func (d *Decoder) Decode(raw []byte, ev *Event) error {
 	if flags&(flagNetwork|flagMAC) != 0 {
 		d.pkt.decode(&ev.Packet, ev.EtherType, ev.Data, ev.MACHeader)
 	} else {
-		ev.Packet = Packet{}
+		ev.Packet = fate.Packet{}
 	}
 	return nil
 }

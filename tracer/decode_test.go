@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/render"
 	"github.com/pktfate/pktfate/tracer"
 )
@@ -84,7 +85,7 @@ func TestDecodeRecords(t *testing.T) {
 	for _, w := range m.Records {
 		t.Run(w.Name, func(t *testing.T) {
 			raw := raws[w.Name]
-			var ev tracer.Event
+			var ev fate.Event
 			if err := d.Decode(raw, &ev); err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +94,7 @@ func TestDecodeRecords(t *testing.T) {
 	}
 	// One Decoder and one Event reused across records of different
 	// protocols: nothing of a previous packet may stay behind.
-	var ev tracer.Event
+	var ev fate.Event
 	for range 2 {
 		for _, w := range m.Records {
 			if err := d.Decode(raws[w.Name], &ev); err != nil {
@@ -104,7 +105,7 @@ func TestDecodeRecords(t *testing.T) {
 	}
 }
 
-func checkEvent(t *testing.T, ev *tracer.Event, w tracer.RecordedWant, raw []byte) {
+func checkEvent(t *testing.T, ev *fate.Event, w tracer.RecordedWant, raw []byte) {
 	t.Helper()
 	check := func(field string, got, want any) {
 		t.Helper()
@@ -160,7 +161,7 @@ func TestDecodeRecordsScenario(t *testing.T) {
 	lo4, lo6 := netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()
 	for _, tc := range []struct {
 		name     string
-		fate     tracer.Fate
+		fate     fate.Fate
 		fn       string // function of the location
 		proto    string
 		addr     netip.Addr
@@ -169,27 +170,27 @@ func TestDecodeRecordsScenario(t *testing.T) {
 		icmpType uint8
 		payload  int
 	}{
-		{"udp4-closed-port", tracer.FateDrop, "__udp4_lib_rcv", "udp", lo4, 9, 0, 0, len("pktfate")},
-		{"udp6-closed-port", tracer.FateDrop, "__udp6_lib_rcv", "udp", lo6, 9, 0, 0, len("pktfate")},
-		{"tcp4-syn-closed-port", tracer.FateDrop, "tcp_v4_rcv", "tcp", lo4, 9, 0x02, 0, 0},
-		{"icmp4-echo-request", tracer.FateConsume, "icmp_rcv", "icmp", lo4, 0, 0, 8, 0},
+		{"udp4-closed-port", fate.FateDrop, "__udp4_lib_rcv", "udp", lo4, 9, 0, 0, len("pktfate")},
+		{"udp6-closed-port", fate.FateDrop, "__udp6_lib_rcv", "udp", lo6, 9, 0, 0, len("pktfate")},
+		{"tcp4-syn-closed-port", fate.FateDrop, "tcp_v4_rcv", "tcp", lo4, 9, 0x02, 0, 0},
+		{"icmp4-echo-request", fate.FateConsume, "icmp_rcv", "icmp", lo4, 0, 0, 8, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := raws[tc.name]
-			var ev tracer.Event
+			var ev fate.Event
 			if err := d.Decode(raw, &ev); err != nil {
 				t.Fatal(err)
 			}
 			if ev.Fate != tc.fate {
 				t.Errorf("fate %s, want %s", ev.Fate, tc.fate)
 			}
-			if tc.fate == tracer.FateDrop && (ev.ReasonCode != noSocket || ev.Reason != "NO_SOCKET") {
+			if tc.fate == fate.FateDrop && (ev.ReasonCode != noSocket || ev.Reason != "NO_SOCKET") {
 				t.Errorf("reason %d %q, want %d NO_SOCKET", ev.ReasonCode, ev.Reason, noSocket)
 			}
-			if tc.fate == tracer.FateConsume && (ev.Reason != "" || ev.ReasonCode != 0) {
+			if tc.fate == fate.FateConsume && (ev.Reason != "" || ev.ReasonCode != 0) {
 				t.Errorf("consumed packet has reason %d %q", ev.ReasonCode, ev.Reason)
 			}
-			if got := tracer.Function(ev.Location); got != tc.fn || !strings.HasPrefix(ev.Location, tc.fn+"+0x") {
+			if got := fate.Function(ev.Location); got != tc.fn || !strings.HasPrefix(ev.Location, tc.fn+"+0x") {
 				t.Errorf("location %q, want %s+0x...", ev.Location, tc.fn)
 			}
 			if ev.Ifname != "lo" || ev.Ifindex != 1 || ev.Netns == 0 || ev.Mark != 0 {
@@ -236,7 +237,7 @@ func TestDecodeOtherKernelsReasons(t *testing.T) {
 		{nil, "UNKNOWN_3"},
 	} {
 		d := tracer.NewDecoder(tc.reasons, nil, tracer.FixedClock(0))
-		var ev tracer.Event
+		var ev fate.Event
 		if err := d.Decode(raw, &ev); err != nil {
 			t.Fatal(err)
 		}
@@ -281,28 +282,28 @@ func TestDecodeVariants(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		raw   []byte
-		check func(t *testing.T, ev *tracer.Event)
+		check func(t *testing.T, ev *fate.Event)
 	}{
 		{"kfree_skb with SKB_CONSUMED is a consume", mutate(udp4, func(b []byte) []byte {
 			binary.LittleEndian.PutUint32(b[rawReason:], consumed)
 			return b
-		}), func(t *testing.T, ev *tracer.Event) {
-			if ev.Fate != tracer.FateConsume || ev.Reason != "" || ev.ReasonCode != consumed {
+		}), func(t *testing.T, ev *fate.Event) {
+			if ev.Fate != fate.FateConsume || ev.Reason != "" || ev.ReasonCode != consumed {
 				t.Errorf("fate %s reason %d %q, want consume %d \"\"", ev.Fate, ev.ReasonCode, ev.Reason, consumed)
 			}
 		}},
 		{"unknown reason code", mutate(udp4, func(b []byte) []byte {
 			binary.LittleEndian.PutUint32(b[rawReason:], 999)
 			return b
-		}), func(t *testing.T, ev *tracer.Event) {
-			if ev.Fate != tracer.FateDrop || ev.Reason != "UNKNOWN_999" {
+		}), func(t *testing.T, ev *fate.Event) {
+			if ev.Fate != fate.FateDrop || ev.Reason != "UNKNOWN_999" {
 				t.Errorf("fate %s reason %q, want drop UNKNOWN_999", ev.Fate, ev.Reason)
 			}
 		}},
 		{"subsystem reason", mutate(udp4, func(b []byte) []byte {
 			binary.LittleEndian.PutUint32(b[rawReason:], 2<<16|5)
 			return b
-		}), func(t *testing.T, ev *tracer.Event) {
+		}), func(t *testing.T, ev *fate.Event) {
 			if ev.Reason != "SUBSYS_OPENVSWITCH:5" {
 				t.Errorf("reason %q, want SUBSYS_OPENVSWITCH:5", ev.Reason)
 			}
@@ -311,14 +312,14 @@ func TestDecodeVariants(t *testing.T) {
 			clear(b[16:24])
 			b[rawFlags] &^= evfHasLocation
 			return b
-		}), func(t *testing.T, ev *tracer.Event) {
-			if ev.Fate != tracer.FateConsume || ev.Location != "" || ev.LocationAddr != 0 || ev.Packet.ICMPType != 8 {
+		}), func(t *testing.T, ev *fate.Event) {
+			if ev.Fate != fate.FateConsume || ev.Location != "" || ev.LocationAddr != 0 || ev.Packet.ICMPType != 8 {
 				t.Errorf("fate %s location %q %#x icmp %d", ev.Fate, ev.Location, ev.LocationAddr, ev.Packet.ICMPType)
 			}
 		}},
 		{"MAC header only", mutate(udp4, func(b []byte) []byte {
 			return setPacket(b, 0x0800, evfMAC|evfHasLocation, eth)
-		}), func(t *testing.T, ev *tracer.Event) {
+		}), func(t *testing.T, ev *fate.Event) {
 			if !ev.MACHeader || ev.Packet.Proto != "udp" || ev.Packet.Dport != 9 || len(ev.Data) != len(eth) {
 				t.Errorf("mac %v packet %+v data %d", ev.MACHeader, ev.Packet, len(ev.Data))
 			}
@@ -326,14 +327,14 @@ func TestDecodeVariants(t *testing.T) {
 		{"no header set: bytes kept, not decoded", mutate(udp4, func(b []byte) []byte {
 			b[rawFlags] = evfHasLocation
 			return b
-		}), func(t *testing.T, ev *tracer.Event) {
-			if ev.Packet != (tracer.Packet{}) || len(ev.Data) != 35 {
+		}), func(t *testing.T, ev *fate.Event) {
+			if ev.Packet != (fate.Packet{}) || len(ev.Data) != 35 {
 				t.Errorf("packet %+v data %d, want zero packet and 35 bytes", ev.Packet, len(ev.Data))
 			}
 		}},
 		{"ARP", mutate(udp4, func(b []byte) []byte {
 			return setPacket(b, 0x0806, evfNetwork|evfHasLocation, arp)
-		}), func(t *testing.T, ev *tracer.Event) {
+		}), func(t *testing.T, ev *fate.Event) {
 			p := ev.Packet
 			if p.Proto != "arp" || p.Src != netip.MustParseAddr("10.0.0.2") || p.Dst != netip.MustParseAddr("10.0.0.1") {
 				t.Errorf("packet %+v, want arp 10.0.0.2 > 10.0.0.1", p)
@@ -341,28 +342,28 @@ func TestDecodeVariants(t *testing.T) {
 		}},
 		{"unknown ethertype", mutate(udp4, func(b []byte) []byte {
 			return setPacket(b, 0x88cc, evfNetwork|evfHasLocation, []byte{0x02, 0x07, 0x04, 0, 0, 0, 0, 0, 1})
-		}), func(t *testing.T, ev *tracer.Event) {
-			if ev.EtherType != 0x88cc || ev.Packet != (tracer.Packet{}) {
+		}), func(t *testing.T, ev *fate.Event) {
+			if ev.EtherType != 0x88cc || ev.Packet != (fate.Packet{}) {
 				t.Errorf("ethertype %#x packet %+v, want 0x88cc and nothing decoded", ev.EtherType, ev.Packet)
 			}
 		}},
 		{"no packet bytes", mutate(udp4, func(b []byte) []byte {
 			return setPacket(b, 0x0800, evfNetwork|evfHasLocation, nil)
-		}), func(t *testing.T, ev *tracer.Event) {
-			if len(ev.Data) != 0 || ev.Packet != (tracer.Packet{}) {
+		}), func(t *testing.T, ev *fate.Event) {
+			if len(ev.Data) != 0 || ev.Packet != (fate.Packet{}) {
 				t.Errorf("data %d packet %+v", len(ev.Data), ev.Packet)
 			}
 		}},
 		{"truncated IPv4 header", mutate(udp4, func(b []byte) []byte {
 			return setPacket(b, 0x0800, evfNetwork|evfHasLocation, ip4[:12])
-		}), func(t *testing.T, ev *tracer.Event) {
+		}), func(t *testing.T, ev *fate.Event) {
 			if ev.Packet.Src.IsValid() || ev.Packet.Sport != 0 {
 				t.Errorf("packet %+v decoded from 12 bytes", ev.Packet)
 			}
 		}},
 		{"snap ends inside UDP header", mutate(udp4, func(b []byte) []byte {
 			return setPacket(b, 0x0800, evfNetwork|evfHasLocation, ip4[:24])
-		}), func(t *testing.T, ev *tracer.Event) {
+		}), func(t *testing.T, ev *fate.Event) {
 			p := ev.Packet
 			if p.Proto != "ipv4" || p.Dst != netip.MustParseAddr("127.0.0.1") || p.Dport != 0 {
 				t.Errorf("packet %+v, want ipv4 only", p)
@@ -371,7 +372,7 @@ func TestDecodeVariants(t *testing.T) {
 		{"ifname of 16 bytes without NUL", mutate(udp4, func(b []byte) []byte {
 			copy(b[rawIfname:rawIfname+16], "abcdefghijklmnop")
 			return b
-		}), func(t *testing.T, ev *tracer.Event) {
+		}), func(t *testing.T, ev *fate.Event) {
 			if ev.Ifname != "abcdefghijklmnop" {
 				t.Errorf("ifname %q", ev.Ifname)
 			}
@@ -379,7 +380,7 @@ func TestDecodeVariants(t *testing.T) {
 		{"ifname with invalid UTF-8 and bytes after the NUL", mutate(udp4, func(b []byte) []byte {
 			copy(b[rawIfname:rawIfname+16], "v\xff\"e\x00garbage")
 			return b
-		}), func(t *testing.T, ev *tracer.Event) {
+		}), func(t *testing.T, ev *fate.Event) {
 			if ev.Ifname != "v\xff\"e" {
 				t.Errorf("ifname %q, want %q", ev.Ifname, "v\xff\"e")
 			}
@@ -388,7 +389,7 @@ func TestDecodeVariants(t *testing.T) {
 			b[rawFlags] |= evfNF
 			b[rawNfHook], b[rawNfPf] = 1, 2
 			return b
-		}), func(t *testing.T, ev *tracer.Event) {
+		}), func(t *testing.T, ev *fate.Event) {
 			if ev.Hook != "LOCAL_IN" || ev.Family != "ipv4" || ev.Verdict != "drop" || ev.Reason != "NO_SOCKET" {
 				t.Errorf("hook %q family %q verdict %q reason %q, want LOCAL_IN ipv4 drop NO_SOCKET", ev.Hook, ev.Family, ev.Verdict, ev.Reason)
 			}
@@ -397,8 +398,8 @@ func TestDecodeVariants(t *testing.T) {
 			b[rawFlags] |= evfNF
 			b[rawNfHook], b[rawNfPf] = 0, 10
 			return b
-		}), func(t *testing.T, ev *tracer.Event) {
-			if ev.Hook != "PRE_ROUTING" || ev.Family != "ipv6" || ev.Verdict != "stolen" || ev.Fate != tracer.FateConsume {
+		}), func(t *testing.T, ev *fate.Event) {
+			if ev.Hook != "PRE_ROUTING" || ev.Family != "ipv6" || ev.Verdict != "stolen" || ev.Fate != fate.FateConsume {
 				t.Errorf("hook %q family %q verdict %q fate %s, want PRE_ROUTING ipv6 stolen consume", ev.Hook, ev.Family, ev.Verdict, ev.Fate)
 			}
 		}},
@@ -406,7 +407,7 @@ func TestDecodeVariants(t *testing.T) {
 			b[rawFlags] |= evfNF
 			b[rawNfHook], b[rawNfPf] = 9, 99
 			return b
-		}), func(t *testing.T, ev *tracer.Event) {
+		}), func(t *testing.T, ev *fate.Event) {
 			if ev.Hook != "HOOK_9" || ev.Family != "pf99" {
 				t.Errorf("hook %q family %q, want HOOK_9 pf99", ev.Hook, ev.Family)
 			}
@@ -414,21 +415,21 @@ func TestDecodeVariants(t *testing.T) {
 		{"hook bytes without the netfilter flag", mutate(udp4, func(b []byte) []byte {
 			b[rawNfHook], b[rawNfPf] = 1, 2
 			return b
-		}), func(t *testing.T, ev *tracer.Event) {
+		}), func(t *testing.T, ev *fate.Event) {
 			if ev.Hook != "" || ev.Family != "" || ev.Verdict != "" {
 				t.Errorf("hook %q family %q verdict %q without EVF_NF", ev.Hook, ev.Family, ev.Verdict)
 			}
 		}},
 		{"header only, no data", mutate(udp4, func(b []byte) []byte {
 			return setPacket(b, 0, evfHasLocation, nil)
-		}), func(t *testing.T, ev *tracer.Event) {
+		}), func(t *testing.T, ev *fate.Event) {
 			if len(ev.Data) != 0 || ev.EtherType != 0 {
 				t.Errorf("data %d ethertype %#x", len(ev.Data), ev.EtherType)
 			}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var ev tracer.Event
+			var ev fate.Event
 			if err := d.Decode(tc.raw, &ev); err != nil {
 				t.Fatal(err)
 			}
@@ -465,7 +466,7 @@ func TestDecodeMalformed(t *testing.T) {
 	d := fixtureDecoder(t)
 	for name, raw := range malformedRecords(t) {
 		t.Run(name, func(t *testing.T) {
-			var ev tracer.Event
+			var ev fate.Event
 			err := d.Decode(raw, &ev)
 			if err == nil {
 				t.Fatalf("decoding a %d-byte record: no error", len(raw))
@@ -481,7 +482,7 @@ func TestDecodeMalformed(t *testing.T) {
 		binary.LittleEndian.PutUint16(b[rawCapLen:], 0)
 		return b
 	})
-	var ev tracer.Event
+	var ev fate.Event
 	if err := d.Decode(hdr, &ev); err != nil {
 		t.Errorf("header-only record: %v", err)
 	}
@@ -491,7 +492,7 @@ func TestEventClone(t *testing.T) {
 	_, raws := tracer.LoadRecords(t, tracer.RecordsDir)
 	raw := slices.Clone(raws["udp4-closed-port"])
 	d := fixtureDecoder(t)
-	var ev tracer.Event
+	var ev fate.Event
 	if err := d.Decode(raw, &ev); err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +518,7 @@ func FuzzDecode(f *testing.F) {
 	var out bytes.Buffer
 	r := render.NewNDJSON(&out)
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		var ev tracer.Event
+		var ev fate.Event
 		if err := d.Decode(raw, &ev); err != nil {
 			return
 		}
@@ -525,11 +526,11 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded a %d-byte record with %d packet bytes", len(raw), len(ev.Data))
 		}
 		switch ev.Fate {
-		case tracer.FateDrop:
+		case fate.FateDrop:
 			if ev.Reason == "" {
 				t.Fatal("drop without reason name")
 			}
-		case tracer.FateConsume:
+		case fate.FateConsume:
 			if ev.Reason != "" {
 				t.Fatalf("consume with reason %q", ev.Reason)
 			}
@@ -580,7 +581,7 @@ func BenchmarkDecode(b *testing.B) {
 		recs = append(recs, raws[w.Name])
 	}
 	d := fixtureDecoder(b)
-	var ev tracer.Event
+	var ev fate.Event
 	b.ReportAllocs()
 	i := 0
 	var cpu0 time.Duration
@@ -622,7 +623,7 @@ func TestDecodeTCPFlags(t *testing.T) {
 			b[tcpFlagsByte] = flags
 			return b
 		})
-		var ev tracer.Event
+		var ev fate.Event
 		if err := d.Decode(raw, &ev); err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/genl/dropmon"
 )
 
@@ -106,7 +107,7 @@ func (s *Dropmon) Start() error {
 func (s *Dropmon) Passive() bool { return s.sess != nil && s.sess.Passive() }
 
 // Run implements Source.
-func (s *Dropmon) Run(ctx context.Context, h Handler) error {
+func (s *Dropmon) Run(ctx context.Context, h fate.Handler) error {
 	if s.sess == nil {
 		return errors.New("dropmon source: Run before Start")
 	}
@@ -114,7 +115,7 @@ func (s *Dropmon) Run(ctx context.Context, h Handler) error {
 	stop := context.AfterFunc(ctx, func() { _ = ev.SetReadDeadline(time.Now().Add(dropmonDrain)) })
 	defer stop()
 	var a dropmon.Alert
-	var e Event
+	var e fate.Event
 	for {
 		err := ev.Read(&a)
 		switch {
@@ -136,8 +137,8 @@ func (s *Dropmon) Run(ctx context.Context, h Handler) error {
 // fill converts a packet alert into an Event. NET_DM gives no skb address,
 // mark, netns or CPU; its time is wall-clock, converted to the monotonic
 // clock of the ebpf events with the same offset.
-func (s *Dropmon) fill(e *Event, p *dropmon.PacketAlert) {
-	*e = Event{Source: "dropmon", Fate: FateDrop, Data: e.Data[:0]}
+func (s *Dropmon) fill(e *fate.Event, p *dropmon.PacketAlert) {
+	*e = fate.Event{Source: "dropmon", Fate: fate.FateDrop, Data: e.Data[:0]}
 	e.Time = p.Time()
 	e.Mono = s.clock.Mono(e.Time)
 	e.LocationAddr = p.PC
@@ -162,12 +163,12 @@ func (s *Dropmon) fill(e *Event, p *dropmon.PacketAlert) {
 
 // Losses implements Source: alerts the kernel's queue could not hold, and
 // ENOBUFS overruns of the events socket.
-func (s *Dropmon) Losses() []Counter {
+func (s *Dropmon) Losses() []fate.Counter {
 	var l dropmon.Loss
 	if s.sess != nil {
 		l, _ = s.sess.Loss()
 	}
-	return []Counter{
+	return []fate.Counter{
 		{Name: "dropmon_queue_full", Value: l.Queue + l.HWQueue},
 		{Name: "dropmon_socket_overrun", Value: l.Overruns},
 		{Name: "dropmon_decode_errors", Value: l.Decode},

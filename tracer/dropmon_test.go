@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/genl/dropmon"
 	"github.com/pktfate/pktfate/internal/testutil"
 )
@@ -27,9 +28,9 @@ func TestDropmonFill(t *testing.T) {
 	s := NewDropmon(DropmonConfig{})
 	s.decoder = NewDecoder(nil, nil, FixedClock(1_000_000_000))
 	s.clock = s.decoder.Clock
-	var e Event
+	var e fate.Event
 	s.fill(&e, &a.Packet)
-	if e.Source != "dropmon" || e.Fate != FateDrop || e.Reason != "NO_SOCKET" || e.Location != "__udp4_lib_rcv+0x6ba" ||
+	if e.Source != "dropmon" || e.Fate != fate.FateDrop || e.Reason != "NO_SOCKET" || e.Location != "__udp4_lib_rcv+0x6ba" ||
 		e.Ifindex != 1 || e.Len != 46 || e.EtherType != 0x0800 || !e.MACHeader {
 		t.Errorf("event %+v", e)
 	}
@@ -77,8 +78,8 @@ func TestDropmonSourceKernel(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var got *Event
-	err = src.Run(ctx, func(e *Event) {
+	var got *fate.Event
+	err = src.Run(ctx, func(e *fate.Event) {
 		if got == nil && e.Packet.Proto == "udp" && e.Packet.Dport == closed.Port() {
 			got = e.Clone()
 			cancel()

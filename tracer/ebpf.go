@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/pktfate/pktfate/fate"
 )
 
 // EBPFConfig configures the ebpf source. The filters run in the kernel,
@@ -328,7 +329,7 @@ func explainLoadError(err error) error {
 }
 
 // Run implements Source.
-func (s *EBPF) Run(ctx context.Context, h Handler) error {
+func (s *EBPF) Run(ctx context.Context, h fate.Handler) error {
 	if s.ring == nil {
 		return errors.New("ebpf source: Run before Start")
 	}
@@ -350,7 +351,7 @@ func (s *EBPF) Run(ctx context.Context, h Handler) error {
 		}()
 		defer func() { close(stop); <-done }()
 	}
-	var ev Event
+	var ev fate.Event
 	handle := func(sample []byte) {
 		if err := s.decoder.Decode(sample, &ev); err != nil {
 			s.decodeErrors++
@@ -383,14 +384,14 @@ func (s *EBPF) Run(ctx context.Context, h Handler) error {
 // Losses implements Source: ring-buffer reservations that failed (the
 // buffer was full; the kernel counted them per CPU) and records that could
 // not be decoded.
-func (s *EBPF) Losses() []Counter {
+func (s *EBPF) Losses() []fate.Counter {
 	full := s.counter(cntRingbufFull)
-	out := []Counter{
+	out := []fate.Counter{
 		{Name: "ebpf_ringbuf_full", Value: full},
 		{Name: "ebpf_decode_errors", Value: s.decodeErrors},
 	}
 	if s.cfg.Netfilter {
-		out = append(out, Counter{Name: "nf_inflight_full", Value: s.counter(cntNFInflightFull)})
+		out = append(out, fate.Counter{Name: "nf_inflight_full", Value: s.counter(cntNFInflightFull)})
 	}
 	return out
 }

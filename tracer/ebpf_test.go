@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/netns"
 	"github.com/pktfate/pktfate/internal/testutil"
 	"github.com/pktfate/pktfate/tracer"
@@ -16,7 +17,7 @@ import (
 
 // capture runs the ebpf source filtered to ns while send runs, and returns
 // every event (cloned) and the source's losses.
-func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, send func() error) ([]*tracer.Event, []tracer.Counter) {
+func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, send func() error) ([]*fate.Event, []fate.Counter) {
 	t.Helper()
 	cfg.FilterNetns = ns.Inode
 	src := tracer.NewEBPF(cfg)
@@ -31,14 +32,14 @@ func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, send func() erro
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
 		mu     sync.Mutex
-		events []*tracer.Event
+		events []*fate.Event
 		runErr error
 		wg     sync.WaitGroup
 	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		runErr = src.Run(ctx, func(e *tracer.Event) {
+		runErr = src.Run(ctx, func(e *fate.Event) {
 			mu.Lock()
 			events = append(events, e.Clone())
 			mu.Unlock()
@@ -63,7 +64,7 @@ func sendUDP(ns *netns.NS, network string, dst netip.AddrPort, n int) func() err
 	return func() error { return ns.SendUDP(network, dst, n, []byte("pktfate")) }
 }
 
-func assertNoLoss(t *testing.T, losses []tracer.Counter) {
+func assertNoLoss(t *testing.T, losses []fate.Counter) {
 	t.Helper()
 	for _, c := range losses {
 		if c.Value != 0 {
@@ -90,7 +91,7 @@ func TestEBPFClosedPortDrops(t *testing.T) {
 			assertNoLoss(t, losses)
 			drops := 0
 			for _, e := range events {
-				if e.Fate != tracer.FateDrop || e.Packet.Proto != "udp" {
+				if e.Fate != fate.FateDrop || e.Packet.Proto != "udp" {
 					continue
 				}
 				drops++
@@ -106,7 +107,7 @@ func TestEBPFClosedPortDrops(t *testing.T) {
 				if e.Netns != ns.Inode || e.Ifname != "lo" {
 					t.Errorf("drop in netns %d on %q, want %d on lo", e.Netns, e.Ifname, ns.Inode)
 				}
-				if fn := tracer.Function(e.Location); fn == "" || fn[0] == '0' {
+				if fn := fate.Function(e.Location); fn == "" || fn[0] == '0' {
 					t.Errorf("location %q is not symbolised", e.Location)
 				}
 				if e.Mono == 0 || time.Since(e.Time) > time.Minute || time.Until(e.Time) > time.Second {
@@ -156,7 +157,7 @@ func TestEBPFDeliveredIsNotDropped(t *testing.T) {
 	assertNoLoss(t, losses)
 	closedDrops := 0
 	for _, e := range events {
-		if e.Packet.Proto != "udp" || e.Fate != tracer.FateDrop {
+		if e.Packet.Proto != "udp" || e.Fate != fate.FateDrop {
 			continue
 		}
 		switch e.Packet.Dport {
@@ -185,7 +186,7 @@ func TestEBPFDropsOnlyAndMarkFilter(t *testing.T) {
 		sendUDP(ns, "udp4", netip.MustParseAddrPort("127.0.0.1:9"), 5))
 	drops := 0
 	for _, e := range events {
-		if e.Fate != tracer.FateDrop {
+		if e.Fate != fate.FateDrop {
 			t.Errorf("drops-only capture delivered a %s event", e.Fate)
 		}
 		if e.Packet.Proto == "udp" {

@@ -138,9 +138,3 @@ func (s *Symbols) Format(addr uint64) string {
 	}
 	return v
 }
-
-// Function returns the function part of a location formatted by Format.
-func Function(location string) string {
-	fn, _, _ := strings.Cut(location, "+")
-	return fn
-}

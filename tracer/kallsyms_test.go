@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/tracer"
 )
 
@@ -128,7 +129,7 @@ func TestFunction(t *testing.T) {
 		"0xffffffff81e42e2c":             "0xffffffff81e42e2c",
 		"":                               "",
 	} {
-		if got := tracer.Function(in); got != want {
+		if got := fate.Function(in); got != want {
 			t.Errorf("Function(%q) = %q, want %q", in, got, want)
 		}
 	}

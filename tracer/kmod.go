@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/genl/kmod"
 )
 
@@ -93,14 +94,14 @@ func (s *Kmod) Start() error {
 }
 
 // Run implements Source.
-func (s *Kmod) Run(ctx context.Context, h Handler) error {
+func (s *Kmod) Run(ctx context.Context, h fate.Handler) error {
 	if s.ev == nil {
 		return errors.New("kmod source: Run before Start")
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.ev.SetReadDeadline(time.Now().Add(kmodDrain)) })
 	defer stop()
 	var d kmod.Drop
-	var e Event
+	var e fate.Event
 	for {
 		err := s.ev.Read(&d)
 		switch {
@@ -117,8 +118,8 @@ func (s *Kmod) Run(ctx context.Context, h Handler) error {
 
 // fill converts a module event into an Event: a drop inside a netfilter
 // hook, with the packet from its network header.
-func (s *Kmod) fill(e *Event, d *kmod.Drop) {
-	*e = Event{Source: "kmod", Fate: FateDrop, Verdict: "drop", Data: e.Data[:0]}
+func (s *Kmod) fill(e *fate.Event, d *kmod.Drop) {
+	*e = fate.Event{Source: "kmod", Fate: fate.FateDrop, Verdict: "drop", Data: e.Data[:0]}
 	e.Mono = d.Mono
 	e.Time = s.decoder.Clock.Wall(d.Mono)
 	e.CPU = d.CPU
@@ -135,8 +136,8 @@ func (s *Kmod) fill(e *Event, d *kmod.Drop) {
 	e.Mark = d.Mark
 	e.Len = d.Len
 	e.EtherType = d.Protocol
-	e.Hook = NetfilterHook(d.Hook)
-	e.Family = NetfilterFamily(d.Family)
+	e.Hook = fate.NetfilterHook(d.Hook)
+	e.Family = fate.NetfilterFamily(d.Family)
 	e.Data = append(e.Data, d.Payload...)
 	e.MACHeader = false
 	s.decoder.pkt.decode(&e.Packet, e.EtherType, e.Data, false)
@@ -145,7 +146,7 @@ func (s *Kmod) fill(e *Event, d *kmod.Drop) {
 // Losses implements Source: drops the module saw but did not report (rate
 // limit, queue, memory, send), packets it could not track, and overruns of
 // the events socket, since Start.
-func (s *Kmod) Losses() []Counter {
+func (s *Kmod) Losses() []fate.Counter {
 	var st kmod.Stats
 	if s.c != nil {
 		st, _ = s.c.Stats()
@@ -163,7 +164,7 @@ func (s *Kmod) Losses() []Counter {
 		}
 		return now - start
 	}
-	return []Counter{
+	return []fate.Counter{
 		{Name: "kmod_rate_limited", Value: since(st.RateLimited, b.RateLimited)},
 		{Name: "kmod_queue_full", Value: since(st.QueueFull, b.QueueFull)},
 		{Name: "kmod_alloc_failed", Value: since(st.AllocFailed, b.AllocFailed)},

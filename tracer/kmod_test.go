@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/genl/kmod"
 	"github.com/pktfate/pktfate/internal/testutil"
 )
@@ -41,9 +42,9 @@ func TestKmodFill(t *testing.T) {
 		d := kmodFixture(t, filepath.Join("../testdata/kmod/6.12", c.file))
 		s := NewKmod(KmodConfig{})
 		s.decoder = NewDecoder(nil, nil, FixedClock(1_000_000_000))
-		var e Event
+		var e fate.Event
 		s.fill(&e, d)
-		if e.Source != "kmod" || e.Fate != FateDrop || e.Verdict != "drop" || e.Hook != c.hook || e.Family != c.family ||
+		if e.Source != "kmod" || e.Fate != fate.FateDrop || e.Verdict != "drop" || e.Hook != c.hook || e.Family != c.family ||
 			e.Skb != d.Skb || e.Mono != d.Mono || !e.Time.Equal(time.Unix(0, int64(d.Mono)+1_000_000_000)) ||
 			e.EtherType != c.ethertype || e.MACHeader || e.ReasonCode != d.Reason || e.Reason == "" || e.Netns != d.Netns {
 			t.Errorf("%s: event %+v", c.file, e)
@@ -88,10 +89,10 @@ func TestKmodSourceKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	got := make(chan Event, 16)
+	got := make(chan fate.Event, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, func(e *Event) { got <- *e.Clone() }) }()
+	go func() { done <- s.Run(ctx, func(e *fate.Event) { got <- *e.Clone() }) }()
 	if err := ns.Do(func() error {
 		c, err := net.ListenUDP("udp4", nil)
 		if err != nil {

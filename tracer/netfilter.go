@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+	"github.com/pktfate/pktfate/fate"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -263,7 +264,7 @@ func attachNetfilterNear(prog *ebpf.Program, pf link.NetfilterProtocolFamily, ho
 		prio += step
 	}
 	return nil, fmt.Errorf("attaching netfilter program to %s %s at priority %d: %w",
-		NetfilterFamily(uint8(pf)), NetfilterHook(uint8(hook)), prio, err)
+		fate.NetfilterFamily(uint8(pf)), fate.NetfilterHook(uint8(hook)), prio, err)
 }
 
 // netnsInode returns the inode of the network namespace at path ("" is the

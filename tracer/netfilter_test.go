@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/netns"
 	"github.com/pktfate/pktfate/internal/testutil"
 	"github.com/pktfate/pktfate/tracer"
@@ -19,17 +20,17 @@ import (
 // collector keeps the events of a running source.
 type collector struct {
 	mu     sync.Mutex
-	events []*tracer.Event
+	events []*fate.Event
 }
 
-func (c *collector) handle(e *tracer.Event) {
+func (c *collector) handle(e *fate.Event) {
 	c.mu.Lock()
 	c.events = append(c.events, e.Clone())
 	c.mu.Unlock()
 }
 
 // waitFor returns the first UDP event to port, waiting up to d.
-func (c *collector) waitFor(port uint16, d time.Duration) *tracer.Event {
+func (c *collector) waitFor(port uint16, d time.Duration) *fate.Event {
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		c.mu.Lock()
 		for _, e := range c.events {
@@ -142,7 +143,7 @@ func testHookAttribution(t *testing.T, top *testutil.Router, method string, port
 					switch {
 					case e == nil:
 						t.Errorf("%s: no drop reported", name)
-					case e.Fate != tracer.FateDrop || e.Reason != "NETFILTER_DROP":
+					case e.Fate != fate.FateDrop || e.Reason != "NETFILTER_DROP":
 						t.Errorf("%s: got %s %s at %s, want drop NETFILTER_DROP", name, e.Fate, e.Reason, e.Location)
 					case e.Hook != hook || e.Family != map[string]string{"udp4": "ipv4", "udp6": "ipv6"}[fam.Network] || e.Verdict != "drop":
 						t.Errorf("%s: attributed to %q %q verdict %q", name, e.Family, e.Hook, e.Verdict)
@@ -214,7 +215,7 @@ func TestNetfilterRescan(t *testing.T) {
 	defer src.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, func(*tracer.Event) {}) }()
+	go func() { done <- src.Run(ctx, func(*fate.Event) {}) }()
 	start := tracer.MonoNow()
 	ns, err := netns.New(fmt.Sprintf("pktfate-rescan-%d", os.Getpid()))
 	if err != nil {

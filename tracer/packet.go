@@ -5,6 +5,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/pktfate/pktfate/fate"
 )
 
 // EtherType values pktfate decodes.
@@ -37,8 +38,8 @@ func newPacketDecoder() *packetDecoder { return &packetDecoder{} }
 // header when mac is set). etherType is skb->protocol in host order; when it
 // is not an IP type the IP version nibble decides. Anything undecodable
 // leaves the fields it could not fill at their zero value.
-func (d *packetDecoder) decode(p *Packet, etherType uint16, data []byte, mac bool) {
-	*p = Packet{}
+func (d *packetDecoder) decode(p *fate.Packet, etherType uint16, data []byte, mac bool) {
+	*p = fate.Packet{}
 	if len(data) == 0 {
 		return
 	}
@@ -98,7 +99,7 @@ func (d *packetDecoder) decode(p *Packet, etherType uint16, data []byte, mac boo
 
 // fill copies what the summary needs from the layer of type lt that just
 // decoded; it reports whether a layer below it is worth decoding.
-func (d *packetDecoder) fill(p *Packet, lt gopacket.LayerType) bool {
+func (d *packetDecoder) fill(p *fate.Packet, lt gopacket.LayerType) bool {
 	switch lt {
 	case layers.LayerTypeEthernet:
 		return true

@@ -27,6 +27,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/netns"
 	"github.com/pktfate/pktfate/internal/testutil"
 )
@@ -161,7 +162,7 @@ func writeHexRecord(path, title string, raw []byte) error {
 type recordScenario struct {
 	name, title string
 	send        func(ns *netns.NS) (src, dst netip.AddrPort, err error)
-	match       func(e *Event, src, dst netip.AddrPort) bool
+	match       func(e *fate.Event, src, dst netip.AddrPort) bool
 }
 
 func udpToClosedPort(network string, dst netip.AddrPort) func(*netns.NS) (netip.AddrPort, netip.AddrPort, error) {
@@ -240,8 +241,8 @@ func icmpEcho(ns *netns.NS) (netip.AddrPort, netip.AddrPort, error) {
 }
 
 func recordScenarios() []recordScenario {
-	udpDrop := func(e *Event, src, dst netip.AddrPort) bool {
-		return e.Fate == FateDrop && e.Packet.Proto == "udp" &&
+	udpDrop := func(e *fate.Event, src, dst netip.AddrPort) bool {
+		return e.Fate == fate.FateDrop && e.Packet.Proto == "udp" &&
 			netip.AddrPortFrom(e.Packet.Src, e.Packet.Sport) == src &&
 			netip.AddrPortFrom(e.Packet.Dst, e.Packet.Dport) == dst
 	}
@@ -262,8 +263,8 @@ func recordScenarios() []recordScenario {
 			name:  "tcp4-syn-closed-port",
 			title: "TCP SYN 127.0.0.1:40009 > 127.0.0.1:9 (closed port): kfree_skb NO_SOCKET",
 			send:  tcpSynToClosedPort,
-			match: func(e *Event, src, dst netip.AddrPort) bool {
-				return e.Fate == FateDrop && e.Packet.Proto == "tcp" && e.Packet.TCPFlags == 0x02 &&
+			match: func(e *fate.Event, src, dst netip.AddrPort) bool {
+				return e.Fate == fate.FateDrop && e.Packet.Proto == "tcp" && e.Packet.TCPFlags == 0x02 &&
 					netip.AddrPortFrom(e.Packet.Src, e.Packet.Sport) == src &&
 					netip.AddrPortFrom(e.Packet.Dst, e.Packet.Dport) == dst
 			},
@@ -272,9 +273,9 @@ func recordScenarios() []recordScenario {
 			name:  "icmp4-echo-request",
 			title: "ICMP echo request 127.0.0.1 > 127.0.0.1 answered by the kernel: consume_skb in icmp_rcv",
 			send:  icmpEcho,
-			match: func(e *Event, _, dst netip.AddrPort) bool {
-				return e.Fate == FateConsume && e.Packet.Proto == "icmp" && e.Packet.ICMPType == 8 &&
-					e.Packet.Dst == dst.Addr() && Function(e.Location) == "icmp_rcv"
+			match: func(e *fate.Event, _, dst netip.AddrPort) bool {
+				return e.Fate == fate.FateConsume && e.Packet.Proto == "icmp" && e.Packet.ICMPType == 8 &&
+					e.Packet.Dst == dst.Addr() && fate.Function(e.Location) == "icmp_rcv"
 			},
 		},
 	}
@@ -316,14 +317,14 @@ func TestRecordFixtures(t *testing.T) {
 	for _, sc := range recordScenarios() {
 		ns := testutil.NewNS(t)
 		raw, ev := captureRecord(t, ns, live, sc)
-		if got := fixtureReasons.Name(ev.ReasonCode); ev.Fate == FateDrop && got != ev.Reason {
+		if got := fixtureReasons.Name(ev.ReasonCode); ev.Fate == fate.FateDrop && got != ev.Reason {
 			t.Fatalf("%s: %s names reason %d %q, the kernel %q: regenerate it", sc.name, RecordsBTF, ev.ReasonCode, got, ev.Reason)
 		}
 		// What the sender knows independently of the decoder.
 		if ev.Netns != ns.Inode || ev.Ifname != "lo" || ev.Ifindex != 1 {
 			t.Fatalf("%s: netns %d ifname %q ifindex %d, want %d lo 1", sc.name, ev.Netns, ev.Ifname, ev.Ifindex, ns.Inode)
 		}
-		if ev.Fate == FateDrop && ev.Reason != "NO_SOCKET" {
+		if ev.Fate == fate.FateDrop && ev.Reason != "NO_SOCKET" {
 			t.Fatalf("%s: reason %s, want NO_SOCKET", sc.name, ev.Reason)
 		}
 		file := sc.name + ".hex"
@@ -345,7 +346,7 @@ func TestRecordFixtures(t *testing.T) {
 	}
 }
 
-func wantFromEvent(sc recordScenario, file string, raw []byte, ev *Event) RecordedWant {
+func wantFromEvent(sc recordScenario, file string, raw []byte, ev *fate.Event) RecordedWant {
 	return RecordedWant{
 		Name: sc.name, Scenario: sc.title, File: file,
 		Kind: raw[offKind], Flags: raw[offFlags],
@@ -385,7 +386,7 @@ func mustReasons(t *testing.T, path string) *Reasons {
 
 // captureRecord starts the ebpf source filtered to ns, runs the scenario and
 // returns a copy of the first raw record it matches.
-func captureRecord(t *testing.T, ns *netns.NS, live *Decoder, sc recordScenario) ([]byte, *Event) {
+func captureRecord(t *testing.T, ns *netns.NS, live *Decoder, sc recordScenario) ([]byte, *fate.Event) {
 	t.Helper()
 	src := NewEBPF(EBPFConfig{Drops: true, Consumes: true, FilterNetns: ns.Inode, Decoder: live})
 	defer src.Close()
@@ -401,10 +402,10 @@ func captureRecord(t *testing.T, ns *netns.NS, live *Decoder, sc recordScenario)
 	defer cancel()
 	var seen []string
 	var raw []byte
-	var found *Event
+	var found *fate.Event
 	for ctx.Err() == nil && found == nil {
 		_, err := src.ring.drain(func(sample []byte) {
-			var ev Event
+			var ev fate.Event
 			if err := live.Decode(sample, &ev); err != nil {
 				t.Errorf("%s: live record does not decode: %v", sc.name, err)
 				return

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/netns"
 	"github.com/pktfate/pktfate/internal/testutil"
-	"github.com/pktfate/pktfate/tracer"
 )
 
 // TestTraceConfirmedByDropmon: with the eBPF tracepoints and the kernel's
@@ -116,7 +116,7 @@ func TestTraceConfirmedByAllObservers(t *testing.T) {
 			continue
 		}
 		ok := f["verdict"] == "confirmed" && f["reason"] == "NETFILTER_DROP" && f["hook"] == "LOCAL_IN"
-		for _, o := range tracer.Observers {
+		for _, o := range fate.Observers {
 			ok = ok && status(o) == "saw"
 		}
 		if !ok {
@@ -189,7 +189,7 @@ func TestMatrixCapturesInWireshark(t *testing.T) {
 			}
 			per[strings.TrimPrefix(p[0], "pktfate:")]++
 		}
-		for _, o := range tracer.Observers {
+		for _, o := range fate.Observers {
 			if per[o] != 7 {
 				t.Errorf("%s: %d packets on interface %s, want 7 (%v)", f, per[o], o, per)
 			}

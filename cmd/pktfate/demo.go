@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/capture"
 	"github.com/pktfate/pktfate/internal/netns"
 	"github.com/pktfate/pktfate/internal/pcapfilter"
@@ -77,25 +78,25 @@ const (
 // demoScenario is one packet the demo sends and the fate it should meet.
 type demoScenario struct {
 	what       string
-	wantFate   tracer.Fate
+	wantFate   fate.Fate
 	wantReason string // "" accepts any reason
 	wantHook   string // checked when the netfilter attribution runs
-	match      func(p *tracer.Packet) bool
-	seen       *tracer.Event
+	match      func(p *fate.Packet) bool
+	seen       *fate.Event
 }
 
 func demoScenarios() []*demoScenario {
 	return []*demoScenario{
-		{what: fmt.Sprintf("UDP to closed port %d", demoClosedPort), wantFate: tracer.FateDrop, wantReason: "NO_SOCKET",
-			match: func(p *tracer.Packet) bool {
+		{what: fmt.Sprintf("UDP to closed port %d", demoClosedPort), wantFate: fate.FateDrop, wantReason: "NO_SOCKET",
+			match: func(p *fate.Packet) bool {
 				return p.Proto == "udp" && p.Dst == demoServer && p.Dport == demoClosedPort
 			}},
-		{what: fmt.Sprintf("UDP to port %d, nftables DROP rule", demoNftPort), wantFate: tracer.FateDrop, wantReason: "NETFILTER_DROP", wantHook: "LOCAL_IN",
-			match: func(p *tracer.Packet) bool { return p.Proto == "udp" && p.Dst == demoServer && p.Dport == demoNftPort }},
-		{what: "UDP to " + demoUnroutable.String() + ", no route on the router", wantFate: tracer.FateDrop,
-			match: func(p *tracer.Packet) bool { return p.Proto == "udp" && p.Dst == demoUnroutable }},
-		{what: "ICMP echo request, delivered", wantFate: tracer.FateConsume,
-			match: func(p *tracer.Packet) bool { return p.Proto == "icmp" && p.Dst == demoServer && p.ICMPType == 8 }},
+		{what: fmt.Sprintf("UDP to port %d, nftables DROP rule", demoNftPort), wantFate: fate.FateDrop, wantReason: "NETFILTER_DROP", wantHook: "LOCAL_IN",
+			match: func(p *fate.Packet) bool { return p.Proto == "udp" && p.Dst == demoServer && p.Dport == demoNftPort }},
+		{what: "UDP to " + demoUnroutable.String() + ", no route on the router", wantFate: fate.FateDrop,
+			match: func(p *fate.Packet) bool { return p.Proto == "udp" && p.Dst == demoUnroutable }},
+		{what: "ICMP echo request, delivered", wantFate: fate.FateConsume,
+			match: func(p *fate.Packet) bool { return p.Proto == "icmp" && p.Dst == demoServer && p.ICMPType == 8 }},
 	}
 }
 
@@ -233,8 +234,9 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 	defer cancel()
 	var sendErr error
 	_, err = capture.Run(ctx, capture.Config{
-		Sources:   []tracer.Source{src},
-		Observers: observers([]tracer.Source{src}, ecfg.Netfilter),
+		Now: tracer.MonoNow,
+		Sources:   []fate.Source{src},
+		Observers: observers([]fate.Source{src}, ecfg.Netfilter),
 		FatesOnly: !cfg.OutputJSON,
 		Status:    status,
 		Filter:    filter,
@@ -250,7 +252,7 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 			}()
 			return nil
 		},
-		OnEvent: func(e *tracer.Event) {
+		OnEvent: func(e *fate.Event) {
 			mu.Lock()
 			defer mu.Unlock()
 			missing := 0

@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/netns"
 	"github.com/pktfate/pktfate/internal/testutil"
-	"github.com/pktfate/pktfate/tracer"
 )
 
 var builtBinary string
@@ -196,7 +196,7 @@ func TestTraceClosedPort(t *testing.T) {
 						t.Errorf("event %s = %v, want %v (event %v)", k, e[k], v, e)
 					}
 				}
-				if fn := tracer.Function(fmt.Sprint(e["location"])); !slices.Contains(tc.fns, fn) {
+				if fn := fate.Function(fmt.Sprint(e["location"])); !slices.Contains(tc.fns, fn) {
 					t.Errorf("location %v, want in one of %v", e["location"], tc.fns)
 				}
 				if _, err := time.Parse(time.RFC3339Nano, fmt.Sprint(e["time"])); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/term"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/genl/kmod"
 	"github.com/pktfate/pktfate/internal/capture"
 	"github.com/pktfate/pktfate/internal/pcapfilter"
@@ -213,7 +214,7 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		}
 	}
 	src := tracer.NewEBPF(ecfg)
-	sources := []tracer.Source{src}
+	sources := []fate.Source{src}
 	dm, dmStatus, err := chooseDropmon(cfg, decoder, netnsInode != 0 || ifindex != 0 || mask != 0)
 	if err != nil {
 		return err
@@ -272,7 +273,7 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		pr.Correlated = len(obs) >= 2
 		r = render.Multi{r, pr}
 	}
-	var rec *tracer.Recorder
+	var rec *fate.Recorder
 	if cfg.Record != "" {
 		if len(obs) < 2 {
 			return fmt.Errorf("--record writes the correlator's input, and only one observer runs (%s): add a source with --source", strings.Join(obs, ","))
@@ -282,10 +283,11 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 			return fmt.Errorf("recording file not writable: %w", err)
 		}
 		defer rf.Close()
-		rec = tracer.NewRecorder(rf)
+		rec = fate.NewRecorder(rf)
 	}
 	stats := &capture.Stats{}
 	ccfg := capture.Config{
+		Now:       tracer.MonoNow,
 		Sources:   sources,
 		Observers: obs,
 		Window:    cfg.Window,
@@ -350,7 +352,7 @@ func parseReasons(list string, known *tracer.Reasons) (map[string]bool, error) {
 // explicitly (then it must run) or through auto (then it runs where the
 // kernel has it). NET_DM alerts carry no network namespace and no mark, so
 // the in-kernel filters cannot apply to them.
-func chooseDropmon(cfg traceConfig, decoder *tracer.Decoder, kernelFilters bool) (*tracer.Dropmon, []tracer.SourceStatus, error) {
+func chooseDropmon(cfg traceConfig, decoder *tracer.Decoder, kernelFilters bool) (*tracer.Dropmon, []fate.SourceStatus, error) {
 	explicit, auto := slices.Contains(cfg.Sources, "dropmon"), slices.Contains(cfg.Sources, "auto")
 	if !explicit && !auto {
 		return nil, nil, nil
@@ -368,7 +370,7 @@ func chooseDropmon(cfg traceConfig, decoder *tracer.Decoder, kernelFilters bool)
 		if explicit {
 			return nil, nil, fmt.Errorf("source dropmon cannot run: %w", err)
 		}
-		return nil, []tracer.SourceStatus{{Name: "dropmon", Reason: err.Error()}}, nil
+		return nil, []fate.SourceStatus{{Name: "dropmon", Reason: err.Error()}}, nil
 	}
 	return src, nil, nil
 }
@@ -378,7 +380,7 @@ func chooseDropmon(cfg traceConfig, decoder *tracer.Decoder, kernelFilters bool)
 // build and load it) or through auto (then it runs when the module is
 // loaded). The module filters by network namespace and mark in the kernel;
 // it has no interface filter.
-func chooseKmod(cfg traceConfig, decoder *tracer.Decoder, netns, mark, mask uint32, ifFilter bool) (*tracer.Kmod, []tracer.SourceStatus, error) {
+func chooseKmod(cfg traceConfig, decoder *tracer.Decoder, netns, mark, mask uint32, ifFilter bool) (*tracer.Kmod, []fate.SourceStatus, error) {
 	explicit, auto := slices.Contains(cfg.Sources, "kmod"), slices.Contains(cfg.Sources, "auto")
 	if !explicit && !auto {
 		return nil, nil, nil
@@ -400,7 +402,7 @@ func chooseKmod(cfg traceConfig, decoder *tracer.Decoder, netns, mark, mask uint
 		if explicit {
 			return nil, nil, fmt.Errorf("source kmod cannot run: %w", err)
 		}
-		return nil, []tracer.SourceStatus{{Name: "kmod", Reason: err.Error()}}, nil
+		return nil, []fate.SourceStatus{{Name: "kmod", Reason: err.Error()}}, nil
 	}
 	return src, nil, nil
 }
@@ -411,7 +413,7 @@ func chooseKmod(cfg traceConfig, decoder *tracer.Decoder, netns, mark, mask uint
 // namespace: they go into the one of --filter-netns, else into every one
 // that exists at the start and every one created while the capture runs
 // (within a second).
-func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint32, netnsPath string) ([]tracer.SourceStatus, error) {
+func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint32, netnsPath string) ([]fate.SourceStatus, error) {
 	explicit, auto := slices.Contains(sources, "nf"), slices.Contains(sources, "auto")
 	if !explicit && !auto {
 		return nil, nil
@@ -424,23 +426,23 @@ func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint3
 		if explicit {
 			return nil, fmt.Errorf("source nf cannot run: %w", err)
 		}
-		return []tracer.SourceStatus{{Name: "nf", Reason: err.Error()}}, nil
+		return []fate.SourceStatus{{Name: "nf", Reason: err.Error()}}, nil
 	}
 	ecfg.Netfilter, ecfg.NetfilterNetns, ecfg.NetfilterMethod = true, netnsPath, method
 	// Without a namespace to watch, watch them all (and those made later).
 	ecfg.NetfilterAllNetns = netnsInode == 0
-	return []tracer.SourceStatus{{Name: "nf", Running: true}}, nil
+	return []fate.SourceStatus{{Name: "nf", Running: true}}, nil
 }
 
 // observers names what runs: every source, and nf when the ebpf source
 // attributes netfilter drops (an observer of its own: other programs).
-func observers(sources []tracer.Source, netfilter bool) []string {
+func observers(sources []fate.Source, netfilter bool) []string {
 	var out []string
 	for _, s := range sources {
 		out = append(out, s.Name())
 	}
 	if netfilter {
-		out = append(out, tracer.ObserverNF)
+		out = append(out, fate.ObserverNF)
 	}
 	return out
 }

@@ -11,19 +11,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/pcapfilter"
 	"github.com/pktfate/pktfate/internal/render"
-	"github.com/pktfate/pktfate/tracer"
 )
 
 // Config describes one capture.
 type Config struct {
 	// Sources to run; every one must start.
-	Sources []tracer.Source
+	Sources []fate.Source
 	// Status lists observers that are not Sources of their own (such as
 	// the netfilter attribution inside the ebpf source) and sources that
 	// were asked for but cannot run here, for the summary.
-	Status []tracer.SourceStatus
+	Status []fate.SourceStatus
 	// Filter is the compiled pcap-filter expression (nil: everything).
 	Filter *pcapfilter.Filter
 	// Reasons keeps only drops with these reason names (empty: all);
@@ -39,27 +39,30 @@ type Config struct {
 	Ready func() error
 	// OnEvent, when set, sees each event after filtering (for the demo and
 	// the live status line); it must not keep the pointer.
-	OnEvent func(*tracer.Event)
+	OnEvent func(*fate.Event)
 	// Observers names every observer running: source names, plus "nf"
 	// when the ebpf source attributes netfilter drops. With two or more,
-	// their sightings are joined into fate records (tracer.Correlator),
+	// their sightings are joined into fate records (fate.Correlator),
 	// rendered with Renderer.Fate, and the summary counts packets.
 	Observers []string
 	// FatesOnly skips rendering individual events while correlating
 	// (the text output shows fates; NDJSON keeps both).
 	FatesOnly bool
-	// NFCovers says where the nf observer can see (tracer.CorrelatorConfig);
+	// NFCovers says where the nf observer can see (fate.CorrelatorConfig);
 	// nil: everywhere.
 	NFCovers func(netns uint32, mono uint64) bool
-	// Record, when set, receives the correlator's input (tracer.Recorder);
+	// Record, when set, receives the correlator's input (fate.Recorder);
 	// it is flushed at the end.
-	Record *tracer.Recorder
+	Record *fate.Recorder
 	// Window overrides the correlation window (0: the correlator's default).
 	Window time.Duration
 	// Log receives progress messages (nil: discarded).
 	Log io.Writer
 	// FlushEvery bounds how long rendered events wait in buffers.
 	FlushEvery time.Duration
+	// Now reads the clock of the sources' events (CLOCK_MONOTONIC ns,
+	// tracer.MonoNow); it drives the correlation windows.
+	Now func() uint64
 }
 
 // Stats are live counters, safe to read while the capture runs.
@@ -78,18 +81,21 @@ func (s *Stats) Snapshot() (events, drops, lost uint64) {
 // Run starts the sources, captures until ctx is done, Count or Duration is
 // reached, then renders the summary and returns it. Sources are closed
 // before it returns.
-func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error) {
+func Run(ctx context.Context, cfg Config, stats *Stats) (*fate.Summary, error) {
 	if len(cfg.Sources) == 0 {
 		return nil, errors.New("no event source to run")
 	}
 	if stats == nil {
 		stats = &Stats{}
 	}
+	if cfg.Now == nil {
+		return nil, errors.New("capture: no clock (Config.Now)")
+	}
 	if cfg.FlushEvery == 0 {
 		cfg.FlushEvery = 100 * time.Millisecond
 	}
-	sum := tracer.NewSummary()
-	started := make([]tracer.Source, 0, len(cfg.Sources))
+	sum := fate.NewSummary()
+	started := make([]fate.Source, 0, len(cfg.Sources))
 	defer func() {
 		for _, s := range started {
 			s.Close()
@@ -101,7 +107,7 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 			return nil, fmt.Errorf("starting source %s: %w", s.Name(), err)
 		}
 		started = append(started, s)
-		sum.Sources = append(sum.Sources, tracer.SourceStatus{Name: s.Name(), Running: true})
+		sum.Sources = append(sum.Sources, fate.SourceStatus{Name: s.Name(), Running: true})
 	}
 	sum.Sources = append(sum.Sources, cfg.Status...)
 	if cfg.Ready != nil {
@@ -123,14 +129,14 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		mu        sync.Mutex // serialises filtering, correlation, summary and rendering
 		renderErr error
 		done      bool
-		corr      *tracer.Correlator
+		corr      *fate.Correlator
 	)
 	if len(cfg.Observers) >= 2 {
 		running := map[string]bool{}
 		for _, o := range cfg.Observers {
 			running[o] = true
 		}
-		corr = tracer.NewCorrelator(tracer.CorrelatorConfig{Running: running, Window: cfg.Window, NFCovers: cfg.NFCovers, Record: cfg.Record}, func(r *tracer.FateRecord) {
+		corr = fate.NewCorrelator(fate.CorrelatorConfig{Running: running, Window: cfg.Window, NFCovers: cfg.NFCovers, Record: cfg.Record}, func(r *fate.FateRecord) {
 			sum.AddFate(r.Event)
 			if renderErr == nil {
 				if err := cfg.Renderer.Fate(r); err != nil {
@@ -140,7 +146,7 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 			}
 		})
 	}
-	handle := func(e *tracer.Event) {
+	handle := func(e *fate.Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		if done || renderErr != nil {
@@ -149,7 +155,7 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		if !cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {
 			return
 		}
-		if len(cfg.Reasons) > 0 && e.Fate == tracer.FateDrop && !cfg.Reasons[e.Reason] {
+		if len(cfg.Reasons) > 0 && e.Fate == fate.FateDrop && !cfg.Reasons[e.Reason] {
 			return
 		}
 		if corr != nil {
@@ -180,7 +186,7 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 	// Flush rendered output, refresh loss counters and close correlation
 	// windows periodically.
 	lastLoss := map[string]uint64{}
-	lastTick := tracer.MonoNow()
+	lastTick := cfg.Now()
 	flushDone := make(chan struct{})
 	go func() {
 		defer close(flushDone)
@@ -193,8 +199,8 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 			case <-t.C:
 				// Reading the counters can take a netlink round trip
 				// (dropmon's STATS_GET): not while holding up events.
-				now := tracer.MonoNow()
-				var counters []tracer.Counter
+				now := cfg.Now()
+				var counters []fate.Counter
 				for _, s := range started {
 					counters = append(counters, s.Losses()...)
 				}
@@ -203,7 +209,7 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 				for _, c := range counters {
 					lost += c.Value
 					if corr != nil && c.Value > lastLoss[c.Name] {
-						corr.NoteLoss(tracer.ObserverOf(c.Name), lastTick, now)
+						corr.NoteLoss(fate.ObserverOf(c.Name), lastTick, now)
 					}
 					lastLoss[c.Name] = c.Value
 				}
@@ -251,7 +257,7 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*tracer.Summary, error)
 		mu.Lock()
 		for _, c := range sum.Lost {
 			if c.Value > lastLoss[c.Name] {
-				corr.NoteLoss(tracer.ObserverOf(c.Name), lastTick, tracer.MonoNow())
+				corr.NoteLoss(fate.ObserverOf(c.Name), lastTick, cfg.Now())
 			}
 		}
 		corr.Flush()

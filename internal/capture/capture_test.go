@@ -9,14 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/pcapfilter"
 	"github.com/pktfate/pktfate/internal/render"
-	"github.com/pktfate/pktfate/tracer"
 )
 
 // fakeSource replays events, then waits for ctx like a live source.
 type fakeSource struct {
-	events           []tracer.Event
+	events           []fate.Event
 	lost             uint64
 	startErr, runErr error
 	started, closed  bool
@@ -26,10 +26,10 @@ func (f *fakeSource) Name() string  { return "fake" }
 func (f *fakeSource) CanRun() error { return nil }
 func (f *fakeSource) Start() error  { f.started = true; return f.startErr }
 func (f *fakeSource) Close() error  { f.closed = true; return nil }
-func (f *fakeSource) Losses() []tracer.Counter {
-	return []tracer.Counter{{Name: "fake_lost", Value: f.lost}}
+func (f *fakeSource) Losses() []fate.Counter {
+	return []fate.Counter{{Name: "fake_lost", Value: f.lost}}
 }
-func (f *fakeSource) Run(ctx context.Context, h tracer.Handler) error {
+func (f *fakeSource) Run(ctx context.Context, h fate.Handler) error {
 	for i := range f.events {
 		e := f.events[i]
 		h(&e)
@@ -42,7 +42,7 @@ func (f *fakeSource) Run(ctx context.Context, h tracer.Handler) error {
 }
 
 // udp4 returns an event carrying a real IPv4/UDP header to dport.
-func udp4(fate tracer.Fate, reason string, dport uint16) tracer.Event {
+func udp4(f fate.Fate, reason string, dport uint16) fate.Event {
 	data := make([]byte, 28)
 	data[0], data[9] = 0x45, 17
 	data[2], data[3] = 0, 28
@@ -50,17 +50,18 @@ func udp4(fate tracer.Fate, reason string, dport uint16) tracer.Event {
 	data[20], data[21] = 0x9c, 0x40
 	data[22], data[23] = byte(dport>>8), byte(dport)
 	data[25] = 8
-	return tracer.Event{Source: "fake", Fate: fate, Reason: reason, Location: "f+0x1", EtherType: 0x0800, Data: data,
+	return fate.Event{Source: "fake", Fate: f, Reason: reason, Location: "f+0x1", EtherType: 0x0800, Data: data,
 		Time: time.Unix(1700000000, 0),
-		Packet: tracer.Packet{Proto: "udp", Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"),
+		Packet: fate.Packet{Proto: "udp", Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"),
 			Sport: 40000, Dport: dport}}
 }
 
-func run(t *testing.T, cfg Config, src *fakeSource) (*tracer.Summary, string, error) {
+func run(t *testing.T, cfg Config, src *fakeSource) (*fate.Summary, string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	cfg.Sources = []tracer.Source{src}
+	cfg.Sources = []fate.Source{src}
 	cfg.Renderer = render.NewNDJSON(&out)
+	cfg.Now = testNow
 	if cfg.Duration == 0 && cfg.Count == 0 {
 		cfg.Duration = 100 * time.Millisecond
 	}
@@ -69,11 +70,11 @@ func run(t *testing.T, cfg Config, src *fakeSource) (*tracer.Summary, string, er
 }
 
 func TestFiltersCountAndSummary(t *testing.T) {
-	src := &fakeSource{lost: 7, events: []tracer.Event{
-		udp4(tracer.FateDrop, "NO_SOCKET", 9),
-		udp4(tracer.FateDrop, "NETFILTER_DROP", 53),
-		udp4(tracer.FateConsume, "", 9),
-		udp4(tracer.FateDrop, "NO_SOCKET", 9),
+	src := &fakeSource{lost: 7, events: []fate.Event{
+		udp4(fate.FateDrop, "NO_SOCKET", 9),
+		udp4(fate.FateDrop, "NETFILTER_DROP", 53),
+		udp4(fate.FateConsume, "", 9),
+		udp4(fate.FateDrop, "NO_SOCKET", 9),
 	}}
 	f, err := pcapfilter.Compile("udp port 9")
 	if err != nil {
@@ -115,7 +116,7 @@ func TestSourceErrors(t *testing.T) {
 	if !src.closed {
 		t.Error("source whose Start failed was not closed")
 	}
-	src = &fakeSource{runErr: boom, events: []tracer.Event{udp4(tracer.FateDrop, "NO_SOCKET", 9)}}
+	src = &fakeSource{runErr: boom, events: []fate.Event{udp4(fate.FateDrop, "NO_SOCKET", 9)}}
 	if _, _, err := run(t, Config{Duration: time.Hour}, src); !errors.Is(err, boom) {
 		t.Errorf("run error: %v", err)
 	}
@@ -129,10 +130,15 @@ type failWriter struct{}
 func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
 func TestOutputErrorStops(t *testing.T) {
-	src := &fakeSource{events: []tracer.Event{udp4(tracer.FateDrop, "NO_SOCKET", 9)}}
-	_, err := Run(context.Background(), Config{Sources: []tracer.Source{src}, Renderer: render.NewNDJSON(failWriter{}),
-		Duration: time.Hour, FlushEvery: time.Millisecond}, nil)
+	src := &fakeSource{events: []fate.Event{udp4(fate.FateDrop, "NO_SOCKET", 9)}}
+	_, err := Run(context.Background(), Config{Sources: []fate.Source{src}, Renderer: render.NewNDJSON(failWriter{}),
+		Now: testNow, Duration: time.Hour, FlushEvery: time.Millisecond}, nil)
 	if err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("write error not reported: %v", err)
 	}
 }
+
+var testEpoch = time.Now()
+
+// testNow is the capture's clock in these tests.
+func testNow() uint64 { return uint64(time.Since(testEpoch)) }

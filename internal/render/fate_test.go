@@ -7,15 +7,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pktfate/pktfate/tracer"
+	"github.com/pktfate/pktfate/fate"
 )
 
 // fateRecords joins an ebpf and a dropmon sighting of one packet and a
 // lone ebpf sighting of another, through the real correlator.
-func fateRecords(t *testing.T, render func(*tracer.FateRecord)) tracer.CorrelatorStats {
+func fateRecords(t *testing.T, render func(*fate.FateRecord)) fate.CorrelatorStats {
 	t.Helper()
 	evs := goldenEvents()
-	c := tracer.NewCorrelator(tracer.CorrelatorConfig{Running: map[string]bool{"ebpf": true, "dropmon": true}}, render)
+	c := fate.NewCorrelator(fate.CorrelatorConfig{Running: map[string]bool{"ebpf": true, "dropmon": true}}, render)
 	a := evs[0] // ebpf, UDP to a closed port: give it its headers
 	a.Data = []byte{0x45, 0, 0, 35, 0, 1, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
 		0xa3, 0x38, 0, 9, 0, 15, 0, 0}
@@ -39,12 +39,12 @@ func fateRecords(t *testing.T, render func(*tracer.FateRecord)) tracer.Correlato
 func TestFateNDJSON(t *testing.T) {
 	var out bytes.Buffer
 	r := NewNDJSON(&out)
-	st := fateRecords(t, func(f *tracer.FateRecord) {
+	st := fateRecords(t, func(f *fate.FateRecord) {
 		if err := r.Fate(f); err != nil {
 			t.Fatal(err)
 		}
 	})
-	s := tracer.NewSummary()
+	s := fate.NewSummary()
 	s.SetCorrelation([]string{"ebpf", "dropmon"}, st)
 	if err := r.Summary(s); err != nil {
 		t.Fatal(err)
@@ -100,7 +100,7 @@ func TestFateNDJSON(t *testing.T) {
 func TestFateText(t *testing.T) {
 	var out bytes.Buffer
 	r := NewText(&out)
-	fateRecords(t, func(f *tracer.FateRecord) {
+	fateRecords(t, func(f *fate.FateRecord) {
 		if err := r.Fate(f); err != nil {
 			t.Fatal(err)
 		}

@@ -7,7 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/pktfate/pktfate/tracer"
+	"github.com/pktfate/pktfate/fate"
 )
 
 // NDJSON writes one JSON object per line: "type":"event" lines, then one
@@ -68,7 +68,7 @@ type addrKey struct {
 }
 
 type headKey struct {
-	fate                                            tracer.Fate
+	fate                                            fate.Fate
 	source, reason, location, hook, family, verdict string
 }
 
@@ -98,7 +98,7 @@ func NewNDJSON(w io.Writer) *NDJSON {
 	return &NDJSON{w: w, buf: make([]byte, 0, ndjsonBuffer+4096)}
 }
 
-func (r *NDJSON) appendHead(b []byte, e *tracer.Event) []byte {
+func (r *NDJSON) appendHead(b []byte, e *fate.Event) []byte {
 	k := headKey{e.Fate, e.Source, e.Reason, e.Location, e.Hook, e.Family, e.Verdict}
 	if j := r.heads.get(k); j != nil {
 		return append(b, j...)
@@ -106,7 +106,7 @@ func (r *NDJSON) appendHead(b []byte, e *tracer.Event) []byte {
 	return append(b, r.heads.put(k, func(h []byte) []byte { return renderHead(h, e) })...)
 }
 
-func renderHead(h []byte, e *tracer.Event) []byte {
+func renderHead(h []byte, e *fate.Event) []byte {
 	h = append(h, `","source":`...)
 	h = appendString(h, e.Source)
 	h = append(h, `,"fate":"`...)
@@ -131,7 +131,7 @@ func renderHead(h []byte, e *tracer.Event) []byte {
 	return h
 }
 
-func (r *NDJSON) appendIface(b []byte, e *tracer.Event) []byte {
+func (r *NDJSON) appendIface(b []byte, e *fate.Event) []byte {
 	k := ifaceKey{e.Ifindex, e.Netns, e.Ifname}
 	if j := r.ifaces.get(k); j != nil {
 		return append(b, j...)
@@ -139,7 +139,7 @@ func (r *NDJSON) appendIface(b []byte, e *tracer.Event) []byte {
 	return append(b, r.ifaces.put(k, func(h []byte) []byte { return renderIface(h, e) })...)
 }
 
-func renderIface(h []byte, e *tracer.Event) []byte {
+func renderIface(h []byte, e *fate.Event) []byte {
 	if e.Ifindex != 0 {
 		h = append(h, `,"ifindex":`...)
 		h = strconv.AppendUint(h, uint64(e.Ifindex), 10)
@@ -172,7 +172,7 @@ func (r *NDJSON) commit(b []byte) error {
 }
 
 // Event implements Renderer.
-func (r *NDJSON) Event(e *tracer.Event) error {
+func (r *NDJSON) Event(e *fate.Event) error {
 	b := r.buf
 	b = append(b, `{"type":"event","time":"`...)
 	b = r.ts.appendRFC3339(b, e.Time)
@@ -191,7 +191,7 @@ func (r *NDJSON) Event(e *tracer.Event) error {
 }
 
 // appendPacket appends mark, len and the decoded headers.
-func (r *NDJSON) appendPacket(b []byte, e *tracer.Event) []byte {
+func (r *NDJSON) appendPacket(b []byte, e *fate.Event) []byte {
 	b = append(b, `,"mark":`...)
 	b = strconv.AppendUint(b, uint64(e.Mark), 10)
 	b = append(b, `,"len":`...)
@@ -233,7 +233,7 @@ func (r *NDJSON) appendPacket(b []byte, e *tracer.Event) []byte {
 
 // Fate implements Renderer: one "type":"fate" line per packet, with the
 // agreed answer, the verdict and every observer's status.
-func (r *NDJSON) Fate(f *tracer.FateRecord) error {
+func (r *NDJSON) Fate(f *fate.FateRecord) error {
 	e := f.Event
 	b := r.buf
 	b = append(b, `{"type":"fate","id":`...)
@@ -276,11 +276,11 @@ func (r *NDJSON) Fate(f *tracer.FateRecord) error {
 		b = append(b, `":{"status":"`...)
 		b = append(b, o.Status.String()...)
 		b = append(b, '"')
-		if o.Why != "" && o.Status == tracer.StatusBlind {
+		if o.Why != "" && o.Status == fate.StatusBlind {
 			b = append(b, `,"why":`...)
 			b = appendString(b, o.Why)
 		}
-		if o.Status == tracer.StatusSaw {
+		if o.Status == fate.StatusSaw {
 			if o.Sighting.Reason != "" {
 				b = append(b, `,"reason":`...)
 				b = appendString(b, o.Sighting.Reason)
@@ -308,7 +308,7 @@ func (r *NDJSON) Fate(f *tracer.FateRecord) error {
 }
 
 // Summary implements Renderer.
-func (r *NDJSON) Summary(s *tracer.Summary) error {
+func (r *NDJSON) Summary(s *fate.Summary) error {
 	b := r.buf
 	b = append(b, `{"type":"summary","start":"`...)
 	b = r.ts.appendRFC3339(b, s.Start)
@@ -321,24 +321,24 @@ func (r *NDJSON) Summary(s *tracer.Summary) error {
 	b = append(b, `,"consumed":`...)
 	b = strconv.AppendUint(b, s.Consumed, 10)
 	b = append(b, `,"by_reason":`...)
-	b = appendCounts(b, tracer.Sorted(s.ByReason))
+	b = appendCounts(b, fate.Sorted(s.ByReason))
 	b = append(b, `,"by_location":`...)
-	b = appendCounts(b, tracer.Sorted(s.ByLocation))
+	b = appendCounts(b, fate.Sorted(s.ByLocation))
 	b = append(b, `,"by_hook":`...)
-	b = appendCounts(b, tracer.Sorted(s.ByHook))
+	b = appendCounts(b, fate.Sorted(s.ByHook))
 	b = append(b, `,"lost":`...)
 	b = appendCounts(b, s.Lost)
 	b = append(b, `,"complete":`...)
 	b = strconv.AppendBool(b, s.Complete())
 	if len(s.Ignored) > 0 {
 		b = append(b, `,"ignored":`...)
-		b = appendCounts(b, tracer.Sorted(s.Ignored))
+		b = appendCounts(b, fate.Sorted(s.Ignored))
 	}
 	if c := s.Correlation; c != nil {
 		b = append(b, `,"fates":`...)
 		b = strconv.AppendUint(b, s.Fates, 10)
 		b = append(b, `,"verdicts":`...)
-		b = appendCounts(b, tracer.Sorted(c.ByVerdict))
+		b = appendCounts(b, fate.Sorted(c.ByVerdict))
 		b = append(b, `,"agreement":[`...)
 		for i, p := range c.Pairs {
 			if i > 0 {
@@ -391,7 +391,7 @@ func (r *NDJSON) Flush() error {
 	return r.err
 }
 
-func appendCounts(b []byte, cs []tracer.Counter) []byte {
+func appendCounts(b []byte, cs []fate.Counter) []byte {
 	b = append(b, '{')
 	for i, c := range cs {
 		if i > 0 {

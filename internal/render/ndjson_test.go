@@ -19,6 +19,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/tracer"
 )
 
@@ -51,7 +52,7 @@ func TestNDJSONContract(t *testing.T) {
 	checkSummaryLine(t, lines[len(lines)-1], sum)
 }
 
-func checkEventLine(t *testing.T, n int, line string, e *tracer.Event) {
+func checkEventLine(t *testing.T, n int, line string, e *fate.Event) {
 	t.Helper()
 	var m map[string]any
 	dec := json.NewDecoder(strings.NewReader(line))
@@ -116,7 +117,7 @@ func checkEventLine(t *testing.T, n int, line string, e *tracer.Event) {
 	}
 	wantStr("source", e.Source, true)
 	wantStr("fate", e.Fate.String(), true)
-	wantStr("reason", e.Reason, e.Fate == tracer.FateDrop)
+	wantStr("reason", e.Reason, e.Fate == fate.FateDrop)
 	wantStr("location", e.Location, e.Location != "")
 	wantStr("hook", e.Hook, e.Hook != "")
 	wantStr("family", e.Family, e.Hook != "")
@@ -148,7 +149,7 @@ func checkEventLine(t *testing.T, n int, line string, e *tracer.Event) {
 	}
 }
 
-func checkSummaryLine(t *testing.T, line string, s *tracer.Summary) {
+func checkSummaryLine(t *testing.T, line string, s *fate.Summary) {
 	t.Helper()
 	var m struct {
 		Type       string            `json:"type"`
@@ -314,7 +315,7 @@ func TestAppendRFC3339(t *testing.T) {
 func TestSummaryWithoutEvents(t *testing.T) {
 	var out bytes.Buffer
 	r := NewNDJSON(&out)
-	s := tracer.NewSummary()
+	s := fate.NewSummary()
 	s.Start, s.End = base, base.Add(time.Second)
 	if err := r.Summary(s); err != nil {
 		t.Fatal(err)
@@ -427,7 +428,7 @@ func TestRecordsNDJSON(t *testing.T) {
 	var out bytes.Buffer
 	r := NewNDJSON(&out)
 	for _, raw := range loadRecords(t) {
-		var ev tracer.Event
+		var ev fate.Event
 		if err := d.Decode(raw, &ev); err != nil {
 			t.Fatal(err)
 		}
@@ -456,7 +457,7 @@ func BenchmarkDecodeRenderNDJSON(b *testing.B) {
 	recs := loadRecords(b)
 	d := recordsDecoder(b)
 	r := NewNDJSON(io.Discard)
-	var ev tracer.Event
+	var ev fate.Event
 	b.ReportAllocs()
 	i := 0
 	var cpu0 time.Duration
@@ -531,7 +532,7 @@ func BenchmarkDecodeRenderNDJSONStorm(b *testing.B) {
 	rec := append([]byte(nil), loadRecords(b)[0]...)
 	d := recordsDecoder(b)
 	r := NewNDJSON(io.Discard)
-	var ev tracer.Event
+	var ev fate.Event
 	b.ReportAllocs()
 	i := 0
 	var cpu0 time.Duration

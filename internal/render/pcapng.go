@@ -12,8 +12,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
-
-	"github.com/pktfate/pktfate/tracer"
+	"github.com/pktfate/pktfate/fate"
 )
 
 // Pcapng writes every packet with its fate into a pcapng file that
@@ -43,14 +42,14 @@ const sll2HeaderLen = 20
 
 // NewPcapng writes the section header and returns the renderer.
 func NewPcapng(w io.Writer, app string) (*Pcapng, error) {
-	ng, err := pcapgo.NewNgWriterInterface(w, observerInterface(tracer.ObserverEBPF), pcapgo.NgWriterOptions{
+	ng, err := pcapgo.NewNgWriterInterface(w, observerInterface(fate.ObserverEBPF), pcapgo.NgWriterOptions{
 		SectionInfo: pcapgo.NgSectionInfo{OS: runtime.GOOS, Application: app,
 			Comment: "packet fates traced by pktfate: one interface per observer"},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("writing pcapng header: %w", err)
 	}
-	return &Pcapng{out: w, w: ng, ifaces: map[string]int{tracer.ObserverEBPF: 0}, buf: make([]byte, 0, 512)}, nil
+	return &Pcapng{out: w, w: ng, ifaces: map[string]int{fate.ObserverEBPF: 0}, buf: make([]byte, 0, 512)}, nil
 }
 
 func observerInterface(name string) pcapgo.NgInterface {
@@ -78,7 +77,7 @@ func (p *Pcapng) iface(observer string) (int, error) {
 
 // Event implements Renderer: without correlation every event is one
 // packet of its own.
-func (p *Pcapng) Event(e *tracer.Event) error {
+func (p *Pcapng) Event(e *fate.Event) error {
 	if p.Correlated {
 		return nil
 	}
@@ -87,12 +86,12 @@ func (p *Pcapng) Event(e *tracer.Event) error {
 }
 
 // Fate implements Renderer: the packet once per observer that saw it.
-func (p *Pcapng) Fate(f *tracer.FateRecord) error {
+func (p *Pcapng) Fate(f *fate.FateRecord) error {
 	p.nextID++
 	e := f.Event
 	var missed []string
 	for _, o := range f.Observers {
-		if o.Status == tracer.StatusMissed || o.Status == tracer.StatusLost {
+		if o.Status == fate.StatusMissed || o.Status == fate.StatusLost {
 			missed = append(missed, o.Name+":"+o.Status.String())
 		}
 	}
@@ -101,7 +100,7 @@ func (p *Pcapng) Fate(f *tracer.FateRecord) error {
 		comment += " conflict=" + strconv.Quote(c)
 	}
 	for _, o := range f.Observers {
-		if o.Status != tracer.StatusSaw {
+		if o.Status != fate.StatusSaw {
 			continue
 		}
 		// Sightings share one clock: place each at its own time.
@@ -115,7 +114,7 @@ func (p *Pcapng) Fate(f *tracer.FateRecord) error {
 
 // FateComment formats the packet comment: space-separated key=value pairs,
 // values quoted when they contain a space.
-func FateComment(e *tracer.Event, verdict, observers, missed string) string {
+func FateComment(e *fate.Event, verdict, observers, missed string) string {
 	var b strings.Builder
 	b.WriteString("pktfate:")
 	kv := func(k, v string) {
@@ -154,7 +153,7 @@ func direction(hook string) (pcapgo.NgEpbFlag, uint8) {
 	return pcapgo.NgEpbFlagDirectionUnknown, 0
 }
 
-func (p *Pcapng) write(e *tracer.Event, observer string, t time.Time, id uint64, comment string) error {
+func (p *Pcapng) write(e *fate.Event, observer string, t time.Time, id uint64, comment string) error {
 	ifc, err := p.iface(observer)
 	if err != nil {
 		return err
@@ -200,7 +199,7 @@ func wireLength(d []byte, skbLen int) int {
 // goes into an interface statistics block of the first interface, as the
 // comment (the NDJSON summary line, which `pktfate report` reads back),
 // with every observer's losses as its dropped count.
-func (p *Pcapng) Summary(s *tracer.Summary) error {
+func (p *Pcapng) Summary(s *fate.Summary) error {
 	var line strings.Builder
 	nd := NewNDJSON(&line)
 	if err := nd.Summary(s); err != nil {
@@ -208,14 +207,14 @@ func (p *Pcapng) Summary(s *tracer.Summary) error {
 	}
 	lost := map[string]uint64{}
 	for _, c := range s.Lost {
-		lost[tracer.ObserverOf(c.Name)] += c.Value
+		lost[fate.ObserverOf(c.Name)] += c.Value
 	}
 	// gopacket's writer drops the comment of statistics blocks: write them
 	// here, after flushing its buffer so blocks stay in order.
 	if err := p.w.Flush(); err != nil {
 		return err
 	}
-	for _, name := range tracer.Observers {
+	for _, name := range fate.Observers {
 		id, ok := p.ifaces[name]
 		if !ok {
 			continue

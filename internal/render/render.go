@@ -1,21 +1,19 @@
 // Package render writes pktfate's events and summaries in its output
 // formats: aligned text for terminals and NDJSON for programs. Renderers
-// know nothing about BPF or netlink; they only see tracer.Event and
-// tracer.Summary.
+// know nothing about BPF or netlink; they only see fate.Event and
+// fate.Summary.
 package render
 
-import (
-	"github.com/pktfate/pktfate/tracer"
-)
+import "github.com/pktfate/pktfate/fate"
 
 // Renderer writes one output format. Methods are called from one goroutine
 // at a time. Flush must be called to push buffered output; Summary is the
 // last call of a capture.
 type Renderer interface {
-	Event(e *tracer.Event) error
+	Event(e *fate.Event) error
 	// Fate writes one fate record (when several observers are joined).
-	Fate(r *tracer.FateRecord) error
-	Summary(s *tracer.Summary) error
+	Fate(r *fate.FateRecord) error
+	Summary(s *fate.Summary) error
 	Flush() error
 }
 
@@ -23,7 +21,7 @@ type Renderer interface {
 type Multi []Renderer
 
 // Event implements Renderer.
-func (m Multi) Event(e *tracer.Event) error {
+func (m Multi) Event(e *fate.Event) error {
 	for _, r := range m {
 		if err := r.Event(e); err != nil {
 			return err
@@ -33,7 +31,7 @@ func (m Multi) Event(e *tracer.Event) error {
 }
 
 // Fate implements Renderer.
-func (m Multi) Fate(f *tracer.FateRecord) error {
+func (m Multi) Fate(f *fate.FateRecord) error {
 	for _, r := range m {
 		if err := r.Fate(f); err != nil {
 			return err
@@ -43,7 +41,7 @@ func (m Multi) Fate(f *tracer.FateRecord) error {
 }
 
 // Summary implements Renderer.
-func (m Multi) Summary(s *tracer.Summary) error {
+func (m Multi) Summary(s *fate.Summary) error {
 	for _, r := range m {
 		if err := r.Summary(s); err != nil {
 			return err

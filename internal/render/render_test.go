@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/pktfate/pktfate/tracer"
+	"github.com/pktfate/pktfate/fate"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -25,109 +25,109 @@ var base = time.Date(2026, 11, 27, 4, 10, 0, 123456789, time.UTC)
 // transport, an unknown ethertype, missing interface names, locations and
 // namespaces, a subsystem reason, and an interface name with a quote,
 // invalid UTF-8 and a control character (names are arbitrary bytes).
-func goldenEvents() []*tracer.Event {
+func goldenEvents() []*fate.Event {
 	a := netip.MustParseAddr
-	return []*tracer.Event{
+	return []*fate.Event{
 		{
 			Source: "ebpf", Time: base, Mono: 819812899262, CPU: 0, Skb: 0xffff888106837400,
-			Fate: tracer.FateDrop, ReasonCode: 3, Reason: "NO_SOCKET",
+			Fate: fate.FateDrop, ReasonCode: 3, Reason: "NO_SOCKET",
 			LocationAddr: 0xffffffff82046f4c, Location: "__udp4_lib_rcv+0x4bc",
 			Netns: 4026532246, Ifindex: 1, Ifname: "lo", Len: 15, EtherType: 0x0800,
-			Packet: tracer.Packet{Proto: "udp", Src: a("127.0.0.1"), Dst: a("127.0.0.1"), Sport: 41784, Dport: 9, PayloadLen: 7},
+			Packet: fate.Packet{Proto: "udp", Src: a("127.0.0.1"), Dst: a("127.0.0.1"), Sport: 41784, Dport: 9, PayloadLen: 7},
 		},
 		{
 			Source: "ebpf", Time: base.Add(250 * time.Microsecond), CPU: 1, Skb: 0xffff888106837c00,
-			Fate: tracer.FateConsume, LocationAddr: 0xffffffff8204f809, Location: "icmp_rcv+0x259",
+			Fate: fate.FateConsume, LocationAddr: 0xffffffff8204f809, Location: "icmp_rcv+0x259",
 			Netns: 4026532246, Ifindex: 1, Ifname: "lo", Len: 7, EtherType: 0x0800,
-			Packet: tracer.Packet{Proto: "icmp", Src: a("127.0.0.1"), Dst: a("127.0.0.1"), ICMPType: 8},
+			Packet: fate.Packet{Proto: "icmp", Src: a("127.0.0.1"), Dst: a("127.0.0.1"), ICMPType: 8},
 		},
 		{
 			// Crosses into the next second.
 			Source: "ebpf", Time: base.Add(900 * time.Millisecond), CPU: 1, Skb: 0xffff888101a2b300,
-			Fate: tracer.FateDrop, ReasonCode: 8, Reason: "NETFILTER_DROP",
+			Fate: fate.FateDrop, ReasonCode: 8, Reason: "NETFILTER_DROP",
 			LocationAddr: 0xffffffff81f0c59b, Location: "nf_hook_slow+0x9b",
 			Hook: "LOCAL_IN", Family: "ipv6", Verdict: "drop",
 			Netns: 4026531840, Ifindex: 2, Ifname: "eth0", Mark: 0x2a, Len: 40, EtherType: 0x86dd,
-			Packet: tracer.Packet{Proto: "tcp", Src: a("2001:db8::1"), Dst: a("2001:db8::2"), Sport: 443, Dport: 51234, TCPFlags: 0x12},
+			Packet: fate.Packet{Proto: "tcp", Src: a("2001:db8::1"), Dst: a("2001:db8::2"), Sport: 443, Dport: 51234, TCPFlags: 0x12},
 		},
 		{
 			// Exactly on a second: nine zero digits.
 			Source: "ebpf", Time: time.Date(2026, 11, 27, 4, 10, 2, 0, time.UTC), CPU: 0, Skb: 0xffff888101a2b400,
-			Fate: tracer.FateDrop, ReasonCode: 6, Reason: "TCP_INVALID_SEQUENCE",
+			Fate: fate.FateDrop, ReasonCode: 6, Reason: "TCP_INVALID_SEQUENCE",
 			LocationAddr: 0xffffffff8203a011, Location: "tcp_validate_incoming+0x111",
 			Netns: 4026531840, Ifindex: 2, Ifname: "eth0", Len: 1240, EtherType: 0x0800,
-			Packet: tracer.Packet{Proto: "tcp", Src: a("198.51.100.7"), Dst: a("10.0.0.2"), Sport: 80, Dport: 40000, TCPFlags: 0xff, PayloadLen: 1200},
+			Packet: fate.Packet{Proto: "tcp", Src: a("198.51.100.7"), Dst: a("10.0.0.2"), Sport: 80, Dport: 40000, TCPFlags: 0xff, PayloadLen: 1200},
 		},
 		{
 			Source: "ebpf", Time: time.Date(2026, 11, 27, 4, 10, 2, 1, time.UTC), CPU: 0,
-			Fate: tracer.FateDrop, ReasonCode: 63, Reason: "IP_INNOROUTES",
+			Fate: fate.FateDrop, ReasonCode: 63, Reason: "IP_INNOROUTES",
 			LocationAddr: 0xffffffff820f1234, Location: "ip6_pkt_drop+0x54",
 			Netns: 4026531840, Ifindex: 3, Ifname: "veth-a", Len: 104, EtherType: 0x86dd,
-			Packet: tracer.Packet{Proto: "icmp6", Src: a("fd00::1"), Dst: a("fd00:1::9"), ICMPType: 1, ICMPCode: 4},
+			Packet: fate.Packet{Proto: "icmp6", Src: a("fd00::1"), Dst: a("fd00:1::9"), ICMPType: 1, ICMPCode: 4},
 		},
 		{
 			Source: "ebpf", Time: time.Date(2026, 11, 27, 4, 10, 3, 500000000, time.UTC), CPU: 1,
-			Fate: tracer.FateDrop, ReasonCode: 2, Reason: "NOT_SPECIFIED",
+			Fate: fate.FateDrop, ReasonCode: 2, Reason: "NOT_SPECIFIED",
 			LocationAddr: 0xffffffff8202b01f, Location: "arp_rcv+0x1f",
 			Netns: 4026532300, Ifindex: 3, Ifname: "veth-a", Len: 28, EtherType: 0x0806,
-			Packet: tracer.Packet{Proto: "arp", Src: a("10.0.0.2"), Dst: a("10.0.0.1")},
+			Packet: fate.Packet{Proto: "arp", Src: a("10.0.0.2"), Dst: a("10.0.0.1")},
 		},
 		{
 			// IPv4 whose transport was not captured (a fragment).
 			Source: "ebpf", Time: time.Date(2026, 11, 27, 4, 10, 3, 600000000, time.UTC), CPU: 1,
-			Fate: tracer.FateDrop, ReasonCode: 69, Reason: "FRAG_REASM_TIMEOUT",
+			Fate: fate.FateDrop, ReasonCode: 69, Reason: "FRAG_REASM_TIMEOUT",
 			Location: "ip_expire+0x1c3", LocationAddr: 0xffffffff81ff01c3,
 			Netns: 4026532300, Ifindex: 3, Ifname: "veth-a", Len: 1480, EtherType: 0x0800,
-			Packet: tracer.Packet{Proto: "ipv4", Src: a("10.0.0.2"), Dst: a("10.0.0.1")},
+			Packet: fate.Packet{Proto: "ipv4", Src: a("10.0.0.2"), Dst: a("10.0.0.1")},
 		},
 		{
 			// LLDP: an ethertype pktfate does not decode; no device.
 			Source: "ebpf", Time: time.Date(2026, 11, 27, 4, 10, 3, 700000000, time.UTC), CPU: 0,
-			Fate: tracer.FateDrop, ReasonCode: 33, Reason: "UNHANDLED_PROTO",
+			Fate: fate.FateDrop, ReasonCode: 33, Reason: "UNHANDLED_PROTO",
 			Location: "__netif_receive_skb_core+0x8a1", LocationAddr: 0xffffffff81e6a8a1,
 			Len: 60, EtherType: 0x88cc,
 		},
 		{
 			// Interface known by index only; unsymbolised module address; subsystem reason.
 			Source: "ebpf", Time: time.Date(2026, 11, 27, 4, 10, 3, 800000000, time.UTC), CPU: 0,
-			Fate: tracer.FateDrop, ReasonCode: 2<<16 | 5, Reason: "SUBSYS_OPENVSWITCH:5",
+			Fate: fate.FateDrop, ReasonCode: 2<<16 | 5, Reason: "SUBSYS_OPENVSWITCH:5",
 			Location: "0xffffffffc0a01234", LocationAddr: 0xffffffffc0a01234,
 			Netns: 4026532300, Ifindex: 5, Len: 98, EtherType: 0x0800,
-			Packet: tracer.Packet{Proto: "icmp", Src: a("10.0.0.2"), Dst: a("10.0.0.1"), ICMPType: 0},
+			Packet: fate.Packet{Proto: "icmp", Src: a("10.0.0.2"), Dst: a("10.0.0.1"), ICMPType: 0},
 		},
 		{
 			// An interface name with a quote, a backslash, invalid UTF-8, a control character and non-ASCII.
 			Source: "ebpf", Time: time.Date(2026, 11, 27, 4, 10, 3, 900000000, time.UTC), CPU: 1,
-			Fate: tracer.FateDrop, ReasonCode: 3, Reason: "NO_SOCKET",
+			Fate: fate.FateDrop, ReasonCode: 3, Reason: "NO_SOCKET",
 			Location: "__udp6_lib_rcv+0xe1", LocationAddr: 0xffffffff82107981,
 			Netns: 4026532300, Ifindex: 7, Ifname: "v\"\\\xff\xfe\x1bé", Mark: 0xffffffff, Len: 15, EtherType: 0x86dd,
-			Packet: tracer.Packet{Proto: "udp", Src: a("fd00::2"), Dst: a("fd00::1"), Sport: 5353, Dport: 9, PayloadLen: 7},
+			Packet: fate.Packet{Proto: "udp", Src: a("fd00::2"), Dst: a("fd00::1"), Sport: 5353, Dport: 9, PayloadLen: 7},
 		},
 		{
 			// Taken by a netfilter hook (NF_STOLEN) and freed as consumed.
 			Source: "ebpf", Time: time.Date(2026, 11, 27, 4, 10, 3, 950000000, time.UTC), CPU: 0,
-			Fate: tracer.FateConsume, Location: "nf_queue_entry_free+0x2d", LocationAddr: 0xffffffff81f0e02d,
+			Fate: fate.FateConsume, Location: "nf_queue_entry_free+0x2d", LocationAddr: 0xffffffff81f0e02d,
 			Hook: "PRE_ROUTING", Family: "ipv4", Verdict: "stolen",
 			Netns: 4026532300, Ifindex: 3, Ifname: "veth-a", Len: 84, EtherType: 0x0800,
-			Packet: tracer.Packet{Proto: "icmp", Src: a("10.0.0.2"), Dst: a("10.0.0.1"), ICMPType: 8},
+			Packet: fate.Packet{Proto: "icmp", Src: a("10.0.0.2"), Dst: a("10.0.0.1"), ICMPType: 8},
 		},
 		{
 			// consume_skb before 6.3: no location.
 			Source: "ebpf", Time: time.Date(2026, 11, 27, 4, 10, 4, 0, time.UTC), CPU: 0,
-			Fate: tracer.FateConsume, Netns: 4026532300, Ifindex: 3, Ifname: "veth-a", Len: 0,
+			Fate: fate.FateConsume, Netns: 4026532300, Ifindex: 3, Ifname: "veth-a", Len: 0,
 		},
 	}
 }
 
-func goldenSummary(events []*tracer.Event) *tracer.Summary {
-	s := tracer.NewSummary()
+func goldenSummary(events []*fate.Event) *fate.Summary {
+	s := fate.NewSummary()
 	for _, e := range events {
 		s.Add(e)
 	}
 	s.Start = base.Add(-time.Second)
 	s.End = time.Date(2026, 11, 27, 4, 10, 5, 250000000, time.UTC)
-	s.Lost = []tracer.Counter{{Name: "ebpf_ringbuf_full", Value: 12}, {Name: "ebpf_decode_errors", Value: 0}}
-	s.Sources = []tracer.SourceStatus{
+	s.Lost = []fate.Counter{{Name: "ebpf_ringbuf_full", Value: 12}, {Name: "ebpf_decode_errors", Value: 0}}
+	s.Sources = []fate.SourceStatus{
 		{Name: "ebpf", Running: true},
 		{Name: "dropmon", Reason: "generic netlink family \"NET_DM\" not registered: file does not exist"},
 	}

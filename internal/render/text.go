@@ -10,7 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/pktfate/pktfate/tracer"
+	"github.com/pktfate/pktfate/fate"
 )
 
 // Text writes one aligned line per event and the summary as tables.
@@ -31,7 +31,7 @@ func NewText(w io.Writer) *Text {
 const textLayout = "%-15s %-7s %-7s %-20s %-34s %-12s %-10s %-10s %s\n"
 
 // Event implements Renderer.
-func (r *Text) Event(e *tracer.Event) error {
+func (r *Text) Event(e *fate.Event) error {
 	if !r.header {
 		r.header = true
 		if _, err := fmt.Fprintf(r.w, textLayout, "TIME", "SOURCE", "FATE", "REASON", "LOCATION", "HOOK", "IFACE", "NETNS", "PACKET"); err != nil {
@@ -87,7 +87,7 @@ const fateLayout = "%-15s %-11s %-7s %-20s %-34s %-12s %-10s %-10s %s  [%s]\n"
 // Fate implements Renderer: one line per packet with the agreed fate, the
 // verdict and the observers that saw it; conflicts follow on their own
 // lines.
-func (r *Text) Fate(f *tracer.FateRecord) error {
+func (r *Text) Fate(f *fate.FateRecord) error {
 	if !r.fateHeader {
 		r.fateHeader = true
 		if _, err := fmt.Fprintf(r.w, fateLayout, "TIME", "VERDICT", "FATE", "REASON", "LOCATION", "HOOK", "IFACE", "NETNS", "PACKET", "OBSERVERS"); err != nil {
@@ -115,13 +115,13 @@ func (r *Text) Fate(f *tracer.FateRecord) error {
 
 // observerSummary lists who saw the packet and who should have
 // ("ebpf+dropmon saw; kmod missed").
-func observerSummary(f *tracer.FateRecord) string {
+func observerSummary(f *fate.FateRecord) string {
 	var saw, other []string
 	for _, o := range f.Observers {
 		switch o.Status {
-		case tracer.StatusSaw:
+		case fate.StatusSaw:
 			saw = append(saw, o.Name)
-		case tracer.StatusMissed, tracer.StatusLost:
+		case fate.StatusMissed, fate.StatusLost:
 			other = append(other, o.Name+" "+o.Status.String())
 		}
 	}
@@ -146,7 +146,7 @@ func netnsString(n uint32) string {
 	return strconv.FormatUint(uint64(n), 10)
 }
 
-func ifaceName(e *tracer.Event) string {
+func ifaceName(e *fate.Event) string {
 	if e.Ifname != "" {
 		return printable(e.Ifname)
 	}
@@ -158,7 +158,7 @@ func ifaceName(e *tracer.Event) string {
 
 // PacketSummary describes the decoded headers in one tcpdump-like phrase:
 // "UDP 10.0.0.1:40000 > 10.0.0.2:9 len 7".
-func PacketSummary(e *tracer.Event) string {
+func PacketSummary(e *fate.Event) string {
 	p := &e.Packet
 	var b strings.Builder
 	switch p.Proto {
@@ -190,7 +190,7 @@ func PacketSummary(e *tracer.Event) string {
 }
 
 // Summary implements Renderer.
-func (r *Text) Summary(s *tracer.Summary) error {
+func (r *Text) Summary(s *fate.Summary) error {
 	w := r.w
 	dur := s.End.Sub(s.Start).Round(1e6)
 	fmt.Fprintf(w, "\n%d events in %s: %d dropped, %d consumed\n", s.Events, dur, s.Drops, s.Consumed)
@@ -201,10 +201,10 @@ func (r *Text) Summary(s *tracer.Summary) error {
 			fmt.Fprintf(w, "source %s: not running: %s\n", src.Name, src.Reason)
 		}
 	}
-	table(w, "drops by reason", tracer.Sorted(s.ByReason))
-	table(w, "drops by location", tracer.Sorted(s.ByLocation))
+	table(w, "drops by reason", fate.Sorted(s.ByReason))
+	table(w, "drops by location", fate.Sorted(s.ByLocation))
 	if len(s.ByHook) > 0 {
-		table(w, "drops inside netfilter, by hook", tracer.Sorted(s.ByHook))
+		table(w, "drops inside netfilter, by hook", fate.Sorted(s.ByHook))
 	}
 	if c := s.Correlation; c != nil {
 		fmt.Fprintf(w, "\n%d packets seen by %s:\n", s.Fates, strings.Join(c.Observers, ", "))
@@ -222,7 +222,7 @@ func (r *Text) Summary(s *tracer.Summary) error {
 		}
 	}
 	if len(s.Ignored) > 0 {
-		table(w, "not shown (caused by pktfate itself)", tracer.Sorted(s.Ignored))
+		table(w, "not shown (caused by pktfate itself)", fate.Sorted(s.Ignored))
 	}
 	table(w, "lost events", s.Lost)
 	if n := s.TotalLost(); n > 0 {
@@ -233,7 +233,7 @@ func (r *Text) Summary(s *tracer.Summary) error {
 	return w.Flush()
 }
 
-func table(w io.Writer, title string, rows []tracer.Counter) {
+func table(w io.Writer, title string, rows []fate.Counter) {
 	fmt.Fprintf(w, "\n%s:\n", title)
 	if len(rows) == 0 {
 		fmt.Fprintf(w, "  (none)\n")

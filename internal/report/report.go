@@ -18,8 +18,7 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/pcapgo"
-
-	"github.com/pktfate/pktfate/tracer"
+	"github.com/pktfate/pktfate/fate"
 )
 
 // Result is what a capture file says.
@@ -27,7 +26,7 @@ type Result struct {
 	Format string // "ndjson" or "pcapng"
 	// Summary is rebuilt from the file's records; losses, sources and the
 	// times come from the summary the capture wrote at its end.
-	Summary *tracer.Summary
+	Summary *fate.Summary
 	// Records counts the events and fate records read.
 	Records int
 	// HasSummary is false when the file ends before the capture's summary
@@ -67,26 +66,26 @@ func ReadFile(path string) (*Result, error) {
 
 // builder accumulates a summary from records.
 type builder struct {
-	sum       *tracer.Summary
-	events    *tracer.Summary // counts from events, used when there are no fates
+	sum       *fate.Summary
+	events    *fate.Summary // counts from events, used when there are no fates
 	fates     bool
 	observers map[string]bool
 	verdicts  map[string]uint64
-	pairs     map[[2]string]*tracer.PairAgreement
+	pairs     map[[2]string]*fate.PairAgreement
 }
 
 func newBuilder() *builder {
-	return &builder{sum: tracer.NewSummary(), events: tracer.NewSummary(), observers: map[string]bool{},
-		verdicts: map[string]uint64{}, pairs: map[[2]string]*tracer.PairAgreement{}}
+	return &builder{sum: fate.NewSummary(), events: fate.NewSummary(), observers: map[string]bool{},
+		verdicts: map[string]uint64{}, pairs: map[[2]string]*fate.PairAgreement{}}
 }
 
-func (b *builder) event(e *tracer.Event) { b.events.Add(e) }
+func (b *builder) event(e *fate.Event) { b.events.Add(e) }
 
-func (b *builder) fate(e *tracer.Event, verdict string, saw []string) {
+func (b *builder) fate(e *fate.Event, verdict string, saw []string) {
 	b.fates = true
 	b.sum.AddFate(e)
 	b.verdicts[verdict]++
-	order := func(o string) int { return slices.Index(tracer.Observers, o) }
+	order := func(o string) int { return slices.Index(fate.Observers, o) }
 	for i, a := range saw {
 		for _, c := range saw[i+1:] {
 			x, y := a, c
@@ -95,11 +94,11 @@ func (b *builder) fate(e *tracer.Event, verdict string, saw []string) {
 			}
 			p := b.pairs[[2]string{x, y}]
 			if p == nil {
-				p = &tracer.PairAgreement{A: x, B: y}
+				p = &fate.PairAgreement{A: x, B: y}
 				b.pairs[[2]string{x, y}] = p
 			}
 			p.BothSaw++
-			if verdict == tracer.VerdictConflict.String() {
+			if verdict == fate.VerdictConflict.String() {
 				p.Conflicts++
 			}
 		}
@@ -107,7 +106,7 @@ func (b *builder) fate(e *tracer.Event, verdict string, saw []string) {
 }
 
 // finish combines the records' counts with the capture's own summary.
-func (b *builder) finish(final *tracer.Summary) *tracer.Summary {
+func (b *builder) finish(final *fate.Summary) *fate.Summary {
 	s := b.sum
 	if !b.fates {
 		s = b.events
@@ -119,15 +118,15 @@ func (b *builder) finish(final *tracer.Summary) *tracer.Summary {
 		s.Ignored = final.Ignored
 	}
 	if b.fates {
-		for v := tracer.VerdictSingle; v <= tracer.VerdictUnconfirmed; v++ {
+		for v := fate.VerdictSingle; v <= fate.VerdictUnconfirmed; v++ {
 			b.verdicts[v.String()] += 0
 		}
-		c := &tracer.Correlation{ByVerdict: b.verdicts}
+		c := &fate.Correlation{ByVerdict: b.verdicts}
 		if final != nil && final.Correlation != nil {
 			c.Observers, c.Late, c.Forced = final.Correlation.Observers, final.Correlation.Late, final.Correlation.Forced
 		}
-		for _, o := range tracer.Observers {
-			for _, o2 := range tracer.Observers {
+		for _, o := range fate.Observers {
+			for _, o2 := range fate.Observers {
 				if p := b.pairs[[2]string{o, o2}]; p != nil {
 					c.Pairs = append(c.Pairs, *p)
 				}
@@ -167,20 +166,20 @@ type ndLine struct {
 	Forced uint64          `json:"forced"`
 }
 
-func parseFate(s string) tracer.Fate {
+func parseFate(s string) fate.Fate {
 	switch s {
 	case "drop":
-		return tracer.FateDrop
+		return fate.FateDrop
 	case "consume":
-		return tracer.FateConsume
+		return fate.FateConsume
 	}
-	return tracer.FateUnknown
+	return fate.FateUnknown
 }
 
 func readNDJSON(r *bufio.Reader) (*Result, error) {
 	res := &Result{Format: "ndjson"}
 	b := newBuilder()
-	var final *tracer.Summary
+	var final *fate.Summary
 	var off int64
 	for lineNo := 1; ; lineNo++ {
 		line, err := r.ReadBytes('\n')
@@ -204,7 +203,7 @@ func readNDJSON(r *bufio.Reader) (*Result, error) {
 		switch l.Type {
 		case "event":
 			res.Records++
-			b.event(&tracer.Event{Source: l.Source, Time: l.Time, Fate: parseFate(l.Fate), Reason: l.Reason, Location: l.Location, Hook: l.Hook, Family: l.Family})
+			b.event(&fate.Event{Source: l.Source, Time: l.Time, Fate: parseFate(l.Fate), Reason: l.Reason, Location: l.Location, Hook: l.Hook, Family: l.Family})
 		case "fate":
 			res.Records++
 			var saw []string
@@ -212,11 +211,11 @@ func readNDJSON(r *bufio.Reader) (*Result, error) {
 				var o struct {
 					Status string `json:"status"`
 				}
-				if json.Unmarshal(raw, &o) == nil && o.Status == tracer.StatusSaw.String() {
+				if json.Unmarshal(raw, &o) == nil && o.Status == fate.StatusSaw.String() {
 					saw = append(saw, name)
 				}
 			}
-			b.fate(&tracer.Event{Time: l.Time, Fate: parseFate(l.Fate), Reason: l.Reason, Location: l.Location, Hook: l.Hook, Family: l.Family}, l.Verdict, saw)
+			b.fate(&fate.Event{Time: l.Time, Fate: parseFate(l.Fate), Reason: l.Reason, Location: l.Location, Hook: l.Hook, Family: l.Family}, l.Verdict, saw)
 		case "summary":
 			res.HasSummary = true
 			var err error
@@ -236,17 +235,17 @@ func readNDJSON(r *bufio.Reader) (*Result, error) {
 
 // summaryOf turns a summary line into a Summary, keeping the loss counters
 // in the order they were written.
-func summaryOf(l *ndLine, raw []byte) (*tracer.Summary, error) {
-	s := tracer.NewSummary()
+func summaryOf(l *ndLine, raw []byte) (*fate.Summary, error) {
+	s := fate.NewSummary()
 	s.Start, s.End, s.Events = l.Start, l.End, l.Events
 	for k, v := range l.Ignored {
 		s.Ignored[k] = v
 	}
 	for _, name := range orderedKeys(raw, "lost") {
-		s.Lost = append(s.Lost, tracer.Counter{Name: name, Value: l.Lost[name]})
+		s.Lost = append(s.Lost, fate.Counter{Name: name, Value: l.Lost[name]})
 	}
 	for _, src := range l.Sources {
-		s.Sources = append(s.Sources, tracer.SourceStatus{Name: src.Name, Running: src.Running, Reason: src.Reason})
+		s.Sources = append(s.Sources, fate.SourceStatus{Name: src.Name, Running: src.Running, Reason: src.Reason})
 	}
 	var obs []string
 	for _, src := range l.Sources {
@@ -260,7 +259,7 @@ func summaryOf(l *ndLine, raw []byte) (*tracer.Summary, error) {
 			return s, fmt.Errorf("its \"late\" is %s, not a count", l.Late)
 		}
 	}
-	s.Correlation = &tracer.Correlation{Observers: obs, Late: late, Forced: l.Forced}
+	s.Correlation = &fate.Correlation{Observers: obs, Late: late, Forced: l.Forced}
 	return s, nil
 }
 
@@ -353,7 +352,7 @@ func readPcapng(r *bufio.Reader) (*Result, error) {
 			lastID = *opts.PacketID
 		}
 		res.Records++
-		e := &tracer.Event{Time: ci.Timestamp, Fate: parseFate(kv["fate"]), Reason: kv["reason"], Location: kv["location"],
+		e := &fate.Event{Time: ci.Timestamp, Fate: parseFate(kv["fate"]), Reason: kv["reason"], Location: kv["location"],
 			Hook: kv["hook"], Family: kv["family"]}
 		if v, ok := kv["verdict"]; ok {
 			correlated = true
@@ -361,7 +360,7 @@ func readPcapng(r *bufio.Reader) (*Result, error) {
 		}
 		b.event(e)
 	}
-	var final *tracer.Summary
+	var final *fate.Summary
 	if n := ng.NInterfaces(); n > 0 {
 		if ifc, err := ng.Interface(0); err == nil && strings.HasPrefix(ifc.Statistics.Comment, "{") {
 			var l ndLine

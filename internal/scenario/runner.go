@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/capture"
 	"github.com/pktfate/pktfate/internal/netns"
 	"github.com/pktfate/pktfate/tracer"
@@ -130,9 +131,9 @@ type collector struct {
 	obs []*Observed
 }
 
-func observed(e *tracer.Event, observers []string, verdict string) *Observed {
+func observed(e *fate.Event, observers []string, verdict string) *Observed {
 	p := &e.Packet
-	return &Observed{Fate: e.Fate.String(), Reason: e.Reason, Hook: e.Hook, Function: baseFunction(tracer.Function(e.Location)),
+	return &Observed{Fate: e.Fate.String(), Reason: e.Reason, Hook: e.Hook, Function: baseFunction(fate.Function(e.Location)),
 		Observers: observers, Verdict: verdict, Proto: p.Proto, Src: p.Src, Dst: p.Dst, Sport: p.Sport, Dport: p.Dport, ICMPType: p.ICMPType}
 }
 
@@ -144,22 +145,22 @@ func baseFunction(fn string) string {
 	return name
 }
 
-func (c *collector) Event(e *tracer.Event) error {
+func (c *collector) Event(e *fate.Event) error {
 	c.mu.Lock()
-	c.obs = append(c.obs, observed(e, []string{e.Source}, tracer.VerdictSingle.String()))
+	c.obs = append(c.obs, observed(e, []string{e.Source}, fate.VerdictSingle.String()))
 	c.mu.Unlock()
 	return nil
 }
 
-func (c *collector) Fate(fr *tracer.FateRecord) error {
+func (c *collector) Fate(fr *fate.FateRecord) error {
 	c.mu.Lock()
 	c.obs = append(c.obs, observed(fr.Event, fr.Confirmations(), fr.Verdict.String()))
 	c.mu.Unlock()
 	return nil
 }
 
-func (c *collector) Summary(*tracer.Summary) error { return nil }
-func (c *collector) Flush() error                  { return nil }
+func (c *collector) Summary(*fate.Summary) error { return nil }
+func (c *collector) Flush() error                { return nil }
 
 func (c *collector) snapshot() []*Observed {
 	c.mu.Lock()
@@ -292,7 +293,8 @@ func (r *Runner) run(ctx context.Context, s *Scenario) ([]*Observed, Env, []stri
 	sent := make(chan struct{})
 	ready := false
 	_, err = capture.Run(ctx, capture.Config{
-		Sources:   []tracer.Source{src},
+		Now: tracer.MonoNow,
+		Sources:   []fate.Source{src},
 		Observers: env.Running,
 		FatesOnly: true,
 		Status:    status,
@@ -332,24 +334,24 @@ func (r *Runner) run(ctx context.Context, s *Scenario) ([]*Observed, Env, []stri
 // source is the ebpf source for the traced namespace, with the netfilter
 // attribution attached in it when asked for and the kernel can (else a
 // note says why not).
-func (r *Runner) source(traced *netns.NS) (*tracer.EBPF, Env, []tracer.SourceStatus, string) {
+func (r *Runner) source(traced *netns.NS) (*tracer.EBPF, Env, []fate.SourceStatus, string) {
 	ecfg := tracer.EBPFConfig{Drops: true, Consumes: true, FilterNetns: traced.Inode, Kernel: r.Kernel, Decoder: r.Decoder}
-	var status []tracer.SourceStatus
+	var status []fate.SourceStatus
 	note := ""
 	if r.Netfilter {
 		method, err := tracer.NetfilterMethodAvailable()
 		if err != nil {
-			status = append(status, tracer.SourceStatus{Name: tracer.ObserverNF, Reason: err.Error()})
+			status = append(status, fate.SourceStatus{Name: fate.ObserverNF, Reason: err.Error()})
 			note = "netfilter attribution not running: " + err.Error()
 		} else {
 			ecfg.Netfilter, ecfg.NetfilterNetns, ecfg.NetfilterMethod = true, "/run/netns/"+traced.Name, method
-			status = append(status, tracer.SourceStatus{Name: tracer.ObserverNF, Running: true})
+			status = append(status, fate.SourceStatus{Name: fate.ObserverNF, Running: true})
 		}
 	}
 	src := tracer.NewEBPF(ecfg)
 	env := Env{Running: []string{src.Name()}, Kernel: r.Release}
 	if ecfg.Netfilter {
-		env.Running = append(env.Running, tracer.ObserverNF)
+		env.Running = append(env.Running, fate.ObserverNF)
 	}
 	return src, env, status, note
 }
