@@ -20,16 +20,6 @@ const (
 // Observers lists every observer pktfate knows, in report order.
 var Observers = []string{ObserverEBPF, ObserverNF, ObserverDropmon, ObserverKmod}
 
-// ObserverOf returns the observer a loss counter belongs to: counters are
-// named "<observer>_<what>" ("dropmon_queue_full").
-func ObserverOf(counter string) string {
-	for _, o := range Observers {
-		if strings.HasPrefix(counter, o+"_") {
-			return o
-		}
-	}
-	return counter
-}
 
 // ObserverStatus says what one observer knows of a packet.
 type ObserverStatus uint8
@@ -146,7 +136,11 @@ func (r *FateRecord) Confirmations() []string {
 // CorrelatorConfig configures a Correlator.
 type CorrelatorConfig struct {
 	// Running names the observers running in this capture.
-	Running map[string]bool
+	Running []string
+	// Listed names observers that do not run but are listed in every
+	// record as not running (sources asked for that cannot run here); nil
+	// lists every known observer (Observers).
+	Listed []string
 	// Window is how long a record waits for other observers' sightings
 	// after its first one (default 500ms). NET_DM sends alerts from a
 	// kworker, so its sightings arrive later than eBPF's.
@@ -155,13 +149,16 @@ type CorrelatorConfig struct {
 	// a shared skb address: NET_DM's wall-clock timestamps converted to
 	// the monotonic clock (default 20ms).
 	Skew time.Duration
-	// SkbSkew bounds the time difference of sightings joined by skb address
-	// (same clock; default 5ms, because addresses are reused).
+	// SkbSkew is how far a sighting stamped at the free may come before
+	// a sighting of the same skb stamped when it entered a hook (the
+	// module's): they share one clock, so only a little (default 1ms).
+	// Joins by skb address are bounded by Window, not by this: a hook entry
+	// can come long before the free on a busy machine.
 	SkbSkew time.Duration
-	// NFCovers, when set, says whether the nf observer could see a packet
-	// at a time in a network namespace (links are attached per namespace);
-	// where it cannot, the nf observer is blind, not missing.
-	NFCovers func(netns uint32, mono uint64) bool
+	// Blind says why a running observer could not have seen the packet of
+	// a record, or "" (fate.Source.Blind of the observer's source); nil
+	// uses KnownBlind alone.
+	Blind func(observer string, r *FateRecord) string
 	// Record, when set, receives the correlator's input as a recording
 	// (recording.go).
 	Record *Recorder
@@ -190,9 +187,11 @@ type CorrelatorStats struct {
 	Clones uint64
 	// ByVerdict counts records by verdict.
 	ByVerdict [4]uint64
-	// Agreement[a][b] counts records both observers a and b saw
+	// Observers are the running observers, in report order.
+	Observers []string
+	// Agreement[a][b] (a < b) counts records both observers a and b saw
 	// (indices into Observers); Disagreement counts those in conflict.
-	Agreement, Disagreement [4][4]uint64
+	Agreement, Disagreement [][]uint64
 }
 
 // Correlator joins sightings of the same packet by different observers
@@ -203,6 +202,8 @@ type CorrelatorStats struct {
 // bounded by MaxPending. Not safe for concurrent use.
 type Correlator struct {
 	cfg     CorrelatorConfig
+	running map[string]int // index into stats.Observers
+	order   []string       // observers listed in records: running or not
 	emit    func(*FateRecord)
 	pending []*FateRecord // by mono, nearly sorted on arrival
 	// Chains of pending records by skb address and by header hash; each
@@ -236,7 +237,7 @@ func NewCorrelator(cfg CorrelatorConfig, emit func(*FateRecord)) *Correlator {
 		cfg.Skew = 20 * time.Millisecond
 	}
 	if cfg.SkbSkew == 0 {
-		cfg.SkbSkew = 5 * time.Millisecond
+		cfg.SkbSkew = time.Millisecond
 	}
 	if cfg.MaxPending == 0 {
 		cfg.MaxPending = 65536
@@ -244,24 +245,62 @@ func NewCorrelator(cfg CorrelatorConfig, emit func(*FateRecord)) *Correlator {
 	if cfg.MaxLag == 0 {
 		cfg.MaxLag = 5 * time.Second
 	}
+	running := reportOrder(cfg.Running)
+	listed := cfg.Listed
+	if listed == nil {
+		listed = Observers
+	}
+	c := &Correlator{
+		cfg: cfg, emit: emit,
+		running: map[string]int{},
+		order:   reportOrder(append(append([]string(nil), running...), listed...)),
+		bySkb:   map[uint64]*FateRecord{},
+		byHash:  map[uint64]*FateRecord{},
+		losses:  map[string][]lossSpan{},
+	}
+	for i, o := range running {
+		c.running[o] = i
+	}
+	c.stats.Observers = running
+	c.stats.Agreement, c.stats.Disagreement = square(len(running)), square(len(running))
+	// eBPF and the module share skb addresses; NET_DM joins by headers.
+	c.indexSkb = c.runs(ObserverEBPF) && c.runs(ObserverKmod)
+	c.indexHash = c.runs(ObserverDropmon) && (c.runs(ObserverEBPF) || c.runs(ObserverKmod))
 	if cfg.Record != nil {
-		var running []string
-		for _, o := range Observers {
-			if cfg.Running[o] {
-				running = append(running, o)
-			}
-		}
 		cfg.Record.write(&Step{Op: StepConfig, Running: running, Window: cfg.Window})
 	}
-	return &Correlator{
-		cfg: cfg, emit: emit,
-		bySkb:  map[uint64]*FateRecord{},
-		byHash: map[uint64]*FateRecord{},
-		losses: map[string][]lossSpan{},
-		// eBPF and the module share skb addresses; NET_DM joins by headers.
-		indexSkb:  cfg.Running[ObserverEBPF] && cfg.Running[ObserverKmod],
-		indexHash: cfg.Running[ObserverDropmon] && (cfg.Running[ObserverEBPF] || cfg.Running[ObserverKmod]),
+	return c
+}
+
+// runs reports whether the observer runs in this capture.
+func (c *Correlator) runs(observer string) bool {
+	_, ok := c.running[observer]
+	return ok
+}
+
+// reportOrder returns the distinct names of obs, known observers first in
+// Observers order, then the others in their order.
+func reportOrder(obs []string) []string {
+	var out []string
+	for _, o := range Observers {
+		if slices.Contains(obs, o) {
+			out = append(out, o)
+		}
 	}
+	for _, o := range obs {
+		if !slices.Contains(out, o) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func square(n int) [][]uint64 {
+	m := make([][]uint64, n)
+	for i := range m {
+		m[i] = make([]uint64, n)
+	}
+	return m
 }
 
 // chainAdd appends r to the chain of key k.
@@ -304,8 +343,16 @@ func chainRemove(m map[uint64]*FateRecord, k uint64, r *FateRecord, next func(*F
 func skbNext(r *FateRecord) **FateRecord  { return &r.nextSkb }
 func hashNext(r *FateRecord) **FateRecord { return &r.nextHash }
 
-// Stats returns the counters so far.
-func (c *Correlator) Stats() CorrelatorStats { return c.stats }
+// Stats returns the counters so far (a copy).
+func (c *Correlator) Stats() CorrelatorStats {
+	st := c.stats
+	st.Agreement, st.Disagreement = square(len(st.Observers)), square(len(st.Observers))
+	for i := range st.Agreement {
+		copy(st.Agreement[i], c.stats.Agreement[i])
+		copy(st.Disagreement[i], c.stats.Disagreement[i])
+	}
+	return st
+}
 
 // NoteLoss records that an observer lost events between two monotonic
 // times: records in that span do not count its silence against it.
@@ -450,7 +497,7 @@ func (c *Correlator) addSighting(r *FateRecord, s Sighting, e *Event) {
 // caller (net_dm_*) where consume_skb reports one (6.3+), else by being a
 // consume of the very headers of a packet dropped just before.
 func (c *Correlator) isDropmonClone(e *Event, hash uint64) bool {
-	if !c.cfg.Running[ObserverDropmon] || e.Source != ObserverEBPF || e.Fate != FateConsume {
+	if !c.runs(ObserverDropmon) || e.Source != ObserverEBPF || e.Fate != FateConsume {
 		return false
 	}
 	if e.Location != "" {
@@ -467,18 +514,20 @@ func (c *Correlator) isDropmonClone(e *Event, hash uint64) bool {
 	return false
 }
 
-// match finds the pending record e belongs to: the same skb within
-// SkbSkew, else the same headers (and in-port, when both know it) within
-// Skew; of those that lack this observer, the closest in time.
+// match finds the pending record e belongs to: by skb address, else by
+// the same headers (and in-port, when both know it) within Skew; of
+// those that lack this observer, the closest in time.
+//
+// An skb address identifies a packet from the moment it enters a hook to
+// its free (and is reused right after), so a sighting stamped at hook
+// entry (the module's) joins the first free of that skb at or after it,
+// and a free joins the latest hook entry before it, however long the
+// packet spent in between (up to Window): the key is the packet, time
+// only bounds it.
 func (c *Correlator) match(e *Event, hash uint64) *FateRecord {
 	if e.Skb != 0 && c.indexSkb {
-		for r := c.bySkb[e.Skb]; r != nil; r = r.nextSkb {
-			// Freed skbs are reused within microseconds: the headers
-			// must agree too, where both sides captured them.
-			if !r.has(e.Source) && absDiff(r.skbMono, e.Mono) <= uint64(c.cfg.SkbSkew) &&
-				(hash == 0 || r.hash == 0 || hash == r.hash) {
-				return r
-			}
+		if r := c.matchSkb(e, hash); r != nil {
+			return r
 		}
 	}
 	if hash == 0 || !c.indexHash {
@@ -508,6 +557,43 @@ func (c *Correlator) match(e *Event, hash uint64) *FateRecord {
 	}
 	return best
 }
+
+// matchSkb finds the record of the same skb that e completes.
+func (c *Correlator) matchSkb(e *Event, hash uint64) *FateRecord {
+	tol, window := uint64(c.cfg.SkbSkew), uint64(c.cfg.Window)
+	var best *FateRecord
+	var bestGap uint64
+	for r := c.bySkb[e.Skb]; r != nil; r = r.nextSkb {
+		// Freed skbs are reused within microseconds: the headers must
+		// agree too, where both sides captured them.
+		if r.has(e.Source) || (hash != 0 && r.hash != 0 && hash != r.hash) {
+			continue
+		}
+		entry, free := r.skbMono, e.Mono
+		if atHookEntry(e.Source) {
+			entry, free = e.Mono, r.skbMono
+		}
+		gap := absDiff(entry, free)
+		if gap > window {
+			continue
+		}
+		if free+tol < entry {
+			// Out of order: only when nothing in order fits (the two
+			// clocks were read in one free, say, in either order).
+			gap += window
+		}
+		if best == nil || gap < bestGap {
+			best, bestGap = r, gap
+		}
+	}
+	return best
+}
+
+// atHookEntry reports whether an observer's sightings may be stamped
+// before the free (the module stamps in its own kfree_skb probe, which can
+// run well before the BPF program on a busy machine, or at hook entry);
+// the ebpf observer stamps the free itself.
+func atHookEntry(observer string) bool { return observer == ObserverKmod }
 
 func (c *Correlator) newRecord(e *Event, hash uint64) *FateRecord {
 	var r *FateRecord
@@ -653,10 +739,10 @@ func (c *Correlator) judge(r *FateRecord) {
 	r.Observers = r.Observers[:0]
 	saw := 0
 	missed := false
-	for _, name := range Observers {
+	for _, name := range c.order {
 		o := ObserverReport{Name: name}
 		switch {
-		case !c.cfg.Running[name]:
+		case !c.runs(name):
 			o.Status, o.Why = StatusNotRunning, "not running"
 		case r.has(name):
 			o.Status = StatusSaw
@@ -690,11 +776,12 @@ func (c *Correlator) judge(r *FateRecord) {
 	default:
 		r.Verdict = VerdictSingle
 	}
-	for i, a := range r.Observers {
+	for _, a := range r.Observers {
 		if a.Status != StatusSaw {
 			continue
 		}
-		for j, b := range r.Observers {
+		for _, b := range r.Observers {
+			i, j := c.running[a.Name], c.running[b.Name]
 			if j <= i || b.Status != StatusSaw {
 				continue
 			}
@@ -708,6 +795,18 @@ func (c *Correlator) judge(r *FateRecord) {
 
 // blindness says why an observer could not have seen this packet, or "".
 func (c *Correlator) blindness(observer string, r *FateRecord) string {
+	if c.cfg.Blind != nil {
+		return c.cfg.Blind(observer, r)
+	}
+	return KnownBlind(observer, r)
+}
+
+// KnownBlind says why an observer cannot see the packet of r by the way it
+// works, whatever the kernel and the capture: NET_DM reports drops only,
+// and only of packets with a MAC header; the netfilter observers report
+// only packets freed inside a netfilter hook. A source adds what depends
+// on its attachment (fate.Source.Blind).
+func KnownBlind(observer string, r *FateRecord) string {
 	e := r.Event
 	switch observer {
 	case ObserverDropmon:
@@ -718,15 +817,15 @@ func (c *Correlator) blindness(observer string, r *FateRecord) string {
 			return "drop_monitor skips packets without a MAC header"
 		}
 	case ObserverNF, ObserverKmod:
-		if observer == ObserverNF && c.cfg.NFCovers != nil && e.Netns != 0 && !c.cfg.NFCovers(e.Netns, r.mono) {
-			return "netfilter links were not yet attached in this network namespace (created after the capture started; new ones are found within a second)"
-		}
 		if e.Hook == "" {
 			return "sees only packets freed inside a netfilter hook"
 		}
 	}
 	return ""
 }
+
+// Mono returns the time of the record's earliest sighting (monotonic ns).
+func (r *FateRecord) Mono() uint64 { return r.mono }
 
 // conflicts lists where the observers that saw the packet disagree.
 func conflicts(r *FateRecord, out []string) []string {

@@ -30,7 +30,7 @@ func (f Fate) String() string {
 
 // Event is one observation of a packet being freed.
 //
-// A Handler receives a pointer to an Event that the source reuses for the next
+// A Sink receives a pointer to an Event that the source reuses for the next
 // record: copy it (Clone) to keep it beyond the call.
 type Event struct {
 	// Source names the observer ("ebpf").
@@ -114,6 +114,26 @@ type Packet struct {
 	PayloadLen int
 }
 
-// Handler receives events from a source. It is called from the source's
-// reading goroutine; the Event is only valid during the call.
-type Handler func(*Event)
+// Sink receives what a source observes. Its methods are called from the
+// source's reading goroutine (sources run concurrently: a Sink is safe for
+// concurrent use).
+type Sink interface {
+	// Event receives one sighting; the Event is only valid during the
+	// call.
+	Event(e *Event)
+	// Lost says that the observer lost events it would have delivered
+	// between two monotonic times (ns), say because its socket overran:
+	// its silence about packets of that time proves nothing.
+	Lost(observer string, from, to uint64)
+}
+
+// EventFunc adapts a function to a Sink that takes events and drops the
+// loss intervals: for callers that read the source's loss counters
+// instead (tests, a single observer).
+type EventFunc func(*Event)
+
+// Event implements Sink.
+func (f EventFunc) Event(e *Event) { f(e) }
+
+// Lost implements Sink.
+func (f EventFunc) Lost(string, uint64, uint64) {}

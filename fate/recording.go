@@ -115,11 +115,7 @@ func ReadRecording(r io.Reader) (*Recording, error) {
 
 // Config returns the correlator configuration the recording was made with.
 func (rec *Recording) Config() CorrelatorConfig {
-	running := map[string]bool{}
-	for _, o := range rec.Running {
-		running[o] = true
-	}
-	return CorrelatorConfig{Running: running, Window: rec.Window}
+	return CorrelatorConfig{Running: rec.Running, Window: rec.Window}
 }
 
 // Replay feeds the steps into c.

@@ -17,7 +17,11 @@ type Summary struct {
 	// ByHook counts drops inside netfilter by "family hook" ("ipv4 LOCAL_IN").
 	ByHook map[string]uint64
 	// Lost holds every loss counter of every source, zero or not.
-	Lost []Counter
+	Lost []Loss
+	// Unknowns says what else the capture cannot vouch for (a source that
+	// did not finish delivering, a summary that was never written): any
+	// entry makes Completeness unknown.
+	Unknowns []string
 	// Sources says which sources ran and why others did not.
 	Sources []SourceStatus
 	// Ignored counts events not shown because pktfate itself caused them
@@ -50,20 +54,71 @@ type PairAgreement struct {
 	Conflicts uint64
 }
 
-// Complete reports whether no observer lost anything: only then does the
-// capture prove what happened to every packet.
-func (s *Summary) Complete() bool { return s.TotalLost() == 0 }
+// Completeness says whether a capture proves every packet's fate.
+type Completeness uint8
+
+const (
+	// Complete: every loss counter was read and is zero.
+	Complete Completeness = iota
+	// Incomplete: some observer lost events.
+	Incomplete
+	// CompletenessUnknown: a counter could not be read, or something else
+	// (Summary.Unknowns) leaves open whether events were lost; nothing
+	// counted was lost.
+	CompletenessUnknown
+)
+
+func (c Completeness) String() string {
+	switch c {
+	case Complete:
+		return "complete"
+	case Incomplete:
+		return "incomplete"
+	}
+	return "unknown"
+}
+
+// Completeness reports whether no observer lost anything: only then does
+// the capture prove what happened to every packet. A counted loss makes
+// it Incomplete even when other counters are unknown.
+func (s *Summary) Completeness() Completeness {
+	if s.TotalLost() > 0 {
+		return Incomplete
+	}
+	if len(s.Unknowns) > 0 {
+		return CompletenessUnknown
+	}
+	for _, l := range s.Lost {
+		if l.Unknown != "" {
+			return CompletenessUnknown
+		}
+	}
+	return Complete
+}
+
+// UnknownReasons lists why completeness is unknown: the Unknowns, then
+// each counter that could not be read.
+func (s *Summary) UnknownReasons() []string {
+	out := append([]string(nil), s.Unknowns...)
+	for _, l := range s.Lost {
+		if l.Unknown != "" {
+			out = append(out, l.Key()+": "+l.Unknown)
+		}
+	}
+	return out
+}
 
 // SetCorrelation fills Correlation from a correlator's statistics.
-func (s *Summary) SetCorrelation(running []string, st CorrelatorStats) {
-	c := &Correlation{Observers: running, ByVerdict: map[string]uint64{}, Late: st.Late, Forced: st.Forced}
+func (s *Summary) SetCorrelation(st CorrelatorStats) {
+	obs := st.Observers
+	c := &Correlation{Observers: obs, ByVerdict: map[string]uint64{}, Late: st.Late, Forced: st.Forced}
 	for v, n := range st.ByVerdict {
 		c.ByVerdict[Verdict(v).String()] = n // zeros too: a table, not a tally
 	}
-	for i := range Observers {
-		for j := i + 1; j < len(Observers); j++ {
+	for i := range obs {
+		for j := i + 1; j < len(obs); j++ {
 			if st.Agreement[i][j] > 0 {
-				c.Pairs = append(c.Pairs, PairAgreement{A: Observers[i], B: Observers[j], BothSaw: st.Agreement[i][j], Conflicts: st.Disagreement[i][j]})
+				c.Pairs = append(c.Pairs, PairAgreement{A: obs[i], B: obs[j], BothSaw: st.Agreement[i][j], Conflicts: st.Disagreement[i][j]})
 			}
 		}
 	}
@@ -106,11 +161,13 @@ func (s *Summary) AddFate(e *Event) {
 	}
 }
 
-// TotalLost is the sum of every loss counter.
+// TotalLost is the sum of every loss counter that could be read.
 func (s *Summary) TotalLost() uint64 {
 	var n uint64
 	for _, c := range s.Lost {
-		n += c.Value
+		if c.Unknown == "" {
+			n += c.Value
+		}
 	}
 	return n
 }

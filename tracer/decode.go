@@ -69,6 +69,12 @@ func NewDecoder(r *Reasons, s *Symbols, c Clock) *Decoder {
 	return &Decoder{Reasons: r, Symbols: s, Clock: c, pkt: newPacketDecoder(), ifnames: map[[16]byte]string{}}
 }
 
+// Fork returns a Decoder naming reasons and locations like d, with caches
+// of its own: each source decodes on its own goroutine.
+func (d *Decoder) Fork() *Decoder {
+	return NewDecoder(d.Reasons, d.Symbols.Fork(), d.Clock)
+}
+
 // Decode fills ev from one record. ev.Data aliases raw: copy the event
 // (Event.Clone) to keep it after raw is reused.
 func (d *Decoder) Decode(raw []byte, ev *fate.Event) error {

@@ -4,9 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
-	"time"
+	"sync/atomic"
 
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/genl/dropmon"
@@ -29,10 +28,6 @@ type DropmonConfig struct {
 	MarkerPath string
 }
 
-// dropmonDrain is how long Run keeps reading after ctx is done: NET_DM
-// sends alerts from a kworker, some time after the drop.
-const dropmonDrain = 200 * time.Millisecond
-
 // Dropmon observes drops through the kernel's drop monitor (NET_DM, packet
 // mode). Create it with NewDropmon; it must be closed. When another program
 // already runs drop monitoring the source attaches passively (Passive) and
@@ -43,7 +38,8 @@ type Dropmon struct {
 	decoder *Decoder
 	clock   Clock
 
-	summaries uint64 // summary alerts of a passive session in summary mode
+	summaries atomic.Uint64 // summary alerts of a passive session in summary mode
+	drain     drainState
 }
 
 // NewDropmon returns a dropmon source; nothing happens until Start.
@@ -57,16 +53,28 @@ func NewDropmon(cfg DropmonConfig) *Dropmon {
 // Name implements Source.
 func (s *Dropmon) Name() string { return "dropmon" }
 
-// CanRun implements Source: the kernel needs the NET_DM family (the error
-// wraps os.ErrNotExist without it), and the process CAP_NET_ADMIN and
-// CAP_SYS_ADMIN.
-func (s *Dropmon) CanRun() error {
-	caps, err := effectiveCaps()
-	if err != nil {
-		return fmt.Errorf("reading process capabilities: %w", err)
+// Observers implements fate.Source.
+func (s *Dropmon) Observers() []string { return []string{fate.ObserverDropmon} }
+
+// Blind implements fate.Source: NET_DM reports drops of packets with a MAC
+// header only.
+func (s *Dropmon) Blind(observer string, r *fate.FateRecord) string {
+	return fate.KnownBlind(observer, r)
+}
+
+// CanRun implements fate.Source: the kernel needs the NET_DM family (the
+// error wraps os.ErrNotExist without it), and the process CAP_NET_ADMIN and
+// CAP_SYS_ADMIN. NET_DM reports drops only, and its alerts carry no
+// network namespace or mark, so those filters cannot apply.
+func (s *Dropmon) CanRun(f fate.Filters) error {
+	switch {
+	case !f.Drops:
+		return fmt.Errorf("the drop monitor reports drops only: %w", fate.ErrFilter)
+	case f.InKernel():
+		return fmt.Errorf("NET_DM alerts carry no network namespace or mark: the namespace, interface and mark filters cannot apply to them: %w", fate.ErrFilter)
 	}
-	if !hasCap(caps, capNetAdmin) || !hasCap(caps, capSysAdmin) {
-		return fmt.Errorf("drop monitor needs CAP_NET_ADMIN and CAP_SYS_ADMIN: run as root: %w", os.ErrPermission)
+	if err := checkGenlCaps("the drop monitor"); err != nil {
+		return err
 	}
 	c, err := dropmon.Dial()
 	if err != nil {
@@ -107,31 +115,27 @@ func (s *Dropmon) Start() error {
 func (s *Dropmon) Passive() bool { return s.sess != nil && s.sess.Passive() }
 
 // Run implements Source.
-func (s *Dropmon) Run(ctx context.Context, h fate.Handler) error {
+func (s *Dropmon) Run(ctx context.Context, h fate.Sink) error {
 	if s.sess == nil {
 		return errors.New("dropmon source: Run before Start")
 	}
 	ev := s.sess.Events()
-	stop := context.AfterFunc(ctx, func() { _ = ev.SetReadDeadline(time.Now().Add(dropmonDrain)) })
-	defer stop()
 	var a dropmon.Alert
 	var e fate.Event
-	for {
-		err := ev.Read(&a)
-		switch {
-		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, dropmon.ErrClosed):
-			return nil
-		default:
+	gaps := gapTracker{observer: fate.ObserverDropmon, overruns: ev.Overruns, last: MonoNow()}
+	return s.drain.readLoop(ctx, ev, func() error {
+		if err := ev.Read(&a); err != nil {
 			return err
 		}
 		if a.Kind != dropmon.KindPacket {
-			s.summaries++
-			continue
+			s.summaries.Add(1)
+			return nil
 		}
 		s.fill(&e, &a.Packet)
-		h(&e)
-	}
+		gaps.check(h, e.Mono)
+		h.Event(&e)
+		return nil
+	}, func(err error) bool { return errors.Is(err, dropmon.ErrClosed) })
 }
 
 // fill converts a packet alert into an Event. NET_DM gives no skb address,
@@ -163,16 +167,22 @@ func (s *Dropmon) fill(e *fate.Event, p *dropmon.PacketAlert) {
 
 // Losses implements Source: alerts the kernel's queue could not hold, and
 // ENOBUFS overruns of the events socket.
-func (s *Dropmon) Losses() []fate.Counter {
+func (s *Dropmon) Losses() []fate.Loss {
 	var l dropmon.Loss
+	var err error = errors.New("the drop monitor session was not started")
 	if s.sess != nil {
-		l, _ = s.sess.Loss()
+		l, err = s.sess.Loss()
 	}
-	return []fate.Counter{
-		{Name: "dropmon_queue_full", Value: l.Queue + l.HWQueue},
-		{Name: "dropmon_socket_overrun", Value: l.Overruns},
-		{Name: "dropmon_decode_errors", Value: l.Decode},
-		{Name: "dropmon_summary_alerts_skipped", Value: s.summaries},
+	queue := fate.Loss{Observer: fate.ObserverDropmon, Name: "queue_full", Value: l.Queue + l.HWQueue}
+	if err != nil {
+		queue.Unknown = fmt.Sprintf("reading NET_DM's statistics: %v", err)
+	}
+	return []fate.Loss{
+		queue,
+		{Observer: fate.ObserverDropmon, Name: "socket_overrun", Value: l.Overruns},
+		{Observer: fate.ObserverDropmon, Name: "decode_errors", Value: l.Decode},
+		{Observer: fate.ObserverDropmon, Name: "summary_alerts_skipped", Value: s.summaries.Load()},
+		s.drain.loss(fate.ObserverDropmon),
 	}
 }
 

@@ -49,7 +49,7 @@ func TestDropmonSourceKernel(t *testing.T) {
 		t.Skip("needs NET_DM: runs in the kernel matrix")
 	}
 	src := NewDropmon(DropmonConfig{MarkerPath: "-"})
-	if err := src.CanRun(); err != nil {
+	if err := src.CanRun(fate.Filters{Drops: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := src.Start(); err != nil {
@@ -79,12 +79,12 @@ func TestDropmonSourceKernel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var got *fate.Event
-	err = src.Run(ctx, func(e *fate.Event) {
+	err = src.Run(ctx, fate.EventFunc(func(e *fate.Event) {
 		if got == nil && e.Packet.Proto == "udp" && e.Packet.Dport == closed.Port() {
 			got = e.Clone()
 			cancel()
 		}
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

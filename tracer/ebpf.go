@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -48,6 +49,10 @@ type EBPFConfig struct {
 	// links where the kernel has them (6.4+), else fexit on nf_hook_slow,
 	// which sees every network namespace.
 	NetfilterMethod string
+	// NetfilterOnly reports only packets freed inside a netfilter hook, as
+	// the nf observer: the user asked for nf alone. The tracepoint
+	// programs still run (they see the free); the ebpf observer does not.
+	NetfilterOnly bool
 	// Kernel is the kernel's BTF (nil loads the running kernel's).
 	Kernel *btf.Spec
 	// Decoder turns records into events (nil builds one from the kernel's
@@ -75,7 +80,7 @@ type EBPF struct {
 	ring    *ring
 	decoder *Decoder
 
-	decodeErrors uint64
+	decodeErrors atomic.Uint64
 	// ConsumeLocation reports whether consume_skb events carry their
 	// caller (kernel 6.3 and later). Valid after Start.
 	ConsumeLocation bool
@@ -131,9 +136,38 @@ func NewEBPF(cfg EBPFConfig) *EBPF {
 // Name implements Source.
 func (s *EBPF) Name() string { return "ebpf" }
 
-// CanRun implements Source: it needs kernel BTF with the kfree_skb tracepoint,
-// and CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN).
-func (s *EBPF) CanRun() error {
+// Observers implements fate.Source: "ebpf", and "nf" when the source
+// attributes drops to netfilter hooks.
+func (s *EBPF) Observers() []string {
+	if s.cfg.NetfilterOnly {
+		return []string{fate.ObserverNF}
+	}
+	if s.cfg.Netfilter {
+		return []string{fate.ObserverEBPF, fate.ObserverNF}
+	}
+	return []string{fate.ObserverEBPF}
+}
+
+// Blind implements fate.Source: the kfree_skb and consume_skb tracepoints
+// see every freed packet; the netfilter attribution sees only packets
+// freed inside a hook, and with links only in the network namespaces they
+// were attached in, from then on.
+func (s *EBPF) Blind(observer string, r *fate.FateRecord) string {
+	if observer == fate.ObserverNF {
+		if e := r.Event; e.Netns != 0 && !s.NetfilterCovers(e.Netns, r.Mono()) {
+			return "netfilter links were not yet attached in this network namespace (created after the capture started; new ones are found within a second)"
+		}
+	}
+	return fate.KnownBlind(observer, r)
+}
+
+// CanRun implements fate.Source: it needs kernel BTF with the kfree_skb
+// tracepoint, and CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN). It applies
+// one network namespace filter at most.
+func (s *EBPF) CanRun(f fate.Filters) error {
+	if len(f.Netns) > 1 {
+		return fmt.Errorf("the ebpf source filters on one network namespace at most, not %d: %w", len(f.Netns), fate.ErrFilter)
+	}
 	if err := checkBPFCaps(); err != nil {
 		return err
 	}
@@ -329,7 +363,7 @@ func explainLoadError(err error) error {
 }
 
 // Run implements Source.
-func (s *EBPF) Run(ctx context.Context, h fate.Handler) error {
+func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 	if s.ring == nil {
 		return errors.New("ebpf source: Run before Start")
 	}
@@ -354,10 +388,16 @@ func (s *EBPF) Run(ctx context.Context, h fate.Handler) error {
 	var ev fate.Event
 	handle := func(sample []byte) {
 		if err := s.decoder.Decode(sample, &ev); err != nil {
-			s.decodeErrors++
+			s.decodeErrors.Add(1)
 			return
 		}
-		h(&ev)
+		if s.cfg.NetfilterOnly {
+			if ev.Hook == "" {
+				return
+			}
+			ev.Source = fate.ObserverNF
+		}
+		h.Event(&ev)
 	}
 	stopping := false
 	for {
@@ -384,16 +424,26 @@ func (s *EBPF) Run(ctx context.Context, h fate.Handler) error {
 // Losses implements Source: ring-buffer reservations that failed (the
 // buffer was full; the kernel counted them per CPU) and records that could
 // not be decoded.
-func (s *EBPF) Losses() []fate.Counter {
-	full := s.counter(cntRingbufFull)
-	out := []fate.Counter{
-		{Name: "ebpf_ringbuf_full", Value: full},
-		{Name: "ebpf_decode_errors", Value: s.decodeErrors},
+func (s *EBPF) Losses() []fate.Loss {
+	out := []fate.Loss{
+		s.counterLoss(fate.ObserverEBPF, "ringbuf_full", cntRingbufFull),
+		{Observer: fate.ObserverEBPF, Name: "decode_errors", Value: s.decodeErrors.Load()},
 	}
 	if s.cfg.Netfilter {
-		out = append(out, fate.Counter{Name: "nf_inflight_full", Value: s.counter(cntNFInflightFull)})
+		out = append(out, s.counterLoss(fate.ObserverNF, "inflight_full", cntNFInflightFull))
 	}
 	return out
+}
+
+// counterLoss reads one of the BPF programs' per-CPU counters as a loss.
+func (s *EBPF) counterLoss(observer, name string, idx uint32) fate.Loss {
+	l := fate.Loss{Observer: observer, Name: name}
+	v, err := s.counter(idx)
+	if err != nil {
+		l.Unknown = err.Error()
+	}
+	l.Value = v
+	return l
 }
 
 const (
@@ -402,21 +452,23 @@ const (
 	cntNFInflightFull = 2
 )
 
-func (s *EBPF) counter(idx uint32) uint64 {
-	var total uint64
-	if s.maps.Counters != nil {
-		var perCPU []uint64
-		if err := s.maps.Counters.Lookup(idx, &perCPU); err == nil {
-			for _, v := range perCPU {
-				total += v
-			}
-		}
+func (s *EBPF) counter(idx uint32) (uint64, error) {
+	if s.maps.Counters == nil {
+		return 0, errors.New("the BPF programs are not loaded")
 	}
-	return total
+	var perCPU []uint64
+	if err := s.maps.Counters.Lookup(idx, &perCPU); err != nil {
+		return 0, fmt.Errorf("reading the BPF counters: %w", err)
+	}
+	var total uint64
+	for _, v := range perCPU {
+		total += v
+	}
+	return total, nil
 }
 
 // Submitted returns how many events the BPF programs put into the ring buffer.
-func (s *EBPF) Submitted() uint64 { return s.counter(cntSubmitted) }
+func (s *EBPF) Submitted() (uint64, error) { return s.counter(cntSubmitted) }
 
 // Close implements Source.
 func (s *EBPF) Close() error {

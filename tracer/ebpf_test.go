@@ -17,11 +17,11 @@ import (
 
 // capture runs the ebpf source filtered to ns while send runs, and returns
 // every event (cloned) and the source's losses.
-func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, send func() error) ([]*fate.Event, []fate.Counter) {
+func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, send func() error) ([]*fate.Event, []fate.Loss) {
 	t.Helper()
 	cfg.FilterNetns = ns.Inode
 	src := tracer.NewEBPF(cfg)
-	if err := src.CanRun(); err != nil {
+	if err := src.CanRun(fate.Filters{Drops: true, Consumes: true}); err != nil {
 		t.Fatalf("ebpf source cannot run: %v", err)
 	}
 	if err := src.Start(); err != nil {
@@ -39,11 +39,11 @@ func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, send func() erro
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		runErr = src.Run(ctx, func(e *fate.Event) {
+		runErr = src.Run(ctx, fate.EventFunc(func(e *fate.Event) {
 			mu.Lock()
 			events = append(events, e.Clone())
 			mu.Unlock()
-		})
+		}))
 	}()
 	if err := send(); err != nil {
 		cancel()
@@ -64,7 +64,7 @@ func sendUDP(ns *netns.NS, network string, dst netip.AddrPort, n int) func() err
 	return func() error { return ns.SendUDP(network, dst, n, []byte("pktfate")) }
 }
 
-func assertNoLoss(t *testing.T, losses []fate.Counter) {
+func assertNoLoss(t *testing.T, losses []fate.Loss) {
 	t.Helper()
 	for _, c := range losses {
 		if c.Value != 0 {

@@ -11,11 +11,25 @@ import (
 )
 
 // Symbols resolves kernel text addresses to "func+0xoff" using a snapshot of
-// /proc/kallsyms. Not safe for concurrent use (it caches results).
+// /proc/kallsyms. Not safe for concurrent use (it caches results): give
+// each goroutine its own Fork.
 type Symbols struct {
 	addrs []uint64
 	names []string
 	cache map[uint64]string
+}
+
+// symbolCacheMax bounds the cache of formatted locations: a long capture
+// meets new addresses for as long as it runs.
+const symbolCacheMax = 4096
+
+// Fork returns Symbols that share the table (read-only) and have a cache
+// of their own, for use on another goroutine.
+func (s *Symbols) Fork() *Symbols {
+	if s == nil {
+		return nil
+	}
+	return &Symbols{addrs: s.addrs, names: s.names, cache: map[uint64]string{}}
 }
 
 // LoadKallsyms reads /proc/kallsyms. Without CAP_SYSLOG (or with
@@ -134,6 +148,9 @@ func (s *Symbols) Format(addr uint64) string {
 		v = "0x" + strconv.FormatUint(addr, 16)
 	}
 	if s != nil {
+		if len(s.cache) >= symbolCacheMax {
+			clear(s.cache)
+		}
 		s.cache[addr] = v
 	}
 	return v

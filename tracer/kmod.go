@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"time"
 
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/genl/kmod"
@@ -25,10 +23,6 @@ type KmodConfig struct {
 	Decoder *Decoder
 }
 
-// kmodDrain is how long Run keeps reading after ctx is done: the module
-// sends events from a work item, some time after the drop.
-const kmodDrain = 200 * time.Millisecond
-
 // Kmod observes drops inside netfilter hooks through pktfate.ko (kmod/),
 // independently of BPF. Create it with NewKmod; it must be closed. pktfate
 // never loads the module: CanRun says how when it is missing.
@@ -39,6 +33,7 @@ type Kmod struct {
 	decoder *Decoder
 	base    kmod.Stats // counters when Start enabled reporting
 	enabled bool
+	drain   drainState
 }
 
 // NewKmod returns a kmod source; nothing happens until Start.
@@ -47,16 +42,30 @@ func NewKmod(cfg KmodConfig) *Kmod { return &Kmod{cfg: cfg} }
 // Name implements Source.
 func (s *Kmod) Name() string { return "kmod" }
 
-// CanRun implements Source: the module must be loaded (the error wraps
-// os.ErrNotExist and says how to build and load it), and the process needs
-// CAP_NET_ADMIN and CAP_SYS_ADMIN.
-func (s *Kmod) CanRun() error {
-	caps, err := effectiveCaps()
-	if err != nil {
-		return fmt.Errorf("reading process capabilities: %w", err)
+// Observers implements fate.Source.
+func (s *Kmod) Observers() []string { return []string{fate.ObserverKmod} }
+
+// Blind implements fate.Source: the module sees only packets freed inside
+// a netfilter hook.
+func (s *Kmod) Blind(observer string, r *fate.FateRecord) string {
+	return fate.KnownBlind(observer, r)
+}
+
+// CanRun implements fate.Source: the module must be loaded (the error
+// wraps os.ErrNotExist and says how to build and load it), and the process
+// needs CAP_NET_ADMIN and CAP_SYS_ADMIN. The module reports drops only,
+// filters on one network namespace and has no interface filter.
+func (s *Kmod) CanRun(f fate.Filters) error {
+	switch {
+	case !f.Drops:
+		return fmt.Errorf("the module reports drops only: %w", fate.ErrFilter)
+	case f.Ifindex != 0:
+		return fmt.Errorf("the module has no interface filter: %w", fate.ErrFilter)
+	case len(f.Netns) > 1:
+		return fmt.Errorf("the module filters on one network namespace at most: %w", fate.ErrFilter)
 	}
-	if !hasCap(caps, capNetAdmin) || !hasCap(caps, capSysAdmin) {
-		return fmt.Errorf("the kmod source needs CAP_NET_ADMIN and CAP_SYS_ADMIN: run as root: %w", os.ErrPermission)
+	if err := checkGenlCaps("the kmod source"); err != nil {
+		return err
 	}
 	c, err := kmod.Dial()
 	if err != nil {
@@ -94,26 +103,22 @@ func (s *Kmod) Start() error {
 }
 
 // Run implements Source.
-func (s *Kmod) Run(ctx context.Context, h fate.Handler) error {
+func (s *Kmod) Run(ctx context.Context, h fate.Sink) error {
 	if s.ev == nil {
 		return errors.New("kmod source: Run before Start")
 	}
-	stop := context.AfterFunc(ctx, func() { _ = s.ev.SetReadDeadline(time.Now().Add(kmodDrain)) })
-	defer stop()
 	var d kmod.Drop
 	var e fate.Event
-	for {
-		err := s.ev.Read(&d)
-		switch {
-		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, kmod.ErrClosed):
-			return nil
-		default:
+	gaps := gapTracker{observer: fate.ObserverKmod, overruns: s.ev.Overruns, last: MonoNow()}
+	return s.drain.readLoop(ctx, s.ev, func() error {
+		if err := s.ev.Read(&d); err != nil {
 			return err
 		}
 		s.fill(&e, &d)
-		h(&e)
-	}
+		gaps.check(h, e.Mono)
+		h.Event(&e)
+		return nil
+	}, func(err error) bool { return errors.Is(err, kmod.ErrClosed) })
 }
 
 // fill converts a module event into an Event: a drop inside a netfilter
@@ -146,10 +151,11 @@ func (s *Kmod) fill(e *fate.Event, d *kmod.Drop) {
 // Losses implements Source: drops the module saw but did not report (rate
 // limit, queue, memory, send), packets it could not track, and overruns of
 // the events socket, since Start.
-func (s *Kmod) Losses() []fate.Counter {
+func (s *Kmod) Losses() []fate.Loss {
 	var st kmod.Stats
+	var err error = errors.New("the module source was not started")
 	if s.c != nil {
-		st, _ = s.c.Stats()
+		st, err = s.c.Stats()
 	}
 	b := s.base
 	var overruns, decode uint64
@@ -164,14 +170,22 @@ func (s *Kmod) Losses() []fate.Counter {
 		}
 		return now - start
 	}
-	return []fate.Counter{
-		{Name: "kmod_rate_limited", Value: since(st.RateLimited, b.RateLimited)},
-		{Name: "kmod_queue_full", Value: since(st.QueueFull, b.QueueFull)},
-		{Name: "kmod_alloc_failed", Value: since(st.AllocFailed, b.AllocFailed)},
-		{Name: "kmod_send_failed", Value: since(st.SendFailed, b.SendFailed)},
-		{Name: "kmod_untracked", Value: since(st.TableFull, b.TableFull)},
-		{Name: "kmod_socket_overrun", Value: overruns},
-		{Name: "kmod_decode_errors", Value: decode},
+	stat := func(name string, now, start uint64) fate.Loss {
+		l := fate.Loss{Observer: fate.ObserverKmod, Name: name, Value: since(now, start)}
+		if err != nil {
+			l.Value, l.Unknown = 0, fmt.Sprintf("reading the module's statistics: %v", err)
+		}
+		return l
+	}
+	return []fate.Loss{
+		stat("rate_limited", st.RateLimited, b.RateLimited),
+		stat("queue_full", st.QueueFull, b.QueueFull),
+		stat("alloc_failed", st.AllocFailed, b.AllocFailed),
+		stat("send_failed", st.SendFailed, b.SendFailed),
+		stat("untracked", st.TableFull, b.TableFull),
+		{Observer: fate.ObserverKmod, Name: "socket_overrun", Value: overruns},
+		{Observer: fate.ObserverKmod, Name: "decode_errors", Value: decode},
+		s.drain.loss(fate.ObserverKmod),
 	}
 }
 

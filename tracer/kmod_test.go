@@ -63,7 +63,7 @@ func TestKmodSourceKernel(t *testing.T) {
 	testutil.RequireRoot(t)
 	s := NewKmod(KmodConfig{})
 	if testutil.InVM() == "" {
-		if err := s.CanRun(); !errors.Is(err, os.ErrNotExist) {
+		if err := s.CanRun(fate.Filters{Drops: true}); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("CanRun on the host: %v, want os.ErrNotExist", err)
 		}
 		return
@@ -82,7 +82,7 @@ func TestKmodSourceKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = NewKmod(KmodConfig{Filter: kmod.Filter{Netns: ns.Inode}, Decoder: NewDecoder(r, nil, NewClock())})
-	if err := s.CanRun(); err != nil {
+	if err := s.CanRun(fate.Filters{Drops: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Start(); err != nil {
@@ -92,7 +92,7 @@ func TestKmodSourceKernel(t *testing.T) {
 	got := make(chan fate.Event, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, func(e *fate.Event) { got <- *e.Clone() }) }()
+	go func() { done <- s.Run(ctx, fate.EventFunc(func(e *fate.Event) { got <- *e.Clone() })) }()
 	if err := ns.Do(func() error {
 		c, err := net.ListenUDP("udp4", nil)
 		if err != nil {

@@ -105,7 +105,7 @@ func testHookAttribution(t *testing.T, top *testutil.Router, method string, port
 	var col collector
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, col.handle) }()
+	go func() { done <- src.Run(ctx, fate.EventFunc(col.handle)) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -186,7 +186,7 @@ func TestNetfilterTwoTracers(t *testing.T) {
 			t.Fatalf("tracer %d: %v", i+1, err)
 		}
 		defer src.Close()
-		go src.Run(ctx, cols[i].handle)
+		go src.Run(ctx, fate.EventFunc(cols[i].handle))
 	}
 	const port = 19999
 	if err := testutil.AddRule(ctx, top.Router, "nftables", "udp4", "LOCAL_IN", "DROP", port); err != nil {
@@ -215,7 +215,7 @@ func TestNetfilterRescan(t *testing.T) {
 	defer src.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, func(*fate.Event) {}) }()
+	go func() { done <- src.Run(ctx, fate.EventFunc(func(*fate.Event) {})) }()
 	start := tracer.MonoNow()
 	ns, err := netns.New(fmt.Sprintf("pktfate-rescan-%d", os.Getpid()))
 	if err != nil {

@@ -12,7 +12,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/pktfate/pktfate/internal/scenario"
+	"github.com/pktfate/pktfate/tracer"
 )
 
 // checkConfig is everything `pktfate check` was asked to do.
@@ -84,7 +86,15 @@ func runCheck(ctx context.Context, cfg checkConfig, stdout, stderr io.Writer) er
 			return usageErrorf("%v", err)
 		}
 	}
-	runner, err := scenario.NewRunner()
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
+	}
+	decoder, err := tracer.DefaultDecoder(spec)
+	if err != nil {
+		return err
+	}
+	runner, err := scenario.NewRunner(tracer.ForNetns(tracer.SelectConfig{Kernel: spec, Decoder: decoder}), tracer.MonoNow, decoder.Reasons.Names())
 	if err != nil {
 		return err
 	}

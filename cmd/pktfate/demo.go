@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"time"
 
@@ -206,14 +207,13 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	ecfg := tracer.EBPFConfig{Drops: true, Consumes: true, FilterNetns: d.server.Inode, Kernel: kernel, Decoder: decoder}
-	status, err := chooseNetfilter([]string{"auto"}, &ecfg, d.server.Inode, "/run/netns/"+d.server.Name)
+	sources, status, err := tracer.ForNetns(tracer.SelectConfig{Kernel: kernel, Decoder: decoder})(d.server.Inode, "/run/netns/"+d.server.Name)
 	if err != nil {
 		return err
 	}
-	src := tracer.NewEBPF(ecfg)
-	if err := src.CanRun(); err != nil {
-		return fmt.Errorf("source ebpf cannot run: %w", err)
+	hooks := false
+	for _, src := range sources {
+		hooks = hooks || slices.Contains(src.Observers(), fate.ObserverNF)
 	}
 	filter, err := pcapfilter.Compile("udp or icmp")
 	if err != nil {
@@ -234,9 +234,8 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 	defer cancel()
 	var sendErr error
 	_, err = capture.Run(ctx, capture.Config{
-		Now: tracer.MonoNow,
-		Sources:   []fate.Source{src},
-		Observers: observers([]fate.Source{src}, ecfg.Netfilter),
+		Now:       tracer.MonoNow,
+		Sources:   sources,
 		FatesOnly: !cfg.OutputJSON,
 		Status:    status,
 		Filter:    filter,
@@ -283,7 +282,7 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 	if sendErr != nil {
 		return sendErr
 	}
-	return demoReport(stdout, scenarios, ecfg.Netfilter)
+	return demoReport(stdout, scenarios, hooks)
 }
 
 func demoReport(w io.Writer, scenarios []*demoScenario, hooks bool) error {

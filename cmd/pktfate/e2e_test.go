@@ -148,14 +148,18 @@ func sendUDP(t *testing.T, ns *netns.NS, network string, dst netip.AddrPort, n i
 
 func checkNoLoss(t *testing.T, summary ndjsonLine) {
 	t.Helper()
-	lost, ok := summary["lost"].(map[string]any)
+	lost, ok := summary["lost"].([]any)
 	if !ok || len(lost) == 0 {
 		t.Fatalf("summary has no lost counters: %v", summary)
 	}
-	for k, v := range lost {
-		if v.(float64) != 0 {
-			t.Errorf("lost %s = %v", k, v)
+	for _, l := range lost {
+		m := l.(map[string]any)
+		if m["value"].(float64) != 0 || m["unknown"] != nil {
+			t.Errorf("lost %v", m)
 		}
+	}
+	if summary["complete"] != true {
+		t.Errorf("summary not complete: %v", summary["complete"])
 	}
 }
 

@@ -40,6 +40,15 @@ func usageErrorf(format string, args ...any) error {
 	return &usageError{fmt.Sprintf(format, args...)}
 }
 
+// exitError ends the program with a status of its own, after what it is
+// about was already printed (msg, when set, is printed too).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -53,6 +62,13 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, new(*exitError)):
+		var ee *exitError
+		errors.As(err, &ee)
+		if ee.msg != "" {
+			fmt.Fprintf(stderr, "pktfate: %s\n", ee.msg)
+		}
+		return ee.code
 	case errors.As(err, new(*usageError)):
 		fmt.Fprintf(stderr, "pktfate: %v\n", err)
 		return 2

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,8 +75,31 @@ func TestParseMark(t *testing.T) {
 
 func TestOutputFileNotWritable(t *testing.T) {
 	cfg := traceConfig{OutputFile: filepath.Join(t.TempDir(), "missing-dir", "out.ndjson")}
-	_, _, err := openOutput(cfg, os.Stdout)
+	_, err := openSinks(cfg, []string{"ebpf"}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "output file not writable") || !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("openOutput to a missing directory: %v", err)
+		t.Errorf("openSinks to a missing directory: %v", err)
+	}
+}
+
+// TestOutputsDistinct: two outputs naming one file are refused before
+// anything is attached, however the path is spelt.
+func TestOutputsDistinct(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "cap")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--output-file", p, "--output-pcapng", p},
+		{"--output-file", p, "--record", dir + "/./cap"},
+		{"--output-pcapng", dir + "/new", "--ready-file", dir + "/new"},
+	} {
+		_, err := parseTrace(args, io.Discard)
+		if !errors.As(err, new(*usageError)) || !strings.Contains(err.Error(), "name the same file") {
+			t.Errorf("%v: %v, want a usage error naming the clash", args, err)
+		}
+	}
+	if _, err := parseTrace([]string{"--output-file", p, "--output-pcapng", p + ".pcapng"}, io.Discard); err != nil {
+		t.Errorf("distinct files refused: %v", err)
 	}
 }

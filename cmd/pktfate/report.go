@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/render"
 	"github.com/pktfate/pktfate/internal/report"
 )
@@ -24,7 +25,10 @@ func parseReport(args []string, stderr io.Writer) (reportConfig, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pktfate report [flags] FILE\n\n"+
 			"Summarises a capture written by pktfate trace (--output-json --output-file, or\n"+
-			"--output-pcapng): the same summary and tables as the live run.\n\nFlags:\n")
+			"--output-pcapng) or a recording (--record): the same summary and tables as\n"+
+			"the live run. FILE - reads stdin.\n\n"+
+			"Exit status: 0 the capture is complete, 3 it lost events, 4 whether it lost\n"+
+			"events is unknown (no summary, an unreadable counter, damage), 1 errors.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -40,6 +44,13 @@ func parseReport(args []string, stderr io.Writer) (reportConfig, error) {
 	return cfg, nil
 }
 
+// Exit statuses of pktfate report beyond 0 (complete), 1 (error or
+// damage) and 2 (usage).
+const (
+	exitIncomplete = 3 // the capture lost events
+	exitUnknown    = 4 // whether it lost events is unknown
+)
+
 func runReport(_ context.Context, cfg reportConfig, stdout, stderr io.Writer) error {
 	res, err := report.ReadFile(cfg.File)
 	if err != nil {
@@ -49,14 +60,17 @@ func runReport(_ context.Context, cfg reportConfig, stdout, stderr io.Writer) er
 	if cfg.OutputJSON {
 		r = render.NewNDJSON(stdout)
 	}
-	if !res.HasSummary {
-		fmt.Fprintf(stderr, "pktfate: %s ends before the capture's summary (the capture was killed or the file cut): losses unknown\n", cfg.File)
-	}
 	if err := r.Summary(res.Summary); err != nil {
 		return fmt.Errorf("writing report: %w", err)
 	}
-	if res.Damage != nil {
-		return fmt.Errorf("%s: %w; the report covers the %d records before it", cfg.File, res.Damage, res.Records)
+	if err := res.DamageError(); err != nil {
+		return fmt.Errorf("%s: %w; the report covers the %d records that could be read", cfg.File, err, res.Records)
+	}
+	switch res.Summary.Completeness() {
+	case fate.Incomplete:
+		return &exitError{code: exitIncomplete}
+	case fate.CompletenessUnknown:
+		return &exitError{code: exitUnknown}
 	}
 	return nil
 }

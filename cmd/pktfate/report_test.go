@@ -157,8 +157,11 @@ func TestReportDamagedFiles(t *testing.T) {
 		if err == nil {
 			t.Errorf("report of %s succeeded", f)
 		}
-		if !strings.Contains(errOut, "offset") || !strings.Contains(errOut, "ends before the capture's summary") {
+		if !strings.Contains(errOut, "offset") || !strings.Contains(errOut, "truncated") {
 			t.Errorf("report of %s: error does not say where or what: %q", f, errOut)
+		}
+		if !strings.Contains(out, "completeness UNKNOWN") || !strings.Contains(out, "ends before its summary") || strings.Contains(out, "complete: nothing lost") {
+			t.Errorf("report of %s claims what it cannot know:\n%s", f, out)
 		}
 		if !strings.Contains(out, "drops by reason:") || !strings.Contains(out, "NO_SOCKET") {
 			t.Errorf("report of %s lost what came before the damage:\n%s", f, out)

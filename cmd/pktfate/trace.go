@@ -7,16 +7,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/term"
 
 	"github.com/pktfate/pktfate/fate"
-	"github.com/pktfate/pktfate/genl/kmod"
 	"github.com/pktfate/pktfate/internal/capture"
 	"github.com/pktfate/pktfate/internal/pcapfilter"
 	"github.com/pktfate/pktfate/internal/render"
@@ -100,13 +101,42 @@ func parseTrace(args []string, stderr io.Writer) (traceConfig, error) {
 		return cfg, usageErrorf("--correlate-window %s out of range: use more than 0 and at most 1m", cfg.Window)
 	}
 	for _, s := range cfg.Sources {
-		switch s {
-		case "auto", "ebpf", "nf", "dropmon", "kmod":
-		default:
-			return cfg, usageErrorf("--source %q: unknown source; use ebpf, nf, dropmon, kmod or auto", s)
+		if !slices.Contains(tracer.SourceNames, s) {
+			return cfg, usageErrorf("--source %q: unknown source; use %s", s, strings.Join(tracer.SourceNames, ", "))
 		}
 	}
+	if err := distinctOutputs(cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
+}
+
+// distinctOutputs refuses two outputs that name one file: both would
+// write into it, and neither would be readable.
+func distinctOutputs(cfg traceConfig) error {
+	seen := map[string]string{}
+	for _, o := range []struct{ flag, path string }{
+		{"--output-file", cfg.OutputFile}, {"--output-pcapng", cfg.OutputPcapng},
+		{"--record", cfg.Record}, {"--ready-file", cfg.ReadyFile},
+	} {
+		if o.path == "" || o.path == "-" {
+			continue
+		}
+		key := filepath.Clean(o.path)
+		if abs, err := filepath.Abs(o.path); err == nil {
+			key = abs
+		}
+		if st, err := os.Stat(o.path); err == nil {
+			if ino, ok := st.Sys().(*syscall.Stat_t); ok {
+				key = fmt.Sprintf("inode %d:%d", ino.Dev, ino.Ino)
+			}
+		}
+		if prev, ok := seen[key]; ok {
+			return usageErrorf("%s and %s name the same file %s: give each output a file of its own", prev, o.flag, o.path)
+		}
+		seen[key] = o.flag
+	}
+	return nil
 }
 
 // parseMark parses "MARK" or "MARK/MASK" (decimal or 0x hex).
@@ -129,16 +159,148 @@ func parseMark(s string) (mark, mask uint32, err error) {
 	return uint32(mv) & uint32(kv), uint32(kv), nil
 }
 
-// openOutput opens where events go: stdout or a new file (mode 0600).
-func openOutput(cfg traceConfig, stdout io.Writer) (io.Writer, func() error, error) {
-	if cfg.OutputFile == "" || cfg.OutputFile == "-" {
-		return stdout, func() error { return nil }, nil
-	}
-	f, err := os.OpenFile(cfg.OutputFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+// traceSetup is what runTrace resolved from the flags before attaching
+// anything: the filters, the kernel's names, the sources.
+type traceSetup struct {
+	filter  *pcapfilter.Filter
+	reasons map[string]bool
+	sel     *tracer.Selection
+}
+
+// prepareTrace checks everything the user typed and chooses the sources,
+// before anything is attached.
+func prepareTrace(cfg traceConfig, stderr io.Writer) (*traceSetup, error) {
+	filter, err := pcapfilter.Compile(cfg.Expr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("output file not writable: %w", err)
+		return nil, usageErrorf("%v", err)
 	}
-	return f, f.Close, nil
+	f := fate.Filters{SnapLen: cfg.SnapLen, Drops: cfg.FilterFate != "consume", Consumes: cfg.FilterFate != "drop"}
+	if f.Mark, f.MarkMask, err = parseMark(cfg.FilterMark); err != nil {
+		return nil, err
+	}
+	netnsInode, netnsPath, err := resolveNetns(cfg.FilterNetns)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.FilterIfname != "" && netnsInode != 0 && netnsPath == "" {
+		return nil, usageErrorf("--filter-ifname %q: cannot open network namespace %d to find the interface; give --filter-netns as a name under /run/netns or a path", cfg.FilterIfname, netnsInode)
+	}
+	ifindex, err := resolveIfname(cfg.FilterIfname, netnsPath)
+	if err != nil {
+		return nil, err
+	}
+	f.Ifindex = uint32(ifindex)
+	if ifindex != 0 && netnsInode == 0 {
+		// An ifindex is only unique within its namespace.
+		if netnsInode, err = currentNetns(); err != nil {
+			return nil, err
+		}
+	}
+	if netnsInode != 0 {
+		f.Netns = []uint32{netnsInode}
+	}
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
+	}
+	decoder, err := tracer.DefaultDecoder(kernel)
+	if err != nil {
+		return nil, err
+	}
+	if decoder.Symbols == nil {
+		fmt.Fprintln(stderr, "pktfate: warning: /proc/kallsyms is not readable (needs CAP_SYSLOG); locations are shown as addresses")
+	}
+	reasons, err := parseReasons(cfg.FilterReason, decoder.Reasons)
+	if err != nil {
+		return nil, err
+	}
+	sel, err := tracer.Select(tracer.SelectConfig{Names: cfg.Sources, Filters: f, NetnsPath: netnsPath, Kernel: kernel, Decoder: decoder})
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range sel.Status {
+		fmt.Fprintf(stderr, "pktfate: source %s not running: %s\n", st.Name, st.Reason)
+	}
+	return &traceSetup{filter: filter, reasons: reasons, sel: sel}, nil
+}
+
+// traceSinks are the outputs of one trace: the renderer (text or NDJSON,
+// and the pcapng beside it), the recording and the live status line.
+type traceSinks struct {
+	renderer render.Renderer
+	rec      *fate.Recorder
+	live     *statusLine
+	closers  []func() error
+}
+
+// Close closes every file opened.
+func (s *traceSinks) Close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// createOutput creates an output file (mode 0600).
+func (s *traceSinks) createOutput(path, what string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%s not writable: %w", what, err)
+	}
+	s.closers = append(s.closers, f.Close)
+	return f, nil
+}
+
+// openSinks opens every output the flags ask for.
+func openSinks(cfg traceConfig, observers []string, stdout, stderr io.Writer) (*traceSinks, error) {
+	s := &traceSinks{}
+	out := stdout
+	if cfg.OutputFile != "" && cfg.OutputFile != "-" {
+		f, err := s.createOutput(cfg.OutputFile, "output file")
+		if err != nil {
+			return nil, err
+		}
+		out = f
+	}
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !cfg.Verbose {
+		s.live = newStatusLine(stderr)
+		if out == stdout {
+			out = s.live.wrap(out)
+		}
+	}
+	if cfg.OutputJSON {
+		s.renderer = render.NewNDJSON(out)
+	} else {
+		s.renderer = render.NewText(out)
+	}
+	if cfg.OutputPcapng != "" {
+		pf, err := s.createOutput(cfg.OutputPcapng, "pcapng output file")
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		pr, err := render.NewPcapng(pf, "pktfate "+version)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		pr.Correlated = len(observers) >= 2
+		s.renderer = render.NewMulti(s.renderer, pr)
+	}
+	if cfg.Record != "" {
+		if len(observers) < 2 {
+			s.Close()
+			return nil, fmt.Errorf("--record writes the correlator's input, and only one observer runs (%s): add a source with --source", strings.Join(observers, ","))
+		}
+		rf, err := s.createOutput(cfg.Record, "recording file")
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.rec = fate.NewRecorder(rf)
+	}
+	return s, nil
 }
 
 func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) error {
@@ -148,170 +310,51 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 			fmt.Fprintf(stderr, "pktfate: "+format+"\n", args...)
 		}
 	}
-	// Everything the user typed is checked before anything is attached.
-	filter, err := pcapfilter.Compile(cfg.Expr)
-	if err != nil {
-		return usageErrorf("%v", err)
-	}
-	mark, mask, err := parseMark(cfg.FilterMark)
-	if err != nil {
-		return err
-	}
-	netnsInode, netnsPath, err := resolveNetns(cfg.FilterNetns)
-	if err != nil {
-		return err
-	}
-	if cfg.FilterIfname != "" && netnsInode != 0 && netnsPath == "" {
-		return usageErrorf("--filter-ifname %q: cannot open network namespace %d to find the interface; give --filter-netns as a name under /run/netns or a path", cfg.FilterIfname, netnsInode)
-	}
-	ifindex, err := resolveIfname(cfg.FilterIfname, netnsPath)
-	if err != nil {
-		return err
-	}
-	if ifindex != 0 && netnsInode == 0 {
-		// An ifindex is only unique within its namespace.
-		netnsInode, err = currentNetns()
-		if err != nil {
-			return err
+	if cfg.ReadyFile != "" {
+		// A ready file left by an earlier run must not announce this one.
+		if err := os.Remove(cfg.ReadyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing the old ready file: %w", err)
 		}
 	}
-	kernel, err := btf.LoadKernelSpec()
-	if err != nil {
-		return fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
-	}
-	ecfg := tracer.EBPFConfig{
-		SnapLen:        cfg.SnapLen,
-		Drops:          cfg.FilterFate != "consume",
-		Consumes:       cfg.FilterFate != "drop",
-		FilterNetns:    netnsInode,
-		FilterIfindex:  uint32(ifindex),
-		FilterMark:     mark,
-		FilterMarkMask: mask,
-		Kernel:         kernel,
-	}
-	if err := tracer.NewEBPF(ecfg).CanRun(); err != nil {
-		return fmt.Errorf("source ebpf cannot run: %w", err)
-	}
-	decoder, err := tracer.DefaultDecoder(kernel)
+	setup, err := prepareTrace(cfg, stderr)
 	if err != nil {
 		return err
 	}
-	if decoder.Symbols == nil {
-		fmt.Fprintln(stderr, "pktfate: warning: /proc/kallsyms is not readable (needs CAP_SYSLOG); locations are shown as addresses")
-	}
-	reasons, err := parseReasons(cfg.FilterReason, decoder.Reasons)
+	sel := setup.sel
+	observers := sel.Observers()
+	sinks, err := openSinks(cfg, observers, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	ecfg.Decoder = decoder
-	status, err := chooseNetfilter(cfg.Sources, &ecfg, netnsInode, netnsPath)
-	if err != nil {
-		return err
-	}
-	for _, st := range status {
-		if !st.Running {
-			fmt.Fprintf(stderr, "pktfate: source %s not running: %s\n", st.Name, st.Reason)
-		}
-	}
-	src := tracer.NewEBPF(ecfg)
-	sources := []fate.Source{src}
-	dm, dmStatus, err := chooseDropmon(cfg, decoder, netnsInode != 0 || ifindex != 0 || mask != 0)
-	if err != nil {
-		return err
-	}
-	if dm != nil {
-		sources = append(sources, dm)
-	}
-	for _, st := range dmStatus {
-		if !st.Running {
-			fmt.Fprintf(stderr, "pktfate: source %s not running: %s\n", st.Name, st.Reason)
-		}
-	}
-	status = append(status, dmStatus...)
-	km, kmStatus, err := chooseKmod(cfg, decoder, netnsInode, mark, mask, ifindex != 0)
-	if err != nil {
-		return err
-	}
-	if km != nil {
-		sources = append(sources, km)
-	}
-	for _, st := range kmStatus {
-		fmt.Fprintf(stderr, "pktfate: source %s not running: %s\n", st.Name, st.Reason)
-	}
-	status = append(status, kmStatus...)
-
-	out, closeOut, err := openOutput(cfg, stdout)
-	if err != nil {
-		return err
-	}
-	defer closeOut()
-
-	var live *statusLine
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !cfg.Verbose {
-		live = newStatusLine(stderr)
-		if out == stdout {
-			out = live.wrap(out)
-		}
-	}
-	var r render.Renderer
-	if cfg.OutputJSON {
-		r = render.NewNDJSON(out)
-	} else {
-		r = render.NewText(out)
-	}
-	obs := observers(sources, ecfg.Netfilter)
-	if cfg.OutputPcapng != "" {
-		pf, err := os.OpenFile(cfg.OutputPcapng, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return fmt.Errorf("pcapng output file not writable: %w", err)
-		}
-		defer pf.Close()
-		pr, err := render.NewPcapng(pf, "pktfate "+version)
-		if err != nil {
-			return err
-		}
-		pr.Correlated = len(obs) >= 2
-		r = render.Multi{r, pr}
-	}
-	var rec *fate.Recorder
-	if cfg.Record != "" {
-		if len(obs) < 2 {
-			return fmt.Errorf("--record writes the correlator's input, and only one observer runs (%s): add a source with --source", strings.Join(obs, ","))
-		}
-		rf, err := os.OpenFile(cfg.Record, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return fmt.Errorf("recording file not writable: %w", err)
-		}
-		defer rf.Close()
-		rec = fate.NewRecorder(rf)
-	}
+	defer sinks.Close()
 	stats := &capture.Stats{}
 	ccfg := capture.Config{
 		Now:       tracer.MonoNow,
-		Sources:   sources,
-		Observers: obs,
+		Sources:   sel.Sources,
+		Status:    sel.Status,
 		Window:    cfg.Window,
-		NFCovers:  src.NetfilterCovers,
-		Record:    rec,
+		Record:    sinks.rec,
 		FatesOnly: !cfg.OutputJSON,
-		Status:    status,
-		Filter:    filter,
-		Reasons:   reasons,
+		Filter:    setup.filter,
+		Reasons:   setup.reasons,
 		Count:     cfg.Count,
 		Duration:  cfg.Duration,
-		Renderer:  r,
+		Renderer:  sinks.renderer,
 		Ready: func() error {
-			logf("attached in %s (kfree_skb, consume_skb location: %v)", time.Since(started).Round(time.Millisecond), src.ConsumeLocation)
-			switch {
-			case src.NetfilterMethod == tracer.NetfilterLinks:
-				logf("netfilter attribution: BPF netfilter links in %d network namespace(s)", src.NetfilterNamespaces())
-			case src.NetfilterMethod != "":
-				logf("netfilter attribution: %s on nf_hook_slow (every network namespace)", src.NetfilterMethod)
+			logf("attached in %s (observers %s)", time.Since(started).Round(time.Millisecond), strings.Join(observers, ", "))
+			if src := sel.EBPF; src != nil {
+				logf("consume_skb location: %v", src.ConsumeLocation)
+				switch {
+				case src.NetfilterMethod == tracer.NetfilterLinks:
+					logf("netfilter attribution: BPF netfilter links in %d network namespace(s)", src.NetfilterNamespaces())
+				case src.NetfilterMethod != "":
+					logf("netfilter attribution: %s on nf_hook_slow (every network namespace)", src.NetfilterMethod)
+				}
 			}
-			if live != nil {
-				live.start(stats)
+			if sinks.live != nil {
+				sinks.live.start(stats)
 			}
-			if dm != nil && dm.Passive() {
+			if dm := sel.Dropmon; dm != nil && dm.Passive() {
 				fmt.Fprintln(stderr, "pktfate: drop monitoring was already running (dropwatch or another pktfate): source dropmon attached passively and leaves it running")
 			}
 			if cfg.ReadyFile != "" {
@@ -323,10 +366,10 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		},
 	}
 	_, err = capture.Run(ctx, ccfg, stats)
-	if live != nil {
-		live.stop()
+	if sinks.live != nil {
+		sinks.live.stop()
 	}
-	return err
+	return errors.Join(err, sinks.Close())
 }
 
 func parseReasons(list string, known *tracer.Reasons) (map[string]bool, error) {
@@ -346,103 +389,4 @@ func parseReasons(list string, known *tracer.Reasons) (map[string]bool, error) {
 		out[r] = true
 	}
 	return out, nil
-}
-
-// chooseDropmon adds the drop monitor source (NET_DM) when it was asked for,
-// explicitly (then it must run) or through auto (then it runs where the
-// kernel has it). NET_DM alerts carry no network namespace and no mark, so
-// the in-kernel filters cannot apply to them.
-func chooseDropmon(cfg traceConfig, decoder *tracer.Decoder, kernelFilters bool) (*tracer.Dropmon, []fate.SourceStatus, error) {
-	explicit, auto := slices.Contains(cfg.Sources, "dropmon"), slices.Contains(cfg.Sources, "auto")
-	if !explicit && !auto {
-		return nil, nil, nil
-	}
-	src := tracer.NewDropmon(tracer.DropmonConfig{SnapLen: cfg.SnapLen, Decoder: decoder})
-	err := src.CanRun()
-	switch {
-	case err != nil:
-	case cfg.FilterFate == "consume":
-		err = errors.New("the drop monitor reports drops only (--filter-fate consume)")
-	case kernelFilters:
-		err = errors.New("NET_DM alerts carry no network namespace or mark: --filter-netns, --filter-ifname and --filter-mark cannot apply to them")
-	}
-	if err != nil {
-		if explicit {
-			return nil, nil, fmt.Errorf("source dropmon cannot run: %w", err)
-		}
-		return nil, []fate.SourceStatus{{Name: "dropmon", Reason: err.Error()}}, nil
-	}
-	return src, nil, nil
-}
-
-// chooseKmod adds the module source (pktfate.ko) when it was asked for,
-// explicitly (then it must run: a missing module is an error saying how to
-// build and load it) or through auto (then it runs when the module is
-// loaded). The module filters by network namespace and mark in the kernel;
-// it has no interface filter.
-func chooseKmod(cfg traceConfig, decoder *tracer.Decoder, netns, mark, mask uint32, ifFilter bool) (*tracer.Kmod, []fate.SourceStatus, error) {
-	explicit, auto := slices.Contains(cfg.Sources, "kmod"), slices.Contains(cfg.Sources, "auto")
-	if !explicit && !auto {
-		return nil, nil, nil
-	}
-	src := tracer.NewKmod(tracer.KmodConfig{
-		Filter:  kmod.Filter{Netns: netns, Mark: mark, MarkMask: mask},
-		Decoder: decoder,
-	})
-	var err error
-	switch {
-	case cfg.FilterFate == "consume":
-		err = errors.New("the module reports drops only (--filter-fate consume)")
-	case ifFilter:
-		err = errors.New("the module has no interface filter: --filter-ifname cannot apply to it")
-	default:
-		err = src.CanRun()
-	}
-	if err != nil {
-		if explicit {
-			return nil, nil, fmt.Errorf("source kmod cannot run: %w", err)
-		}
-		return nil, []fate.SourceStatus{{Name: "kmod", Reason: err.Error()}}, nil
-	}
-	return src, nil, nil
-}
-
-// chooseNetfilter turns on the netfilter hook attribution (source nf) when
-// it was asked for, explicitly (then it must run) or through auto (then it
-// runs where the kernel can). BPF netfilter links live in one network
-// namespace: they go into the one of --filter-netns, else into every one
-// that exists at the start and every one created while the capture runs
-// (within a second).
-func chooseNetfilter(sources []string, ecfg *tracer.EBPFConfig, netnsInode uint32, netnsPath string) ([]fate.SourceStatus, error) {
-	explicit, auto := slices.Contains(sources, "nf"), slices.Contains(sources, "auto")
-	if !explicit && !auto {
-		return nil, nil
-	}
-	method, err := tracer.NetfilterMethodAvailable()
-	if err == nil && method == tracer.NetfilterLinks && netnsInode != 0 && netnsPath == "" {
-		err = fmt.Errorf("netfilter links attach inside one network namespace and namespace %d cannot be opened; give --filter-netns as a name or path", netnsInode)
-	}
-	if err != nil {
-		if explicit {
-			return nil, fmt.Errorf("source nf cannot run: %w", err)
-		}
-		return []fate.SourceStatus{{Name: "nf", Reason: err.Error()}}, nil
-	}
-	ecfg.Netfilter, ecfg.NetfilterNetns, ecfg.NetfilterMethod = true, netnsPath, method
-	// Without a namespace to watch, watch them all (and those made later).
-	ecfg.NetfilterAllNetns = netnsInode == 0
-	return []fate.SourceStatus{{Name: "nf", Running: true}}, nil
-}
-
-// observers names what runs: every source, and nf when the ebpf source
-// attributes netfilter drops (an observer of its own: other programs).
-func observers(sources []fate.Source, netfilter bool) []string {
-	var out []string
-	for _, s := range sources {
-		out = append(out, s.Name())
-	}
-	if netfilter {
-		out = append(out, fate.ObserverNF)
-	}
-	return out
 }

@@ -1,6 +1,8 @@
 // Package capture runs one trace: it starts the sources, passes their
-// events through the user-space filters, renders them and builds the
-// summary. It is the pipeline behind `pktfate trace` and `pktfate demo`.
+// events through the user-space filters and the correlator, renders them
+// and builds the summary. It is the pipeline behind `pktfate trace`,
+// `pktfate demo` and `pktfate check`, and it knows the sources only as
+// fate.Source: no BPF, no netlink.
 package capture
 
 import (
@@ -20,14 +22,13 @@ import (
 type Config struct {
 	// Sources to run; every one must start.
 	Sources []fate.Source
-	// Status lists observers that are not Sources of their own (such as
-	// the netfilter attribution inside the ebpf source) and sources that
-	// were asked for but cannot run here, for the summary.
+	// Status lists sources that were asked for but cannot run here, for
+	// the summary and the records (their observers are listed as not
+	// running).
 	Status []fate.SourceStatus
 	// Filter is the compiled pcap-filter expression (nil: everything).
 	Filter *pcapfilter.Filter
-	// Reasons keeps only drops with these reason names (empty: all);
-	// consumed packets pass when KeepConsumes is set.
+	// Reasons keeps only drops with these reason names (empty: all).
 	Reasons map[string]bool
 	// Count stops the capture after this many events (0: no limit).
 	Count uint64
@@ -40,17 +41,9 @@ type Config struct {
 	// OnEvent, when set, sees each event after filtering (for the demo and
 	// the live status line); it must not keep the pointer.
 	OnEvent func(*fate.Event)
-	// Observers names every observer running: source names, plus "nf"
-	// when the ebpf source attributes netfilter drops. With two or more,
-	// their sightings are joined into fate records (fate.Correlator),
-	// rendered with Renderer.Fate, and the summary counts packets.
-	Observers []string
 	// FatesOnly skips rendering individual events while correlating
 	// (the text output shows fates; NDJSON keeps both).
 	FatesOnly bool
-	// NFCovers says where the nf observer can see (fate.CorrelatorConfig);
-	// nil: everywhere.
-	NFCovers func(netns uint32, mono uint64) bool
 	// Record, when set, receives the correlator's input (fate.Recorder);
 	// it is flushed at the end.
 	Record *fate.Recorder
@@ -79,14 +72,13 @@ func (s *Stats) Snapshot() (events, drops, lost uint64) {
 }
 
 // Run starts the sources, captures until ctx is done, Count or Duration is
-// reached, then renders the summary and returns it. Sources are closed
-// before it returns.
+// reached or a source or the output fails, then renders the summary and
+// returns it. The summary is rendered in every case once the sources were
+// started, to every output that still works, saying what is unknown; the
+// error tells what went wrong. Sources are closed before Run returns.
 func Run(ctx context.Context, cfg Config, stats *Stats) (*fate.Summary, error) {
 	if len(cfg.Sources) == 0 {
 		return nil, errors.New("no event source to run")
-	}
-	if stats == nil {
-		stats = &Stats{}
 	}
 	if cfg.Now == nil {
 		return nil, errors.New("capture: no clock (Config.Now)")
@@ -94,102 +86,31 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*fate.Summary, error) {
 	if cfg.FlushEvery == 0 {
 		cfg.FlushEvery = 100 * time.Millisecond
 	}
-	sum := fate.NewSummary()
-	started := make([]fate.Source, 0, len(cfg.Sources))
-	defer func() {
-		for _, s := range started {
-			s.Close()
-		}
-	}()
-	for _, s := range cfg.Sources {
-		if err := s.Start(); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("starting source %s: %w", s.Name(), err)
-		}
-		started = append(started, s)
-		sum.Sources = append(sum.Sources, fate.SourceStatus{Name: s.Name(), Running: true})
+	if stats == nil {
+		stats = &Stats{}
 	}
-	sum.Sources = append(sum.Sources, cfg.Status...)
-	if cfg.Ready != nil {
-		if err := cfg.Ready(); err != nil {
-			return nil, err
-		}
+	p := newPipeline(cfg, stats)
+	defer p.closeSources()
+	if err := p.start(); err != nil {
+		return nil, err
 	}
-	sum.Start = time.Now()
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	p.cancel = cancel
+	if cfg.Ready != nil {
+		if err := cfg.Ready(); err != nil {
+			return p.finish(err)
+		}
+	}
+	p.sum.Start = time.Now()
 	if cfg.Duration > 0 {
 		var c context.CancelFunc
 		ctx, c = context.WithTimeout(ctx, cfg.Duration)
 		defer c()
 	}
-
-	var (
-		mu        sync.Mutex // serialises filtering, correlation, summary and rendering
-		renderErr error
-		done      bool
-		corr      *fate.Correlator
-	)
-	if len(cfg.Observers) >= 2 {
-		running := map[string]bool{}
-		for _, o := range cfg.Observers {
-			running[o] = true
-		}
-		corr = fate.NewCorrelator(fate.CorrelatorConfig{Running: running, Window: cfg.Window, NFCovers: cfg.NFCovers, Record: cfg.Record}, func(r *fate.FateRecord) {
-			sum.AddFate(r.Event)
-			if renderErr == nil {
-				if err := cfg.Renderer.Fate(r); err != nil {
-					renderErr = fmt.Errorf("writing output: %w", err)
-					cancel()
-				}
-			}
-		})
-	}
-	handle := func(e *fate.Event) {
-		mu.Lock()
-		defer mu.Unlock()
-		if done || renderErr != nil {
-			return
-		}
-		if !cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {
-			return
-		}
-		if len(cfg.Reasons) > 0 && e.Fate == fate.FateDrop && !cfg.Reasons[e.Reason] {
-			return
-		}
-		if corr != nil {
-			sum.Events++
-			corr.Add(e)
-		} else {
-			sum.Add(e)
-		}
-		stats.mu.Lock()
-		stats.Events, stats.Drops = sum.Events, sum.Drops
-		stats.mu.Unlock()
-		if cfg.OnEvent != nil {
-			cfg.OnEvent(e)
-		}
-		if corr == nil || !cfg.FatesOnly {
-			if err := cfg.Renderer.Event(e); err != nil {
-				renderErr = fmt.Errorf("writing output: %w", err)
-				cancel()
-				return
-			}
-		}
-		if cfg.Count > 0 && sum.Events >= cfg.Count {
-			done = true
-			cancel()
-		}
-	}
-
-	// Flush rendered output, refresh loss counters and close correlation
-	// windows periodically.
-	lastLoss := map[string]uint64{}
-	lastTick := cfg.Now()
-	flushDone := make(chan struct{})
+	tickDone := make(chan struct{})
 	go func() {
-		defer close(flushDone)
+		defer close(tickDone)
 		t := time.NewTicker(cfg.FlushEvery)
 		defer t.Stop()
 		for {
@@ -197,42 +118,14 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*fate.Summary, error) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				// Reading the counters can take a netlink round trip
-				// (dropmon's STATS_GET): not while holding up events.
-				now := cfg.Now()
-				var counters []fate.Counter
-				for _, s := range started {
-					counters = append(counters, s.Losses()...)
-				}
-				var lost uint64
-				mu.Lock()
-				for _, c := range counters {
-					lost += c.Value
-					if corr != nil && c.Value > lastLoss[c.Name] {
-						corr.NoteLoss(fate.ObserverOf(c.Name), lastTick, now)
-					}
-					lastLoss[c.Name] = c.Value
-				}
-				lastTick = now
-				if corr != nil {
-					corr.Advance(now)
-				}
-				stats.mu.Lock()
-				stats.Losses = lost
-				stats.mu.Unlock()
-				if err := cfg.Renderer.Flush(); err != nil && renderErr == nil {
-					renderErr = fmt.Errorf("writing output: %w", err)
-					cancel()
-				}
-				mu.Unlock()
+				p.tick()
 			}
 		}
 	}()
-
-	errs := make(chan error, len(started))
-	for _, s := range started {
+	errs := make(chan error, len(p.started))
+	for _, s := range p.started {
 		go func() {
-			if err := s.Run(ctx, handle); err != nil {
+			if err := s.Run(ctx, p); err != nil {
 				errs <- fmt.Errorf("source %s: %w", s.Name(), err)
 				cancel()
 				return
@@ -241,47 +134,240 @@ func Run(ctx context.Context, cfg Config, stats *Stats) (*fate.Summary, error) {
 		}()
 	}
 	var runErr error
-	for range started {
-		if err := <-errs; err != nil && runErr == nil {
-			runErr = err
+	for range p.started {
+		if err := <-errs; err != nil {
+			runErr = errors.Join(runErr, err)
 		}
 	}
 	cancel()
-	<-flushDone
+	<-tickDone
+	return p.finish(runErr)
+}
 
+// pipeline is one capture's state between the sources and the renderer:
+// handle each event, tick the clock, finish with the summary.
+type pipeline struct {
+	cfg     Config
+	stats   *Stats
+	started []fate.Source
+	cancel  context.CancelFunc
+
+	mu       sync.Mutex // serialises filtering, correlation, summary and rendering
+	sum      *fate.Summary
+	corr     *fate.Correlator
+	sinkErr  error // the first output error: the capture stops
+	done     bool  // Count reached
+	lastLoss map[string]uint64
+	lastTick uint64
+}
+
+func newPipeline(cfg Config, stats *Stats) *pipeline {
+	return &pipeline{cfg: cfg, stats: stats, sum: fate.NewSummary(), lastLoss: map[string]uint64{}}
+}
+
+// start starts every source; the first failure stops those started.
+func (p *pipeline) start() error {
+	for _, s := range p.cfg.Sources {
+		if err := s.Start(); err != nil {
+			s.Close()
+			return fmt.Errorf("starting source %s: %w", s.Name(), err)
+		}
+		p.started = append(p.started, s)
+	}
+	var running, listed []string
+	for _, s := range p.started {
+		for _, o := range s.Observers() {
+			running = append(running, o)
+			p.sum.Sources = append(p.sum.Sources, fate.SourceStatus{Name: o, Running: true})
+		}
+	}
+	for _, st := range p.cfg.Status {
+		listed = append(listed, st.Name)
+	}
+	p.sum.Sources = append(p.sum.Sources, p.cfg.Status...)
+	if len(running) >= 2 {
+		p.corr = fate.NewCorrelator(fate.CorrelatorConfig{
+			Running: running, Listed: listed, Window: p.cfg.Window, Record: p.cfg.Record, Blind: p.blind(),
+		}, p.fate)
+	}
+	p.lastTick = p.cfg.Now()
+	return nil
+}
+
+// blind asks the source of each observer why it could not have seen a
+// packet.
+func (p *pipeline) blind() func(string, *fate.FateRecord) string {
+	by := map[string]fate.Source{}
+	for _, s := range p.started {
+		for _, o := range s.Observers() {
+			by[o] = s
+		}
+	}
+	return func(observer string, r *fate.FateRecord) string {
+		if s, ok := by[observer]; ok {
+			return s.Blind(observer, r)
+		}
+		return fate.KnownBlind(observer, r)
+	}
+}
+
+func (p *pipeline) closeSources() {
+	for _, s := range p.started {
+		s.Close()
+	}
+}
+
+// Event implements fate.Sink: one sighting from a source's goroutine.
+func (p *pipeline) Event(e *fate.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done || p.sinkErr != nil {
+		return
+	}
+	if !p.cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {
+		return
+	}
+	if len(p.cfg.Reasons) > 0 && e.Fate == fate.FateDrop && !p.cfg.Reasons[e.Reason] {
+		return
+	}
+	if p.corr != nil {
+		p.sum.Events++
+		p.corr.Add(e)
+	} else {
+		p.sum.Add(e)
+	}
+	p.publish()
+	if p.cfg.OnEvent != nil {
+		p.cfg.OnEvent(e)
+	}
+	if p.corr == nil || !p.cfg.FatesOnly {
+		if err := p.cfg.Renderer.Event(e); err != nil {
+			p.fail(err)
+			return
+		}
+	}
+	if p.cfg.Count > 0 && p.sum.Events >= p.cfg.Count {
+		p.done = true
+		p.cancel()
+	}
+}
+
+// Lost implements fate.Sink.
+func (p *pipeline) Lost(observer string, from, to uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.corr != nil {
+		p.corr.NoteLoss(observer, from, to)
+	}
+}
+
+// fate receives each record from the correlator (p.mu is held).
+func (p *pipeline) fate(r *fate.FateRecord) {
+	p.sum.AddFate(r.Event)
+	p.publish()
+	if p.sinkErr == nil {
+		if err := p.cfg.Renderer.Fate(r); err != nil {
+			p.fail(err)
+		}
+	}
+}
+
+// fail stops the capture at the first output error (p.mu is held).
+func (p *pipeline) fail(err error) {
+	if p.sinkErr == nil {
+		p.sinkErr = fmt.Errorf("writing output: %w", err)
+		p.cancel()
+	}
+}
+
+// publish copies the counts to the live stats (p.mu is held).
+func (p *pipeline) publish() {
+	p.stats.mu.Lock()
+	p.stats.Events, p.stats.Drops = p.sum.Events, p.sum.Drops
+	p.stats.mu.Unlock()
+}
+
+// tick reads the loss counters, opens loss intervals for the observers
+// whose counters grew, closes correlation windows and flushes the output.
+func (p *pipeline) tick() {
+	// Reading the counters can take a netlink round trip (dropmon's
+	// STATS_GET): not while holding up events.
+	now := p.cfg.Now()
+	var losses []fate.Loss
+	for _, s := range p.started {
+		losses = append(losses, s.Losses()...)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.noteLosses(losses, now)
+	if p.corr != nil {
+		p.corr.Advance(now)
+	}
+	var lost uint64
+	for _, l := range losses {
+		lost += l.Value
+	}
+	p.stats.mu.Lock()
+	p.stats.Losses = lost
+	p.stats.mu.Unlock()
+	p.publish()
+	if err := p.cfg.Renderer.Flush(); err != nil {
+		p.fail(err)
+	}
+}
+
+// noteLosses opens a loss interval since the last tick for every observer
+// whose counters grew (p.mu is held).
+func (p *pipeline) noteLosses(losses []fate.Loss, now uint64) {
+	for _, l := range losses {
+		k := l.Key()
+		if p.corr != nil && (l.Value > p.lastLoss[k] || l.Unknown != "") {
+			p.corr.NoteLoss(l.Observer, p.lastTick, now)
+		}
+		p.lastLoss[k] = l.Value
+	}
+	p.lastTick = now
+}
+
+// finish flushes the correlator, renders the summary to every output that
+// still works and returns it with everything that went wrong.
+func (p *pipeline) finish(runErr error) (*fate.Summary, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sum := p.sum
 	sum.End = time.Now()
-	for _, s := range started {
+	if sum.Start.IsZero() {
+		sum.Start = sum.End
+	}
+	for _, s := range p.started {
 		sum.Lost = append(sum.Lost, s.Losses()...)
 	}
-	if corr != nil {
-		mu.Lock()
-		for _, c := range sum.Lost {
-			if c.Value > lastLoss[c.Name] {
-				corr.NoteLoss(fate.ObserverOf(c.Name), lastTick, cfg.Now())
-			}
-		}
-		corr.Flush()
-		mu.Unlock()
-		st := corr.Stats()
-		sum.SetCorrelation(cfg.Observers, st)
+	if p.corr != nil {
+		p.noteLosses(sum.Lost, p.cfg.Now())
+		p.corr.Flush()
+		st := p.corr.Stats()
+		sum.SetCorrelation(st)
 		if st.Clones > 0 {
 			// NET_DM's copies of dropped packets, freed by NET_DM itself.
 			sum.Ignored["drop_monitor_clones"] = st.Clones
 		}
+		// A record sent out before its window closed may lack sightings
+		// that were still on their way: its observers' silence proves
+		// nothing, so it counts against completeness.
+		sum.Lost = append(sum.Lost, fate.Loss{Observer: "correlator", Name: "reported_early", Value: st.Forced})
 	}
 	if runErr != nil {
-		return sum, runErr
+		sum.Unknowns = append(sum.Unknowns, fmt.Sprintf("the capture stopped on an error: %v", runErr))
 	}
-	if renderErr != nil {
-		return sum, renderErr
-	}
-	if cfg.Record != nil {
-		if err := cfg.Record.Flush(); err != nil {
-			return sum, fmt.Errorf("writing the recording: %w", err)
+	var errs []error
+	errs = append(errs, runErr, p.sinkErr)
+	if p.cfg.Record != nil {
+		if err := p.cfg.Record.Flush(); err != nil {
+			errs = append(errs, fmt.Errorf("writing the recording: %w", err))
 		}
 	}
-	if err := cfg.Renderer.Summary(sum); err != nil {
-		return sum, fmt.Errorf("writing summary: %w", err)
+	if err := p.cfg.Renderer.Summary(sum); err != nil && p.sinkErr == nil {
+		errs = append(errs, fmt.Errorf("writing summary: %w", err))
 	}
-	return sum, nil
+	return sum, errors.Join(errs...)
 }

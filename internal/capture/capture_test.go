@@ -22,17 +22,19 @@ type fakeSource struct {
 	started, closed  bool
 }
 
-func (f *fakeSource) Name() string  { return "fake" }
-func (f *fakeSource) CanRun() error { return nil }
-func (f *fakeSource) Start() error  { f.started = true; return f.startErr }
-func (f *fakeSource) Close() error  { f.closed = true; return nil }
-func (f *fakeSource) Losses() []fate.Counter {
-	return []fate.Counter{{Name: "fake_lost", Value: f.lost}}
+func (f *fakeSource) Name() string                          { return "fake" }
+func (f *fakeSource) Observers() []string                   { return []string{"fake"} }
+func (f *fakeSource) CanRun(fate.Filters) error             { return nil }
+func (f *fakeSource) Blind(string, *fate.FateRecord) string { return "" }
+func (f *fakeSource) Start() error                          { f.started = true; return f.startErr }
+func (f *fakeSource) Close() error                          { f.closed = true; return nil }
+func (f *fakeSource) Losses() []fate.Loss {
+	return []fate.Loss{{Observer: "fake", Name: "lost", Value: f.lost}}
 }
-func (f *fakeSource) Run(ctx context.Context, h fate.Handler) error {
+func (f *fakeSource) Run(ctx context.Context, h fate.Sink) error {
 	for i := range f.events {
 		e := f.events[i]
-		h(&e)
+		h.Event(&e)
 	}
 	if f.runErr != nil {
 		return f.runErr
@@ -90,7 +92,7 @@ func TestFiltersCountAndSummary(t *testing.T) {
 	if sum.Events != 3 || sum.Drops != 2 || sum.Consumed != 1 || sum.ByReason["NO_SOCKET"] != 2 || sum.ByReason["NETFILTER_DROP"] != 0 {
 		t.Errorf("summary %+v: the port-53 packet must be filtered out", sum)
 	}
-	if sum.TotalLost() != 7 || !strings.Contains(out, `"lost":{"fake_lost":7}`) {
+	if sum.TotalLost() != 7 || !strings.Contains(out, `"lost":[{"observer":"fake","name":"lost","value":7}]`) {
 		t.Errorf("losses not reported: %v\n%s", sum.Lost, out)
 	}
 	if n := strings.Count(out, "\n"); n != 4 {

@@ -15,7 +15,7 @@ import (
 func fateRecords(t *testing.T, render func(*fate.FateRecord)) fate.CorrelatorStats {
 	t.Helper()
 	evs := goldenEvents()
-	c := fate.NewCorrelator(fate.CorrelatorConfig{Running: map[string]bool{"ebpf": true, "dropmon": true}}, render)
+	c := fate.NewCorrelator(fate.CorrelatorConfig{Running: []string{"ebpf", "dropmon"}}, render)
 	a := evs[0] // ebpf, UDP to a closed port: give it its headers
 	a.Data = []byte{0x45, 0, 0, 35, 0, 1, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
 		0xa3, 0x38, 0, 9, 0, 15, 0, 0}
@@ -45,7 +45,7 @@ func TestFateNDJSON(t *testing.T) {
 		}
 	})
 	s := fate.NewSummary()
-	s.SetCorrelation([]string{"ebpf", "dropmon"}, st)
+	s.SetCorrelation(st)
 	if err := r.Summary(s); err != nil {
 		t.Fatal(err)
 	}
@@ -115,5 +115,26 @@ func TestFateText(t *testing.T) {
 	}
 	if !strings.Contains(lines[2], " unconfirmed ") || !strings.HasSuffix(lines[2], "[ebpf; dropmon missed]") {
 		t.Errorf("unconfirmed line: %q", lines[2])
+	}
+}
+
+// TestFateLineContract: every fate line the fast writer writes is the
+// schema's encoding of its record, key by key.
+func TestFateLineContract(t *testing.T) {
+	var n int
+	fateRecords(t, func(f *fate.FateRecord) {
+		var out bytes.Buffer
+		r := NewNDJSON(&out)
+		if err := r.Fate(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		checkLine(t, strings.TrimSpace(out.String()), fate.NewFateLine(f), &fate.FateLine{})
+		n++
+	})
+	if n != 2 {
+		t.Fatalf("%d records, want 2", n)
 	}
 }

@@ -1,6 +1,8 @@
 package render
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/netip"
 	"strconv"
@@ -125,7 +127,7 @@ func renderHead(h []byte, e *fate.Event) []byte {
 		h = appendString(h, e.Hook)
 		h = append(h, `,"family":`...)
 		h = appendString(h, e.Family)
-		h = append(h, `,"verdict":`...)
+		h = append(h, `,"nf_verdict":`...)
 		h = appendString(h, e.Verdict)
 	}
 	return h
@@ -179,6 +181,10 @@ func (r *NDJSON) Event(e *fate.Event) error {
 	b = r.appendHead(b, e)
 	b = r.appendIface(b, e)
 	b = r.appendPacket(b, e)
+	if e.Len != 0 {
+		b = append(b, `,"skb_len":`...)
+		b = strconv.AppendUint(b, uint64(e.Len), 10)
+	}
 	b = append(b, `,"cpu":`...)
 	b = strconv.AppendUint(b, uint64(e.CPU), 10)
 	if e.Skb != 0 {
@@ -195,7 +201,7 @@ func (r *NDJSON) appendPacket(b []byte, e *fate.Event) []byte {
 	b = append(b, `,"mark":`...)
 	b = strconv.AppendUint(b, uint64(e.Mark), 10)
 	b = append(b, `,"len":`...)
-	b = strconv.AppendUint(b, uint64(e.Len), 10)
+	b = strconv.AppendUint(b, uint64(fate.WireLen(e)), 10)
 	p := &e.Packet
 	if p.Proto != "" {
 		b = append(b, `,"proto":"`...)
@@ -307,75 +313,14 @@ func (r *NDJSON) Fate(f *fate.FateRecord) error {
 	return r.commit(b)
 }
 
-// Summary implements Renderer.
+// Summary implements Renderer: the summary line is written once, by
+// encoding/json from the schema's type.
 func (r *NDJSON) Summary(s *fate.Summary) error {
-	b := r.buf
-	b = append(b, `{"type":"summary","start":"`...)
-	b = r.ts.appendRFC3339(b, s.Start)
-	b = append(b, `","end":"`...)
-	b = r.ts.appendRFC3339(b, s.End)
-	b = append(b, `","events":`...)
-	b = strconv.AppendUint(b, s.Events, 10)
-	b = append(b, `,"drops":`...)
-	b = strconv.AppendUint(b, s.Drops, 10)
-	b = append(b, `,"consumed":`...)
-	b = strconv.AppendUint(b, s.Consumed, 10)
-	b = append(b, `,"by_reason":`...)
-	b = appendCounts(b, fate.Sorted(s.ByReason))
-	b = append(b, `,"by_location":`...)
-	b = appendCounts(b, fate.Sorted(s.ByLocation))
-	b = append(b, `,"by_hook":`...)
-	b = appendCounts(b, fate.Sorted(s.ByHook))
-	b = append(b, `,"lost":`...)
-	b = appendCounts(b, s.Lost)
-	b = append(b, `,"complete":`...)
-	b = strconv.AppendBool(b, s.Complete())
-	if len(s.Ignored) > 0 {
-		b = append(b, `,"ignored":`...)
-		b = appendCounts(b, fate.Sorted(s.Ignored))
+	line, err := json.Marshal(fate.NewSummaryLine(s))
+	if err != nil {
+		return fmt.Errorf("encoding the summary: %w", err)
 	}
-	if c := s.Correlation; c != nil {
-		b = append(b, `,"fates":`...)
-		b = strconv.AppendUint(b, s.Fates, 10)
-		b = append(b, `,"verdicts":`...)
-		b = appendCounts(b, fate.Sorted(c.ByVerdict))
-		b = append(b, `,"agreement":[`...)
-		for i, p := range c.Pairs {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, `{"observers":[`...)
-			b = appendString(b, p.A)
-			b = append(b, ',')
-			b = appendString(b, p.B)
-			b = append(b, `],"both_saw":`...)
-			b = strconv.AppendUint(b, p.BothSaw, 10)
-			b = append(b, `,"conflicts":`...)
-			b = strconv.AppendUint(b, p.Conflicts, 10)
-			b = append(b, '}')
-		}
-		b = append(b, `],"late":`...)
-		b = strconv.AppendUint(b, c.Late, 10)
-		b = append(b, `,"forced":`...)
-		b = strconv.AppendUint(b, c.Forced, 10)
-	}
-	b = append(b, `,"sources":[`...)
-	for i, src := range s.Sources {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"name":`...)
-		b = appendString(b, src.Name)
-		b = append(b, `,"running":`...)
-		b = strconv.AppendBool(b, src.Running)
-		if src.Reason != "" {
-			b = append(b, `,"reason":`...)
-			b = appendString(b, src.Reason)
-		}
-		b = append(b, '}')
-	}
-	b = append(b, "]}\n"...)
-	r.buf = b
+	r.buf = append(append(r.buf, line...), '\n')
 	return r.Flush()
 }
 
@@ -389,19 +334,6 @@ func (r *NDJSON) Flush() error {
 		r.buf = r.buf[:0]
 	}
 	return r.err
-}
-
-func appendCounts(b []byte, cs []fate.Counter) []byte {
-	b = append(b, '{')
-	for i, c := range cs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, c.Name)
-		b = append(b, ':')
-		b = strconv.AppendUint(b, c.Value, 10)
-	}
-	return append(b, '}')
 }
 
 var tcpFlagNames = "FSRPAUEC"

@@ -207,18 +207,18 @@ func (p *Pcapng) Summary(s *fate.Summary) error {
 	}
 	lost := map[string]uint64{}
 	for _, c := range s.Lost {
-		lost[fate.ObserverOf(c.Name)] += c.Value
+		lost[c.Observer] += c.Value
 	}
 	// gopacket's writer drops the comment of statistics blocks: write them
 	// here, after flushing its buffer so blocks stay in order.
 	if err := p.w.Flush(); err != nil {
 		return err
 	}
-	for _, name := range fate.Observers {
-		id, ok := p.ifaces[name]
-		if !ok {
-			continue
-		}
+	names := make([]string, len(p.ifaces))
+	for name, id := range p.ifaces {
+		names[id] = name
+	}
+	for id, name := range names {
 		comment := ""
 		if id == 0 {
 			comment = strings.TrimSpace(line.String())
@@ -229,6 +229,10 @@ func (p *Pcapng) Summary(s *fate.Summary) error {
 	}
 	return nil
 }
+
+// maxOptionLen is the most bytes one pcapng option carries (a multiple of
+// four, below the 16-bit length's limit).
+const maxOptionLen = 65532
 
 // statsBlock builds an interface statistics block (pcapng block type 5)
 // with a comment, start and end times (ns), and the dropped count.
@@ -249,8 +253,12 @@ func statsBlock(iface uint32, start, end time.Time, dropped uint64, comment stri
 	}
 	body := le.AppendUint32(nil, iface)
 	body = append(body, ts(end)...)
-	if comment != "" && len(comment) < 0xffff {
-		body = opt(body, 1, []byte(comment))
+	// An option holds at most 65535 bytes: a longer summary goes into
+	// several comments, which a reader joins in order.
+	for c := comment; c != ""; {
+		n := min(len(c), maxOptionLen)
+		body = opt(body, 1, []byte(c[:n]))
+		c = c[n:]
 	}
 	body = opt(body, 2, ts(start))
 	body = opt(body, 3, ts(end))

@@ -126,7 +126,7 @@ func goldenSummary(events []*fate.Event) *fate.Summary {
 	}
 	s.Start = base.Add(-time.Second)
 	s.End = time.Date(2026, 11, 27, 4, 10, 5, 250000000, time.UTC)
-	s.Lost = []fate.Counter{{Name: "ebpf_ringbuf_full", Value: 12}, {Name: "ebpf_decode_errors", Value: 0}}
+	s.Lost = []fate.Loss{{Observer: "ebpf", Name: "ringbuf_full", Value: 12}, {Observer: "ebpf", Name: "decode_errors", Value: 0}}
 	s.Sources = []fate.SourceStatus{
 		{Name: "ebpf", Running: true},
 		{Name: "dropmon", Reason: "generic netlink family \"NET_DM\" not registered: file does not exist"},

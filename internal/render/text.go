@@ -224,13 +224,40 @@ func (r *Text) Summary(s *fate.Summary) error {
 	if len(s.Ignored) > 0 {
 		table(w, "not shown (caused by pktfate itself)", fate.Sorted(s.Ignored))
 	}
-	table(w, "lost events", s.Lost)
-	if n := s.TotalLost(); n > 0 {
-		fmt.Fprintf(w, "INCOMPLETE: %d events were lost; the capture does not prove every packet's fate\n", n)
-	} else {
+	lossTable(w, s.Lost)
+	switch s.Completeness() {
+	case fate.Incomplete:
+		fmt.Fprintf(w, "INCOMPLETE: %d events were lost; the capture does not prove every packet's fate\n", s.TotalLost())
+	case fate.CompletenessUnknown:
+		fmt.Fprintf(w, "completeness UNKNOWN: nothing counted was lost, but the capture cannot tell whether it is complete:\n")
+		for _, why := range s.UnknownReasons() {
+			fmt.Fprintf(w, "  %s\n", why)
+		}
+	default:
 		fmt.Fprintf(w, "complete: nothing lost\n")
 	}
 	return w.Flush()
+}
+
+// lossTable lists every loss counter; one that could not be read shows
+// "unknown", never a number.
+func lossTable(w io.Writer, lost []fate.Loss) {
+	fmt.Fprintf(w, "\nlost events:\n")
+	if len(lost) == 0 {
+		fmt.Fprintf(w, "  (none)\n")
+		return
+	}
+	width := 0
+	for _, l := range lost {
+		width = max(width, len(l.Key()))
+	}
+	for _, l := range lost {
+		if l.Unknown != "" {
+			fmt.Fprintf(w, "  %-*s %10s\n", width, l.Key(), "unknown")
+			continue
+		}
+		fmt.Fprintf(w, "  %-*s %10d\n", width, l.Key(), l.Value)
+	}
 }
 
 func table(w io.Writer, title string, rows []fate.Counter) {

@@ -1,7 +1,12 @@
-// Package report reads a capture pktfate wrote (NDJSON or pcapng) back
-// into a summary, for `pktfate report`. A truncated or corrupt file is
-// read up to the damage: the summary covers everything before it, and the
-// error names the offset.
+// Package report reads a capture pktfate wrote back into a summary, for
+// `pktfate report`: NDJSON (trace --output-json), pcapng (trace
+// --output-pcapng) or a recording (trace --record, replayed through the
+// correlator). Lines and blocks decode into the schema of package fate.
+//
+// Damage does not stop the reading: a line that cannot be read is counted
+// and named (Result.Damage) and reading goes on past it; a file cut short
+// is read up to the cut. What the damage leaves unknown is said in the
+// summary (fate.Summary.Unknowns), never counted as zero.
 package report
 
 import (
@@ -15,15 +20,17 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/pktfate/pktfate/fate"
 )
 
 // Result is what a capture file says.
 type Result struct {
-	Format string // "ndjson" or "pcapng"
+	// Format is "ndjson", "pcapng" or "recording".
+	Format string
+	// Schema is the schema version of the file's summary (0 before
+	// versions were written, -1 when there is no summary).
+	Schema int
 	// Summary is rebuilt from the file's records; losses, sources and the
 	// times come from the summary the capture wrote at its end.
 	Summary *fate.Summary
@@ -32,64 +39,130 @@ type Result struct {
 	// HasSummary is false when the file ends before the capture's summary
 	// (killed, or truncated): losses are then unknown.
 	HasSummary bool
-	// Damage describes where reading stopped early, or is nil.
-	Damage error
+	// Damage lists where the file could not be read; reading went on past
+	// each one (but a cut end, which ends the file).
+	Damage []Damage
+}
+
+// Damage is one place a capture could not be read.
+type Damage struct {
+	// Line is the NDJSON line number (0 in pcapng).
+	Line int
+	// Offset is the byte offset where it starts.
+	Offset int64
+	Why    string
+}
+
+func (d Damage) String() string {
+	if d.Line > 0 {
+		return fmt.Sprintf("line %d (byte offset %d): %s", d.Line, d.Offset, d.Why)
+	}
+	return fmt.Sprintf("byte offset %d: %s", d.Offset, d.Why)
+}
+
+// DamageError returns the damage as one error, or nil.
+func (r *Result) DamageError() error {
+	if len(r.Damage) == 0 {
+		return nil
+	}
+	const show = 5
+	var parts []string
+	for i, d := range r.Damage {
+		if i == show {
+			parts = append(parts, fmt.Sprintf("and %d more", len(r.Damage)-show))
+			break
+		}
+		parts = append(parts, d.String())
+	}
+	return fmt.Errorf("%d damaged places: %s", len(r.Damage), strings.Join(parts, "; "))
 }
 
 // pcapngMagic is the block type of a pcapng section header.
 var pcapngMagic = []byte{0x0a, 0x0d, 0x0d, 0x0a}
 
-// ReadFile reads a capture file. The error is for files that cannot be
-// read at all; damage after a readable start is in Result.Damage.
+// ReadFile reads a capture file ("-" is stdin). The error is for files
+// that cannot be read at all; damage after a readable start is in
+// Result.Damage.
 func ReadFile(path string) (*Result, error) {
+	if path == "-" {
+		return Read(os.Stdin, "stdin")
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("opening capture: %w", err)
 	}
 	defer f.Close()
-	br := bufio.NewReaderSize(f, 1<<20)
+	return Read(f, path)
+}
+
+// Read reads a capture from r; name names it in errors.
+func Read(r io.Reader, name string) (*Result, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
 	head, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	if len(head) == 0 {
-		return nil, fmt.Errorf("%s is empty: not a pktfate capture", path)
+		return nil, fmt.Errorf("%s is empty: not a pktfate capture", name)
 	}
-	if bytes.Equal(head, pcapngMagic) {
-		return readPcapng(br)
+	var res *Result
+	switch {
+	case bytes.Equal(head, pcapngMagic):
+		res, err = readPcapng(br)
+	case head[0] == '{':
+		res, err = readLines(br)
+	default:
+		return nil, fmt.Errorf("%s is neither NDJSON nor pcapng written by pktfate (it starts with %q)", name, head)
 	}
-	if head[0] != '{' {
-		return nil, fmt.Errorf("%s is neither NDJSON nor pcapng written by pktfate (it starts with %q)", path, head)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return readNDJSON(br)
+	res.noteUnknowns()
+	return res, nil
+}
+
+// noteUnknowns says in the summary what the file leaves unknown.
+func (r *Result) noteUnknowns() {
+	s := r.Summary
+	if !r.HasSummary {
+		s.Unknowns = append(s.Unknowns, "the capture ends before its summary (it was killed, or the file was cut): losses are unknown")
+	}
+	if n := len(r.Damage); n > 0 {
+		s.Unknowns = append(s.Unknowns, fmt.Sprintf("%d damaged places in the file: what they held is not counted", n))
+	}
 }
 
 // builder accumulates a summary from records.
 type builder struct {
-	sum       *fate.Summary
-	events    *fate.Summary // counts from events, used when there are no fates
-	fates     bool
-	observers map[string]bool
-	verdicts  map[string]uint64
-	pairs     map[[2]string]*fate.PairAgreement
+	sum      *fate.Summary
+	events   *fate.Summary // counts from events, used when there are no fates
+	fates    bool
+	verdicts map[string]uint64
+	pairs    map[[2]string]*fate.PairAgreement
 }
 
 func newBuilder() *builder {
-	return &builder{sum: fate.NewSummary(), events: fate.NewSummary(), observers: map[string]bool{},
+	return &builder{sum: fate.NewSummary(), events: fate.NewSummary(),
 		verdicts: map[string]uint64{}, pairs: map[[2]string]*fate.PairAgreement{}}
 }
 
 func (b *builder) event(e *fate.Event) { b.events.Add(e) }
 
+// observerRank orders observers as reports list them.
+func observerRank(o string) int {
+	if i := slices.Index(fate.Observers, o); i >= 0 {
+		return i
+	}
+	return len(fate.Observers)
+}
+
 func (b *builder) fate(e *fate.Event, verdict string, saw []string) {
 	b.fates = true
 	b.sum.AddFate(e)
 	b.verdicts[verdict]++
-	order := func(o string) int { return slices.Index(fate.Observers, o) }
-	for i, a := range saw {
-		for _, c := range saw[i+1:] {
-			x, y := a, c
-			if order(x) > order(y) {
+	for i, x := range saw {
+		for _, y := range saw[i+1:] {
+			if observerRank(x) > observerRank(y) || (observerRank(x) == observerRank(y) && x > y) {
 				x, y = y, x
 			}
 			p := b.pairs[[2]string{x, y}]
@@ -115,7 +188,7 @@ func (b *builder) finish(final *fate.Summary) *fate.Summary {
 	}
 	if final != nil {
 		s.Start, s.End, s.Lost, s.Sources, s.Events = final.Start, final.End, final.Lost, final.Sources, final.Events
-		s.Ignored = final.Ignored
+		s.Ignored, s.Unknowns = final.Ignored, final.Unknowns
 	}
 	if b.fates {
 		for v := fate.VerdictSingle; v <= fate.VerdictUnconfirmed; v++ {
@@ -125,59 +198,44 @@ func (b *builder) finish(final *fate.Summary) *fate.Summary {
 		if final != nil && final.Correlation != nil {
 			c.Observers, c.Late, c.Forced = final.Correlation.Observers, final.Correlation.Late, final.Correlation.Forced
 		}
-		for _, o := range fate.Observers {
-			for _, o2 := range fate.Observers {
-				if p := b.pairs[[2]string{o, o2}]; p != nil {
-					c.Pairs = append(c.Pairs, *p)
+		keys := make([][2]string, 0, len(b.pairs))
+		for k := range b.pairs {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(x, y [2]string) int {
+			for i := range 2 {
+				if d := observerRank(x[i]) - observerRank(y[i]); d != 0 {
+					return d
+				}
+				if c := strings.Compare(x[i], y[i]); c != 0 {
+					return c
 				}
 			}
+			return 0
+		})
+		for _, k := range keys {
+			c.Pairs = append(c.Pairs, *b.pairs[k])
 		}
 		s.Correlation = c
 	}
 	return s
 }
 
-// ndLine is the union of the NDJSON line types this reader needs.
-type ndLine struct {
-	Type      string                     `json:"type"`
-	Time      time.Time                  `json:"time"`
-	Source    string                     `json:"source"`
-	Fate      string                     `json:"fate"`
-	Reason    string                     `json:"reason"`
-	Location  string                     `json:"location"`
-	Hook      string                     `json:"hook"`
-	Family    string                     `json:"family"`
-	Verdict   string                     `json:"verdict"`
-	Observers map[string]json.RawMessage `json:"observers"`
-
-	// summary
-	Start   time.Time         `json:"start"`
-	End     time.Time         `json:"end"`
-	Events  uint64            `json:"events"`
-	Lost    map[string]uint64 `json:"lost"`
-	Ignored map[string]uint64 `json:"ignored"`
-	Sources []struct {
-		Name    string `json:"name"`
-		Running bool   `json:"running"`
-		Reason  string `json:"reason"`
-	} `json:"sources"`
-	// Late is a count in the summary, a flag (true) in a fate line.
-	Late   json.RawMessage `json:"late"`
-	Forced uint64          `json:"forced"`
+// lineHead is what every line says of itself.
+type lineHead struct {
+	Type   string `json:"type"`
+	Op     string `json:"op"` // recordings
+	Schema *int   `json:"schema"`
 }
 
-func parseFate(s string) fate.Fate {
-	switch s {
-	case "drop":
-		return fate.FateDrop
-	case "consume":
-		return fate.FateConsume
+// readLines reads NDJSON, or a recording when the first line is one.
+func readLines(r *bufio.Reader) (*Result, error) {
+	first, _ := r.Peek(min(r.Buffered(), 4096))
+	var h lineHead
+	if line, _, _ := bytes.Cut(first, []byte("\n")); json.Unmarshal(line, &h) == nil && h.Op != "" {
+		return readRecording(r)
 	}
-	return fate.FateUnknown
-}
-
-func readNDJSON(r *bufio.Reader) (*Result, error) {
-	res := &Result{Format: "ndjson"}
+	res := &Result{Format: "ndjson", Schema: -1}
 	b := newBuilder()
 	var final *fate.Summary
 	var off int64
@@ -186,108 +244,200 @@ func readNDJSON(r *bufio.Reader) (*Result, error) {
 		if len(line) == 0 && errors.Is(err, io.EOF) {
 			break
 		}
+		start := off
+		off += int64(len(line))
+		damage := func(why string) { res.Damage = append(res.Damage, Damage{Line: lineNo, Offset: start, Why: why}) }
 		if err != nil && !errors.Is(err, io.EOF) {
-			res.Damage = fmt.Errorf("reading at byte offset %d: %w", off, err)
+			damage(err.Error())
 			break
 		}
 		if !bytes.HasSuffix(line, []byte("\n")) {
-			res.Damage = fmt.Errorf("line %d (byte offset %d) is cut short: the file is truncated", lineNo, off)
+			damage("cut short: the file is truncated")
 			break
 		}
-		var l ndLine
-		if jerr := json.Unmarshal(line, &l); jerr != nil {
-			res.Damage = fmt.Errorf("line %d (byte offset %d) is not valid JSON: %v", lineNo, off, jerr)
-			break
-		}
-		off += int64(len(line))
-		switch l.Type {
-		case "event":
-			res.Records++
-			b.event(&fate.Event{Source: l.Source, Time: l.Time, Fate: parseFate(l.Fate), Reason: l.Reason, Location: l.Location, Hook: l.Hook, Family: l.Family})
-		case "fate":
-			res.Records++
-			var saw []string
-			for name, raw := range l.Observers {
-				var o struct {
-					Status string `json:"status"`
-				}
-				if json.Unmarshal(raw, &o) == nil && o.Status == fate.StatusSaw.String() {
-					saw = append(saw, name)
-				}
-			}
-			b.fate(&fate.Event{Time: l.Time, Fate: parseFate(l.Fate), Reason: l.Reason, Location: l.Location, Hook: l.Hook, Family: l.Family}, l.Verdict, saw)
-		case "summary":
-			res.HasSummary = true
-			var err error
-			if final, err = summaryOf(&l, line); err != nil {
-				res.Damage = fmt.Errorf("line %d (byte offset %d), the summary, is damaged: %v", lineNo, off-int64(len(line)), err)
-			}
-		default:
-			res.Damage = fmt.Errorf("line %d (byte offset %d) has unknown type %q", lineNo, off-int64(len(line)), l.Type)
-		}
-		if res.Damage != nil {
-			break
+		if why := readLine(res, b, &final, line); why != "" {
+			damage(why)
 		}
 	}
 	res.Summary = b.finish(final)
 	return res, nil
 }
 
-// summaryOf turns a summary line into a Summary, keeping the loss counters
-// in the order they were written.
-func summaryOf(l *ndLine, raw []byte) (*fate.Summary, error) {
-	s := fate.NewSummary()
-	s.Start, s.End, s.Events = l.Start, l.End, l.Events
-	for k, v := range l.Ignored {
-		s.Ignored[k] = v
+// readLine reads one NDJSON line into the builder; it returns what is
+// wrong with the line, or "".
+func readLine(res *Result, b *builder, final **fate.Summary, line []byte) string {
+	var h lineHead
+	if err := json.Unmarshal(line, &h); err != nil {
+		return "not valid JSON: " + err.Error()
 	}
-	for _, name := range orderedKeys(raw, "lost") {
-		s.Lost = append(s.Lost, fate.Counter{Name: name, Value: l.Lost[name]})
-	}
-	for _, src := range l.Sources {
-		s.Sources = append(s.Sources, fate.SourceStatus{Name: src.Name, Running: src.Running, Reason: src.Reason})
-	}
-	var obs []string
-	for _, src := range l.Sources {
-		if src.Running {
-			obs = append(obs, src.Name)
+	switch h.Type {
+	case fate.LineEvent:
+		var l fate.EventLine
+		if err := json.Unmarshal(line, &l); err != nil {
+			return "not an event line: " + err.Error()
 		}
+		e, err := eventOf(&l, line)
+		if err != nil {
+			return err.Error()
+		}
+		res.Records++
+		b.event(e)
+	case fate.LineFate:
+		var l fate.FateLine
+		if err := json.Unmarshal(line, &l); err != nil {
+			return "not a fate line: " + err.Error()
+		}
+		f, err := fate.ParseFate(l.Fate)
+		if err != nil {
+			return err.Error()
+		}
+		var saw []string
+		for _, o := range l.Observers {
+			if o.Status == fate.StatusSaw.String() {
+				saw = append(saw, o.Name)
+			}
+		}
+		res.Records++
+		b.fate(&fate.Event{Time: l.Time.Time, Fate: f, Reason: l.Reason, Location: l.Location, Hook: l.Hook, Family: l.Family}, l.Verdict, saw)
+	case fate.LineSummary:
+		if res.HasSummary {
+			return "a second summary line"
+		}
+		s, schema, err := summaryOf(line, h.Schema)
+		if err != nil {
+			return "the summary is damaged: " + err.Error()
+		}
+		res.HasSummary, res.Schema, *final = true, schema, s
+	default:
+		return fmt.Sprintf("unknown line type %q", h.Type)
+	}
+	return ""
+}
+
+// eventOf reads an event line; a version 0 line names the netfilter
+// verdict "verdict".
+func eventOf(l *fate.EventLine, line []byte) (*fate.Event, error) {
+	f, err := fate.ParseFate(l.Fate)
+	if err != nil {
+		return nil, err
+	}
+	e := &fate.Event{Source: l.Source, Time: l.Time.Time, Fate: f, Reason: l.Reason, Location: l.Location,
+		Hook: l.Hook, Family: l.Family, Verdict: l.NFVerdict}
+	if e.Hook != "" && e.Verdict == "" {
+		var v0 struct {
+			Verdict string `json:"verdict"`
+		}
+		if json.Unmarshal(line, &v0) == nil {
+			e.Verdict = v0.Verdict
+		}
+	}
+	return e, nil
+}
+
+// summaryOf reads a summary line of any schema version.
+func summaryOf(line []byte, schema *int) (*fate.Summary, int, error) {
+	if schema == nil {
+		s, err := summaryV0(line)
+		return s, 0, err
+	}
+	if *schema > fate.SchemaVersion {
+		return nil, *schema, fmt.Errorf("schema version %d is newer than this pktfate reads (%d): update pktfate", *schema, fate.SchemaVersion)
+	}
+	var l fate.SummaryLine
+	if err := json.Unmarshal(line, &l); err != nil {
+		return nil, *schema, err
+	}
+	return l.Summary(), *schema, nil
+}
+
+// summaryV0 reads a summary written before the schema had a version: its
+// "lost" is an object of "<observer>_<counter>" keys and "complete" a
+// plain boolean.
+func summaryV0(line []byte) (*fate.Summary, error) {
+	var l struct {
+		fate.SummaryLine
+		Lost fate.Counts     `json:"lost"`
+		Late json.RawMessage `json:"late"`
+	}
+	if err := json.Unmarshal(line, &l); err != nil {
+		return nil, err
 	}
 	var late uint64
 	if len(l.Late) > 0 {
 		if err := json.Unmarshal(l.Late, &late); err != nil {
-			return s, fmt.Errorf("its \"late\" is %s, not a count", l.Late)
+			return nil, fmt.Errorf("its \"late\" is %s, not a count", l.Late)
 		}
 	}
-	s.Correlation = &fate.Correlation{Observers: obs, Late: late, Forced: l.Forced}
+	l.SummaryLine.Late = &late
+	s := l.SummaryLine.Summary()
+	s.Lost = nil
+	for _, c := range l.Lost {
+		s.Lost = append(s.Lost, legacyLoss(c))
+	}
+	if s.Correlation == nil {
+		// Version 0 wrote late and forced whenever it correlated, and
+		// no fates count.
+		c := &fate.Correlation{Late: late}
+		if l.Forced != nil {
+			c.Forced = *l.Forced
+		}
+		for _, src := range s.Sources {
+			if src.Running {
+				c.Observers = append(c.Observers, src.Name)
+			}
+		}
+		s.Correlation = c
+	}
 	return s, nil
 }
 
-// orderedKeys returns the keys of the object under key in their order in
-// raw (encoding/json maps forget it).
-func orderedKeys(raw []byte, key string) []string {
-	var top map[string]json.RawMessage
-	if json.Unmarshal(raw, &top) != nil {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(top[key]))
-	var keys []string
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil
-	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return keys
-		}
-		k, _ := t.(string)
-		keys = append(keys, k)
-		var v json.RawMessage
-		if dec.Decode(&v) != nil {
-			return keys
+// legacyLoss splits a version 0 counter name ("dropmon_queue_full").
+func legacyLoss(c fate.Counter) fate.Loss {
+	for _, o := range fate.Observers {
+		if name, ok := strings.CutPrefix(c.Name, o+"_"); ok {
+			return fate.Loss{Observer: o, Name: name, Value: c.Value}
 		}
 	}
-	return keys
+	o, name, _ := strings.Cut(c.Name, "_")
+	return fate.Loss{Observer: o, Name: name, Value: c.Value}
+}
+
+// readRecording replays a recording (trace --record) through the
+// correlator and reports its fate records.
+func readRecording(r io.Reader) (*Result, error) {
+	rec, err := fate.ReadRecording(r)
+	res := &Result{Format: "recording", Schema: -1}
+	if err != nil {
+		if rec == nil || len(rec.Steps) == 0 {
+			return nil, fmt.Errorf("not a readable recording: %w", err)
+		}
+		res.Damage = append(res.Damage, Damage{Why: err.Error()})
+	}
+	b := newBuilder()
+	c := fate.NewCorrelator(rec.Config(), func(f *fate.FateRecord) {
+		res.Records++
+		b.fate(f.Event, f.Verdict.String(), f.Confirmations())
+	})
+	events := 0
+	for _, s := range rec.Steps {
+		if s.Op == fate.StepEvent {
+			events++
+		}
+	}
+	rec.Replay(c)
+	c.Flush()
+	b.events.Events = uint64(events)
+	st := c.Stats()
+	res.Summary = b.finish(nil)
+	res.Summary.Correlation.Observers, res.Summary.Correlation.Late, res.Summary.Correlation.Forced = st.Observers, st.Late, st.Forced
+	for _, o := range rec.Running {
+		res.Summary.Sources = append(res.Summary.Sources, fate.SourceStatus{Name: o, Running: true})
+	}
+	// A recording keeps the loss intervals, not the counters: the
+	// capture's summary has them.
+	res.Summary.Unknowns = append(res.Summary.Unknowns, "a recording holds the correlator's input, not the loss counters: read the capture's own output for them")
+	res.HasSummary = true
+	return res, nil
 }
 
 // parseComment reads the key=value pairs of a pktfate packet comment.
@@ -315,80 +465,4 @@ func parseComment(c string) (map[string]string, bool) {
 		kv[k], rest = val, after
 	}
 	return kv, true
-}
-
-func readPcapng(r *bufio.Reader) (*Result, error) {
-	res := &Result{Format: "pcapng"}
-	cr := &countingReader{r: r}
-	ng, err := pcapgo.NewNgReader(cr, pcapgo.NgReaderOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("not a readable pcapng file: %w", err)
-	}
-	b := newBuilder()
-	lastID := ^uint64(0)
-	correlated := false
-	for {
-		start := cr.n
-		_, ci, opts, err := ng.ReadPacketDataWithOptions()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			res.Damage = fmt.Errorf("pcapng block at about byte offset %d is damaged or cut short: %v", start, err)
-			break
-		}
-		if len(opts.Comments) == 0 {
-			continue
-		}
-		kv, ok := parseComment(opts.Comments[0])
-		if !ok {
-			continue
-		}
-		// Sightings of one packet share its packet id: count it once.
-		if opts.PacketID != nil && *opts.PacketID == lastID {
-			continue
-		}
-		if opts.PacketID != nil {
-			lastID = *opts.PacketID
-		}
-		res.Records++
-		e := &fate.Event{Time: ci.Timestamp, Fate: parseFate(kv["fate"]), Reason: kv["reason"], Location: kv["location"],
-			Hook: kv["hook"], Family: kv["family"]}
-		if v, ok := kv["verdict"]; ok {
-			correlated = true
-			b.fate(e, v, strings.Split(kv["observers"], "+"))
-		}
-		b.event(e)
-	}
-	var final *fate.Summary
-	if n := ng.NInterfaces(); n > 0 {
-		if ifc, err := ng.Interface(0); err == nil && strings.HasPrefix(ifc.Statistics.Comment, "{") {
-			var l ndLine
-			line := []byte(ifc.Statistics.Comment)
-			if json.Unmarshal(line, &l) == nil && l.Type == "summary" {
-				res.HasSummary = true
-				var err error
-				if final, err = summaryOf(&l, line); err != nil {
-					res.Damage = fmt.Errorf("the summary in the first interface's comment is damaged: %v", err)
-				}
-			}
-		}
-	}
-	if !correlated {
-		b.fates = false
-	}
-	res.Summary = b.finish(final)
-	return res, nil
-}
-
-// countingReader counts the bytes read through it, to name offsets.
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }

@@ -15,7 +15,7 @@ func TestLateFateAndSummary(t *testing.T) {
 {"type":"summary","start":"2026-11-27T04:10:00Z","end":"2026-11-27T04:10:01Z","events":1,"drops":1,"consumed":0,"lost":{"ebpf_ringbuf_full":0},"late":1,"forced":0,"sources":[{"name":"ebpf","running":true},{"name":"dropmon","running":true}]}
 `
 	res := readCapture(t, capture)
-	if res.Damage != nil || !res.HasSummary || res.Records != 2 {
+	if len(res.Damage) != 0 || !res.HasSummary || res.Records != 2 {
 		t.Fatalf("damage %v, summary %v, %d records", res.Damage, res.HasSummary, res.Records)
 	}
 	if c := res.Summary.Correlation; c == nil || c.Late != 1 {
@@ -30,7 +30,7 @@ func TestSummaryLateNotACount(t *testing.T) {
 {"type":"summary","start":"2026-11-27T04:10:00Z","end":"2026-11-27T04:10:01Z","events":1,"drops":1,"consumed":0,"lost":{"ebpf_ringbuf_full":0},"late":"x","forced":0,"sources":[{"name":"ebpf","running":true}]}
 `
 	res := readCapture(t, capture)
-	if res.Damage == nil || !strings.Contains(res.Damage.Error(), "line 2") || !strings.Contains(res.Damage.Error(), `"late" is "x"`) {
+	if err := res.DamageError(); err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), `"late" is "x"`) {
 		t.Fatalf("damage %v, want line 2 and its late named", res.Damage)
 	}
 }

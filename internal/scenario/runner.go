@@ -13,13 +13,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/capture"
 	"github.com/pktfate/pktfate/internal/netns"
-	"github.com/pktfate/pktfate/tracer"
 )
 
 // NSPrefix starts the name (under /run/netns) of every namespace a
@@ -31,13 +29,21 @@ const NSPrefix = "pktfate-check-"
 // unexpected extra fates are seen too.
 const settle = 600 * time.Millisecond
 
+// SourceFunc returns the sources that trace one network namespace (its
+// inode, and a path to open it), and those that cannot run there with the
+// reason. pktfate check gives tracer.Select's: the ebpf source and,
+// where the kernel can, its netfilter attribution.
+type SourceFunc func(inode uint32, path string) ([]fate.Source, []fate.SourceStatus, error)
+
 // Runner runs scenarios with the real tracing pipeline. It needs root.
 type Runner struct {
-	Kernel  *btf.Spec
-	Decoder *tracer.Decoder
-	// Netfilter turns on the netfilter hook attribution where the kernel
-	// has it (BPF netfilter links or fexit); otherwise only ebpf runs.
-	Netfilter bool
+	// Sources builds the sources of each scenario's capture.
+	Sources SourceFunc
+	// Now reads the sources' clock (capture.Config.Now).
+	Now func() uint64
+	// Reasons are the running kernel's drop reason names, to note
+	// expectations this kernel cannot meet.
+	Reasons []string
 	// Retry runs a failing scenario once more (a pass then is a flake).
 	Retry bool
 	// Baseline, when set, is compared with every result.
@@ -51,24 +57,14 @@ type Runner struct {
 	seq atomic.Uint64
 }
 
-// NewRunner loads the kernel's BTF and checks the ebpf source can run.
-func NewRunner() (*Runner, error) {
-	kernel, err := btf.LoadKernelSpec()
-	if err != nil {
-		return nil, fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
-	}
-	decoder, err := tracer.DefaultDecoder(kernel)
-	if err != nil {
-		return nil, err
-	}
-	if err := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, Consumes: true, Kernel: kernel}).CanRun(); err != nil {
-		return nil, fmt.Errorf("source ebpf cannot run: %w", err)
-	}
+// NewRunner returns a Runner with its sources, retrying failures, for
+// the running kernel.
+func NewRunner(sources SourceFunc, now func() uint64, reasons []string) (*Runner, error) {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		return nil, fmt.Errorf("reading the kernel release: %w", err)
 	}
-	return &Runner{Kernel: kernel, Decoder: decoder, Netfilter: true, Retry: true, Release: unix.ByteSliceToString(u.Release[:])}, nil
+	return &Runner{Sources: sources, Now: now, Reasons: reasons, Retry: true, Release: unix.ByteSliceToString(u.Release[:])}, nil
 }
 
 func (r *Runner) logf(format string, args ...any) {
@@ -262,7 +258,7 @@ func (r *Runner) run(ctx context.Context, s *Scenario) ([]*Observed, Env, []stri
 	var notes []string
 	for _, x := range s.Expect {
 		for _, reason := range x.Reasons {
-			if !slices.Contains(r.Decoder.Reasons.Names(), reason) {
+			if !slices.Contains(r.Reasons, reason) {
 				notes = append(notes, fmt.Sprintf("%s: this kernel has no drop reason %s", x.Name, reason))
 			}
 		}
@@ -281,9 +277,17 @@ func (r *Runner) run(ctx context.Context, s *Scenario) ([]*Observed, Env, []stri
 			r.logf("%s: removing namespaces: %v", s.Name, err)
 		}
 	}()
-	src, env, status, nfNote := r.source(top.ns[s.Trace])
-	if nfNote != "" {
-		notes = append(notes, nfNote)
+	traced := top.ns[s.Trace]
+	sources, status, err := r.Sources(traced.Inode, "/run/netns/"+traced.Name)
+	if err != nil {
+		return nil, env, notes, fmt.Errorf("choosing sources: %w", err)
+	}
+	env.Kernel = r.Release
+	for _, src := range sources {
+		env.Running = append(env.Running, src.Observers()...)
+	}
+	for _, st := range status {
+		notes = append(notes, fmt.Sprintf("source %s not running: %s", st.Name, st.Reason))
 	}
 	col := &collector{}
 	ctx, cancel := context.WithCancel(ctx)
@@ -293,9 +297,8 @@ func (r *Runner) run(ctx context.Context, s *Scenario) ([]*Observed, Env, []stri
 	sent := make(chan struct{})
 	ready := false
 	_, err = capture.Run(ctx, capture.Config{
-		Now: tracer.MonoNow,
-		Sources:   []fate.Source{src},
-		Observers: env.Running,
+		Now:       r.Now,
+		Sources:   sources,
 		FatesOnly: true,
 		Status:    status,
 		Renderer:  col,
@@ -334,28 +337,6 @@ func (r *Runner) run(ctx context.Context, s *Scenario) ([]*Observed, Env, []stri
 // source is the ebpf source for the traced namespace, with the netfilter
 // attribution attached in it when asked for and the kernel can (else a
 // note says why not).
-func (r *Runner) source(traced *netns.NS) (*tracer.EBPF, Env, []fate.SourceStatus, string) {
-	ecfg := tracer.EBPFConfig{Drops: true, Consumes: true, FilterNetns: traced.Inode, Kernel: r.Kernel, Decoder: r.Decoder}
-	var status []fate.SourceStatus
-	note := ""
-	if r.Netfilter {
-		method, err := tracer.NetfilterMethodAvailable()
-		if err != nil {
-			status = append(status, fate.SourceStatus{Name: fate.ObserverNF, Reason: err.Error()})
-			note = "netfilter attribution not running: " + err.Error()
-		} else {
-			ecfg.Netfilter, ecfg.NetfilterNetns, ecfg.NetfilterMethod = true, "/run/netns/"+traced.Name, method
-			status = append(status, fate.SourceStatus{Name: fate.ObserverNF, Running: true})
-		}
-	}
-	src := tracer.NewEBPF(ecfg)
-	env := Env{Running: []string{src.Name()}, Kernel: r.Release}
-	if ecfg.Netfilter {
-		env.Running = append(env.Running, fate.ObserverNF)
-	}
-	return src, env, status, note
-}
-
 // wait returns once every expectation is met (and the settle time has
 // passed), or after the scenario's timeout.
 func (r *Runner) wait(ctx context.Context, s *Scenario, col *collector, env Env) {

@@ -9,13 +9,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/pktfate/pktfate/internal/testutil"
+	"github.com/pktfate/pktfate/tracer"
 )
 
 func newTestRunner(t *testing.T) *Runner {
 	t.Helper()
 	testutil.RequireRoot(t)
-	r, err := NewRunner()
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	decoder, err := tracer.DefaultDecoder(kernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRunner(tracer.ForNetns(tracer.SelectConfig{Kernel: kernel, Decoder: decoder}), tracer.MonoNow, decoder.Reasons.Names())
 	if err != nil {
 		t.Fatal(err)
 	}
