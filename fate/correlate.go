@@ -20,7 +20,6 @@ const (
 // Observers lists every observer pktfate knows, in report order.
 var Observers = []string{ObserverEBPF, ObserverNF, ObserverDropmon, ObserverKmod}
 
-
 // ObserverStatus says what one observer knows of a packet.
 type ObserverStatus uint8
 
