@@ -13,7 +13,7 @@ TEST_DEPS := $(RUN_DEPS) clang llvm libbpf-dev tcpdump tshark iptables \
              kmod bpftool debian-archive-keyring gnupg
 GOFILES := $(shell find . -name '*.go' -not -path './.git/*' 2>/dev/null)
 
-.PHONY: kmod kmod-clean all deps deps-run install-pkgs build demo generate check-generate check-deps test test-unit vmtest matrix-check vmshell bench clean
+.PHONY: kmod kmod-clean all deps deps-run install-pkgs build demo generate check-generate check-deps check-schema test test-unit vmtest matrix-check vmshell bench clean
 
 all: build
 
@@ -61,7 +61,7 @@ test: deps
 
 # Unit tests and the privileged host tests (run as root; each privileged
 # test makes its own network namespaces).
-test-unit: check-deps
+test-unit: check-deps check-schema
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
@@ -72,6 +72,10 @@ KERNEL_DEPS := ^github.com/(cilium/ebpf|mdlayher/(genetlink|netlink)|vishvananda
 check-deps:
 	@bad=$$($(GO) list -deps $(MODEL_PKGS) | grep -E '$(KERNEL_DEPS)' || true); \
 	if [ -n "$$bad" ]; then echo "the model or a renderer links kernel code (keep it in tracer/ or genl/):"; echo "$$bad" | sed 's/^/  /'; exit 1; fi
+
+# docs/schema.json is generated from fate/schema.go: fails when stale.
+check-schema:
+	@$(GO) run ./internal/tools/schemagen -check docs/schema.json
 
 # Runs the tests inside Debian kernels under QEMU: KERNEL=6.1, 6.12 or 7.2
 # (default: all).

@@ -26,20 +26,76 @@ const (
 	StepFlush   = "flush"
 )
 
-// Step is one line of a recording.
+// Step is one step of a recording.
 type Step struct {
-	Op string `json:"op"`
+	Op string
 	// Config: the observers running and the window.
-	Running []string      `json:"running,omitempty"`
-	Window  time.Duration `json:"window,omitempty"`
+	Running []string
+	Window  time.Duration
 	// Event: the event as the correlator received it.
-	Event *Event `json:"event,omitempty"`
+	Event *Event
 	// Loss: Observer lost events between From and To (monotonic ns).
-	Observer string `json:"observer,omitempty"`
-	From     uint64 `json:"from,omitempty"`
-	To       uint64 `json:"to,omitempty"`
+	Observer string
+	From, To uint64
 	// Advance: the correlator's clock (monotonic ns).
-	Now uint64 `json:"now,omitempty"`
+	Now uint64
+}
+
+// stepLine is a Step in the file (schema version 1): the event as the
+// schema's EventLine with the recording-only fields.
+type stepLine struct {
+	Op       string        `json:"op"`
+	Schema   int           `json:"schema,omitempty"`
+	Running  []string      `json:"running,omitempty"`
+	Window   time.Duration `json:"window,omitempty"`
+	Event    *EventLine    `json:"event,omitempty"`
+	Observer string        `json:"observer,omitempty"`
+	From     uint64        `json:"from,omitempty"`
+	To       uint64        `json:"to,omitempty"`
+	Now      uint64        `json:"now,omitempty"`
+}
+
+// stepV0 is a step as recordings without a schema version hold it: the
+// event with Go's field names (Fate a number, Packet nested).
+type stepV0 struct {
+	Op       string        `json:"op"`
+	Running  []string      `json:"running"`
+	Window   time.Duration `json:"window"`
+	Event    *eventV0      `json:"event"`
+	Observer string        `json:"observer"`
+	From     uint64        `json:"from"`
+	To       uint64        `json:"to"`
+	Now      uint64        `json:"now"`
+}
+
+// eventV0 is the layout of Event in version 0 recordings.
+type eventV0 struct {
+	Source                string
+	Mono                  uint64
+	Time                  time.Time
+	CPU                   uint32
+	Skb                   uint64
+	Fate                  Fate
+	ReasonCode            uint32
+	Reason                string
+	LocationAddr          uint64
+	Location              string
+	Netns, Ifindex        uint32
+	Ifname                string
+	Mark, Len             uint32
+	EtherType             uint16
+	Data                  []byte
+	MACHeader, HadMAC     bool
+	Hook, Family, Verdict string
+	Packet                Packet
+}
+
+func (v *eventV0) event() *Event {
+	return &Event{Source: v.Source, Mono: v.Mono, Time: v.Time, CPU: v.CPU, Skb: v.Skb, Fate: v.Fate,
+		ReasonCode: v.ReasonCode, Reason: v.Reason, LocationAddr: v.LocationAddr, Location: v.Location,
+		Netns: v.Netns, Ifindex: v.Ifindex, Ifname: v.Ifname, Mark: v.Mark, Len: v.Len, EtherType: v.EtherType,
+		Data: v.Data, MACHeader: v.MACHeader, HadMAC: v.HadMAC, Hook: v.Hook, Family: v.Family, Verdict: v.Verdict,
+		Packet: v.Packet}
 }
 
 // Recorder writes a recording. Set it as CorrelatorConfig.Record; the
@@ -56,7 +112,15 @@ func (r *Recorder) write(s *Step) {
 	if r == nil || r.err != nil {
 		return
 	}
-	b, err := json.Marshal(s)
+	l := stepLine{Op: s.Op, Running: s.Running, Window: s.Window, Observer: s.Observer, From: s.From, To: s.To, Now: s.Now}
+	if s.Op == StepConfig {
+		l.Schema = SchemaVersion
+	}
+	if s.Event != nil {
+		ev := RecordedEventLine(s.Event)
+		l.Event = &ev
+	}
+	b, err := json.Marshal(&l)
 	if err == nil {
 		b = append(b, '\n')
 		_, err = r.w.Write(b)
@@ -79,15 +143,17 @@ type Recording struct {
 	Steps   []Step // without the config line
 }
 
-// ReadRecording reads a recording. A line that is not a step names its
-// number; what was read before it is returned with the error.
+// ReadRecording reads a recording, of any schema version. A line that is
+// not a step names its number; what was read before it is returned with
+// the error.
 func ReadRecording(r io.Reader) (*Recording, error) {
 	rec := &Recording{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	version := -1
 	for n := 1; sc.Scan(); n++ {
-		var s Step
-		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+		s, err := readStep(sc.Bytes(), version)
+		if err != nil {
 			return rec, fmt.Errorf("recording line %d: %w", n, err)
 		}
 		switch s.Op {
@@ -95,6 +161,14 @@ func ReadRecording(r io.Reader) (*Recording, error) {
 			if n != 1 {
 				return rec, fmt.Errorf("recording line %d: a second config line", n)
 			}
+			var v struct {
+				Schema int `json:"schema"`
+			}
+			_ = json.Unmarshal(sc.Bytes(), &v)
+			if v.Schema > SchemaVersion {
+				return rec, fmt.Errorf("recording line 1: schema version %d is newer than this pktfate reads (%d): update pktfate", v.Schema, SchemaVersion)
+			}
+			version = v.Schema
 			rec.Running, rec.Window = s.Running, s.Window
 			continue
 		case StepEvent:
@@ -108,9 +182,38 @@ func ReadRecording(r io.Reader) (*Recording, error) {
 		if n == 1 {
 			return rec, errors.New("recording line 1: not a config line: is this a pktfate --record file?")
 		}
-		rec.Steps = append(rec.Steps, s)
+		rec.Steps = append(rec.Steps, *s)
 	}
 	return rec, sc.Err()
+}
+
+// readStep decodes one line written with the given schema version (-1
+// before the config line says).
+func readStep(b []byte, version int) (*Step, error) {
+	if version <= 0 {
+		var v stepV0
+		if err := json.Unmarshal(b, &v); err != nil {
+			return nil, err
+		}
+		s := &Step{Op: v.Op, Running: v.Running, Window: v.Window, Observer: v.Observer, From: v.From, To: v.To, Now: v.Now}
+		if v.Event != nil {
+			s.Event = v.Event.event()
+		}
+		return s, nil
+	}
+	var l stepLine
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, err
+	}
+	s := &Step{Op: l.Op, Running: l.Running, Window: l.Window, Observer: l.Observer, From: l.From, To: l.To, Now: l.Now}
+	if l.Event != nil {
+		e, err := l.Event.Event()
+		if err != nil {
+			return nil, fmt.Errorf("event: %w", err)
+		}
+		s.Event = e
+	}
+	return s, nil
 }
 
 // Config returns the correlator configuration the recording was made with.

@@ -70,6 +70,35 @@ type PacketFields struct {
 	TCPFlags  string `json:"tcp_flags,omitempty"`
 	ICMPType  *uint8 `json:"icmp_type,omitempty"`
 	ICMPCode  *uint8 `json:"icmp_code,omitempty"`
+	// PayloadLen is the transport payload's length from the headers
+	// (UDP, TCP).
+	PayloadLen int `json:"payload_len,omitempty"`
+}
+
+// Packet returns the decoded headers the fields describe.
+func (f *PacketFields) Packet() (Packet, error) {
+	p := Packet{Proto: f.Proto, Sport: f.Sport, Dport: f.Dport, PayloadLen: f.PayloadLen}
+	var err error
+	if p.Src, err = ParseAddr(f.Src); err != nil {
+		return p, fmt.Errorf("src: %w", err)
+	}
+	if p.Dst, err = ParseAddr(f.Dst); err != nil {
+		return p, fmt.Errorf("dst: %w", err)
+	}
+	if f.ICMPType != nil {
+		p.ICMPType = *f.ICMPType
+	}
+	if f.ICMPCode != nil {
+		p.ICMPCode = *f.ICMPCode
+	}
+	for _, c := range f.TCPFlags {
+		i := strings.IndexRune(tcpFlagNames, c)
+		if i < 0 {
+			return p, fmt.Errorf("tcp_flags %q: unknown flag %q", f.TCPFlags, c)
+		}
+		p.TCPFlags |= 1 << i
+	}
+	return p, nil
 }
 
 // WhereFields say where and why a packet was freed.
@@ -308,8 +337,7 @@ func RecordedEventLine(e *Event) EventLine {
 	return l
 }
 
-// Event returns the event a recorded line describes; Packet is decoded
-// again from Data by the caller where it matters.
+// Event returns the event a recorded line describes.
 func (l *EventLine) Event() (*Event, error) {
 	e := &Event{Source: l.Source, Mono: l.Mono, Time: l.Time.Time, CPU: l.CPU, ReasonCode: l.ReasonCode,
 		Reason: l.Reason, LocationAddr: l.LocationAddr, Location: l.Location, Netns: l.Netns,
@@ -317,6 +345,9 @@ func (l *EventLine) Event() (*Event, error) {
 		Data: l.Data, MACHeader: l.MACHeader, HadMAC: l.HadMAC, Hook: l.Hook, Family: l.Family, Verdict: l.NFVerdict}
 	var err error
 	if e.Fate, err = ParseFate(l.Fate); err != nil {
+		return nil, err
+	}
+	if e.Packet, err = l.PacketFields.Packet(); err != nil {
 		return nil, err
 	}
 	if l.Skb != "" {
@@ -356,7 +387,7 @@ func packetOf(e *Event) PacketFields {
 	}
 	switch p.Proto {
 	case "udp", "tcp":
-		f.Sport, f.Dport = p.Sport, p.Dport
+		f.Sport, f.Dport, f.PayloadLen = p.Sport, p.Dport, p.PayloadLen
 		if p.Proto == "tcp" {
 			f.TCPFlags = TCPFlagString(p.TCPFlags)
 		}
@@ -369,15 +400,17 @@ func packetOf(e *Event) PacketFields {
 
 // TCPFlagString names TCP flag bits as tcpdump's letters, FIN first ("SA").
 func TCPFlagString(f uint8) string {
-	const names = "FSRPAUEC"
 	var b []byte
 	for i := range 8 {
 		if f&(1<<i) != 0 {
-			b = append(b, names[i])
+			b = append(b, tcpFlagNames[i])
 		}
 	}
 	return string(b)
 }
+
+// tcpFlagNames are tcpdump's letters of the TCP flag bits, FIN first.
+const tcpFlagNames = "FSRPAUEC"
 
 // WireLen is the packet's length from its network header: the IP
 // header's own length field where the captured bytes start with one,

@@ -223,6 +223,10 @@ func (r *NDJSON) appendPacket(b []byte, e *fate.Event) []byte {
 		b = strconv.AppendUint(b, uint64(p.Sport), 10)
 		b = append(b, `,"dport":`...)
 		b = strconv.AppendUint(b, uint64(p.Dport), 10)
+		if p.PayloadLen != 0 {
+			b = append(b, `,"payload_len":`...)
+			b = strconv.AppendUint(b, uint64(p.PayloadLen), 10)
+		}
 		if p.Proto == "tcp" {
 			b = append(b, `,"tcp_flags":"`...)
 			b = appendTCPFlags(b, p.TCPFlags)

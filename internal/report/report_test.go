@@ -3,8 +3,11 @@ package report
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pktfate/pktfate/fate"
 )
 
 // TestLateFateAndSummary: "late" is a flag in a fate line and a count in
@@ -47,4 +50,36 @@ func readCapture(t *testing.T, capture string) *Result {
 		t.Fatal(err)
 	}
 	return res
+}
+
+// TestReadEarlierVersions reads captures written before the schema had a
+// version (testdata/schema): the same summary as they carry.
+func TestReadEarlierVersions(t *testing.T) {
+	for _, f := range []string{"trace.ndjson", "capture.ndjson", "capture.pcapng"} {
+		res, err := ReadFile(filepath.Join("../../testdata/schema/v0", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := res.Summary
+		if len(res.Damage) != 0 || !res.HasSummary || res.Schema != 0 {
+			t.Errorf("%s: damage %v, summary %v, schema %d", f, res.Damage, res.HasSummary, res.Schema)
+		}
+		want := []fate.Loss{{Observer: "ebpf", Name: "ringbuf_full", Value: 12}, {Observer: "ebpf", Name: "decode_errors"}}
+		if !slices.Equal(s.Lost, want) || s.Completeness() != fate.Incomplete {
+			t.Errorf("%s: lost %v (%v), want %v, incomplete", f, s.Lost, s.Completeness(), want)
+		}
+		if s.Events != 12 || len(s.Sources) != 2 || s.Sources[1].Name != "dropmon" || s.Sources[1].Running {
+			t.Errorf("%s: events %d, sources %+v", f, s.Events, s.Sources)
+		}
+		if f == "trace.ndjson" {
+			if s.Drops != 9 || s.Consumed != 3 || s.ByHook["ipv6 LOCAL_IN"] != 1 || s.Correlation != nil {
+				t.Errorf("%s: %+v", f, s)
+			}
+			continue
+		}
+		if c := s.Correlation; c == nil || s.Fates != 2 || c.ByVerdict["confirmed"] != 1 || c.ByVerdict["unconfirmed"] != 1 ||
+			len(c.Pairs) != 1 || c.Pairs[0] != (fate.PairAgreement{A: "ebpf", B: "dropmon", BothSaw: 1}) {
+			t.Errorf("%s: fates %d, correlation %+v", f, s.Fates, s.Correlation)
+		}
+	}
 }
