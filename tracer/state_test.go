@@ -415,3 +415,159 @@ func TestDeliveredIsSeenRead(t *testing.T) {
 		t.Errorf("%d reads of the one data segment, want 1", n)
 	}
 }
+
+// nfMethods returns the netfilter attribution methods this kernel offers.
+func nfMethods(t *testing.T) []string {
+	var methods []string
+	if tracer.FexitSupported() == nil {
+		methods = append(methods, tracer.NetfilterFexit)
+	}
+	if tracer.NetfilterLinksSupported() == nil {
+		methods = append(methods, tracer.NetfilterLinks)
+	}
+	if len(methods) == 0 {
+		t.Skip("kernel has neither fexit nor BPF netfilter links")
+	}
+	return methods
+}
+
+// TestStolenFragmentsAreNotLost: conntrack's defragmentation queues
+// fragments inside PRE_ROUTING, so they never reach the last priority. With
+// links their entries used to fill the in-flight stack and count as lost
+// (nf_inflight_full); now they are retired as stolen, counted as
+// information.
+func TestStolenFragmentsAreNotLost(t *testing.T) {
+	testutil.RequireRoot(t)
+	top := testutil.NewRouter(t)
+	ctx := context.Background()
+	ruleset := "table ip pktfate_ct {\n chain pre {\n  type filter hook prerouting priority 0; policy accept;\n  ct state new accept\n }\n}\n"
+	if out, err := top.Router.Exec(ctx, ruleset, "nft", "-f", "-"); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	dst := netip.AddrPortFrom(testutil.RouterFamilies[0].Server, 9)
+	for _, method := range nfMethods(t) {
+		t.Run(method, func(t *testing.T) {
+			r := startEBPF(t, tracer.EBPFConfig{Drops: true, FilterNetns: top.Router.Inode,
+				Netfilter: true, NetfilterNetns: top.RouterPath, NetfilterMethod: method})
+			const datagrams = 20
+			if err := top.Client.Do(func() error {
+				// Unconnected: the server's port unreachable errors do not fail the writes.
+				c, err := net.ListenUDP("udp4", nil)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				raw, err := c.SyscallConn()
+				if err != nil {
+					return err
+				}
+				var serr error
+				raw.Control(func(fd uintptr) {
+					serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+				})
+				if serr != nil {
+					return serr
+				}
+				for range datagrams {
+					if _, err := c.WriteToUDPAddrPort(make([]byte, 4000), dst); err != nil { // three fragments at MTU 1500
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			// The server has no socket on port 9: each reassembled datagram
+			// is dropped there, after the router forwarded it.
+			deadline := time.Now().Add(5 * time.Second)
+			var stolen uint64
+			for time.Now().Before(deadline) {
+				stolen, _ = counterValue(r.src.Information(), "nf_stolen")
+				if method != tracer.NetfilterLinks || stolen >= 2*datagrams {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			r.stop()
+			r.stop = nil
+			full, _ := counterValue(r.src.Losses(), "nf_inflight_full")
+			if full != 0 {
+				t.Errorf("nf_inflight_full = %d: stolen fragments counted as lost", full)
+			}
+			if method == tracer.NetfilterLinks && stolen < 2*datagrams {
+				t.Errorf("nf_stolen = %d, want at least %d (two queued fragments a datagram)", stolen, 2*datagrams)
+			}
+			t.Logf("%s: nf_stolen %d, nf_inflight_full %d", method, stolen, full)
+		})
+	}
+}
+
+// TestBridgeDropAttribution: a drop in a bridge-family chain is attributed
+// to its hook where the method brackets that family (fexit), and otherwise
+// says why netfilter attribution could not see it (links: no link type for
+// the bridge family).
+func TestBridgeDropAttribution(t *testing.T) {
+	testutil.RequireRoot(t)
+	name := fmt.Sprintf("pktfate-br-%d", time.Now().UnixNano()%1e9)
+	br, err := netns.New(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	a, b := testutil.NewNS(t), testutil.NewNS(t)
+	ctx := context.Background()
+	steps := []func() error{
+		func() error { return netns.Veth(a, "a0", br, "ba") },
+		func() error { return netns.Veth(b, "b0", br, "bb") },
+		func() error { _, err := br.Exec(ctx, "", "ip", "link", "add", "br0", "type", "bridge"); return err },
+		func() error { _, err := br.Exec(ctx, "", "ip", "link", "set", "ba", "master", "br0"); return err },
+		func() error { _, err := br.Exec(ctx, "", "ip", "link", "set", "bb", "master", "br0"); return err },
+		func() error { return br.LinkUp("br0") },
+		func() error { return a.AddAddr("a0", "203.0.113.1/24") },
+		func() error { return b.AddAddr("b0", "203.0.113.2/24") },
+	}
+	for _, f := range steps {
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const port = 7
+	ruleset := fmt.Sprintf("table bridge pktfate_br {\n chain brfwd {\n  type filter hook forward priority 0; policy accept;\n  udp dport %d drop\n }\n}\n", port)
+	if out, err := br.Exec(ctx, ruleset, "nft", "-f", "-"); err != nil {
+		t.Fatalf("nft bridge table: %v: %s", err, out)
+	}
+	for _, method := range nfMethods(t) {
+		t.Run(method, func(t *testing.T) {
+			r := startEBPF(t, tracer.EBPFConfig{Drops: true, FilterNetns: br.Inode,
+				Netfilter: true, NetfilterNetns: "/run/netns/" + name, NetfilterMethod: method})
+			match := func(e *fate.Event) bool {
+				return e.Fate == fate.FateDrop && e.Packet.Proto == "udp" && e.Packet.Dport == port
+			}
+			var e *fate.Event
+			for end := time.Now().Add(10 * time.Second); e == nil && time.Now().Before(end); {
+				// The first datagrams may wait on ARP; send until one is dropped.
+				if err := a.SendUDP("udp4", netip.MustParseAddrPort(fmt.Sprintf("203.0.113.2:%d", port)), 1, []byte("bridged")); err != nil {
+					t.Fatal(err)
+				}
+				e = r.col.find(200*time.Millisecond, match)
+			}
+			if e == nil {
+				t.Fatal("no drop of the bridged datagram")
+			}
+			if e.Reason != "NETFILTER_DROP" {
+				t.Fatalf("drop %s at %s, want NETFILTER_DROP", e.Reason, e.Location)
+			}
+			switch method {
+			case tracer.NetfilterFexit:
+				if e.Family != "bridge" || e.Hook != "FORWARD" || e.Verdict != "drop" || e.NFBlind != "" {
+					t.Errorf("fexit: attributed to %q %q verdict %q (blind %q), want bridge FORWARD drop", e.Family, e.Hook, e.Verdict, e.NFBlind)
+				}
+			case tracer.NetfilterLinks:
+				if e.Hook != "" || !strings.Contains(e.NFBlind, "bridge") {
+					t.Errorf("links: hook %q, blind %q: want no hook and a reason naming the bridge family", e.Hook, e.NFBlind)
+				}
+			}
+			t.Logf("%s: %s %s at %s, hook %q %q, blind %q", method, e.Fate, e.Reason, e.Location, e.Family, e.Hook, e.NFBlind)
+		})
+	}
+}
