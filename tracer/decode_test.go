@@ -647,3 +647,32 @@ func TestDecodeTCPFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeInferredReason: a consume at a location the inferred-reasons
+// table names is reported as a drop with pktfate's reason, marked
+// inferred; other consumes stay consumes.
+func TestDecodeInferredReason(t *testing.T) {
+	_, raws := tracer.LoadRecords(t, tracer.RecordsDir)
+	d := fixtureDecoder(t)
+	d.Inferred = tracer.NewInferredReasons(map[string]string{"icmp_rcv": "TEST_REFUSAL (inferred from icmp_rcv)"})
+	var ev fate.Event
+	if err := d.Decode(raws["icmp4-echo-request"], &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Fate != fate.FateDrop || ev.Reason != "TEST_REFUSAL (inferred from icmp_rcv)" || !ev.ReasonInferred {
+		t.Errorf("consume at icmp_rcv: %s %q inferred %v", ev.Fate, ev.Reason, ev.ReasonInferred)
+	}
+	if err := d.Decode(raws["udp4-closed-port"], &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Reason != "NO_SOCKET" || ev.ReasonInferred {
+		t.Errorf("kernel's own reason: %q inferred %v", ev.Reason, ev.ReasonInferred)
+	}
+	d.Inferred = tracer.DefaultInferredReasons()
+	if err := d.Decode(raws["icmp4-echo-request"], &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Fate != fate.FateConsume || ev.ReasonInferred {
+		t.Errorf("default table: consume at icmp_rcv became %s inferred %v", ev.Fate, ev.ReasonInferred)
+	}
+}
