@@ -21,6 +21,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 enum event_kind {
 	KIND_KFREE = 0,
 	KIND_CONSUME = 1,
+	/* A socket copied the packet to user space (skb_copy_datagram_iovec). */
+	KIND_READ = 2,
+	/* Freed by skb_attempt_defer_free on its own CPU: no tracepoint. */
+	KIND_DEFER = 3,
 };
 
 enum event_flags {
@@ -34,6 +38,35 @@ enum event_flags {
 	EVF_NF = 1 << 3,
 	/* The skb had a MAC header (drop_monitor skips packets without one). */
 	EVF_MAC_SET = 1 << 4,
+	/* skb->cloned: the data buffer is (or was) shared with another skb. */
+	EVF_CLONED = 1 << 5,
+	/*
+	 * After this free the data buffer is still referenced by another skb
+	 * (skb_shinfo(skb)->dataref counted more than this one): a copy was
+	 * released, the packet itself lives on.
+	 */
+	EVF_SHARED = 1 << 6,
+	/* Not a network packet (no protocol, no MAC header): netlink, unix... */
+	EVF_NOT_PACKET = 1 << 7,
+};
+
+/* Where netns and ifindex were taken from (netns_from, if_from). */
+enum where_from {
+	FROM_NONE = 0,
+	/* skb->dev, which held a device. */
+	FROM_DEV = 1,
+	/* skb->sk, the socket owning the skb. */
+	FROM_SK = 2,
+	/* kfree_skb's rx_sk, the receiving socket that dropped it (6.11+). */
+	FROM_RX_SK = 3,
+	/* The current task: the one reading the packet from its socket. */
+	FROM_TASK = 4,
+	/*
+	 * skb->skb_iif, the interface it arrived on (the device pointer is
+	 * gone); for netns: nothing in the skb names it, and --filter-netns
+	 * kept it because that namespace has an interface of this index.
+	 */
+	FROM_IIF = 5,
 };
 
 enum counter {
@@ -41,6 +74,10 @@ enum counter {
 	CNT_SUBMITTED = 1,
 	/* Packets whose entry into a netfilter hook could not be recorded. */
 	CNT_NF_INFLIGHT_FULL = 2,
+	/* skbs that are not network packets, not shown (show_non_packets off). */
+	CNT_NOT_PACKET = 3,
+	/* Packets a netfilter hook stole or queued (they left without nf_exit). */
+	CNT_NF_STOLEN = 4,
 	CNT_MAX,
 };
 
@@ -48,18 +85,23 @@ struct event {
 	__u64 ts;	/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u64 skb;	/* sk_buff address */
 	__u64 location;	/* caller of kfree_skb/consume_skb */
+	__u64 head;	/* skb->head: the data buffer, shared by clones */
 	__u32 reason;	/* raw enum skb_drop_reason (0 for consume) */
-	__u32 netns;	/* inode of the device's (or socket's) netns */
-	__u32 ifindex;
+	__u32 netns;	/* inode of the netns (see netns_from) */
+	__u32 ifindex;	/* see if_from */
+	__u32 iif;	/* skb->skb_iif: the interface it arrived on, 0 if sent here */
 	__u32 mark;
 	__u32 len;	/* skb->len */
 	__u32 cpu;
 	__u16 protocol;	/* skb->protocol, network byte order */
 	__u16 cap_len;	/* bytes valid in data[] */
+	__u16 flags;	/* enum event_flags */
 	__u8 kind;	/* enum event_kind */
-	__u8 flags;	/* enum event_flags */
-	__u8 nf_hook;	/* enum nf_inet_hooks, with EVF_NF */
+	__u8 nf_hook;	/* hook number of nf_pf's family, with EVF_NF */
 	__u8 nf_pf;	/* NFPROTO_*, with EVF_NF */
+	__u8 sk_family;	/* AF_* of the socket owning the skb (skb->sk or rx_sk), 0 if none */
+	__u8 netns_from; /* enum where_from */
+	__u8 if_from;	/* enum where_from */
 	char ifname[16];
 	__u8 data[SNAP_MAX];
 };
@@ -72,6 +114,8 @@ const volatile __u32 filter_mark = 0;
 const volatile __u32 filter_mark_mask = 0;
 /* Netfilter hook attribution is on: kfree_skb consults the inflight map. */
 const volatile bool nf_enabled = false;
+/* Report skbs that are not network packets too (counted otherwise). */
+const volatile bool show_non_packets = false;
 /*
  * Wake the reader after every wakeup_every events on a CPU (a power of
  * two); in between, the reader polls. Asking the ring how much data waits
@@ -93,6 +137,33 @@ struct {
 } counters SEC(".maps");
 
 /*
+ * The interface indexes of filter_netns's namespace, filled by user space:
+ * an skb whose namespace nothing in it names (a datagram queued on a UDP
+ * socket, a fragment in a reassembly queue) passes the netns filter when
+ * the interface it arrived on (skb_iif) is one of them.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} filter_netns_ifindexes SEC(".maps");
+
+/* Per-CPU scratch: the last skb a socket read on this CPU. */
+struct cpu_state {
+	__u64 read_skb;
+	__u64 read_head;
+	__u64 scratch;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_state);
+} cpu_states SEC(".maps");
+
+/*
  * Packets inside a netfilter hook's chain, per CPU: nf_enter (first
  * priority) pushes the skb, nf_exit (last priority) takes it off again. An
  * skb that kfree_skb sees while it is there was dropped (or stolen) inside
@@ -109,13 +180,27 @@ struct {
  * nanoseconds, because bpf_jiffies64() is one load (the verifier inlines
  * it) where bpf_ktime_get_ns() reads the TSC: in a VM that was half of
  * nf_enter's cost, paid on every packet in every hook.
+ *
+ * A hook that steals a packet (conntrack's defragmentation queues
+ * fragments, NFQUEUE) ends the chain before nf_exit: its entry would stay
+ * and fill the stack. Each entry keeps where its chain runs: the address
+ * of the hook's nf_hook_state, which lives in nf_hook()'s stack frame, and
+ * which stack that is (the task's, or 0 for this CPU's interrupt stack).
+ * A chain that is still running has only deeper frames below it: a new
+ * chain on the same stack from a frame no deeper than the entry's proves
+ * that the entry's chain has returned. (The state's address, not the
+ * program's own stack: tracing programs may run on a private stack.)
  */
 #define NF_STACK 8
 #define NF_STALE 250
+/* x86-64's THREAD_SIZE without KASAN (Debian's kernels). */
+#define TASK_STACK_SIZE (16 << 10)
 
 struct nf_inflight {
 	__u64 skb;
 	__u64 jiffies;	/* when it entered the chain */
+	__u64 frame;	/* address of the chain's nf_hook_state */
+	__u64 stack;	/* base of the task stack it is on, 0: interrupt stack */
 	__u8 hook;
 	__u8 pf;
 	__u8 pad[6];
@@ -125,6 +210,7 @@ struct nf_stack {
 	struct nf_inflight e[NF_STACK];
 	__u32 top; /* entries pushed minus entries popped, wraps */
 	__u32 pad;
+	__u64 scratch;
 };
 
 struct {
@@ -139,6 +225,25 @@ static __always_inline struct nf_stack *nf_stack(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&inflight, &zero);
+}
+
+/*
+ * as_number returns a kernel address as a plain number: stored in a map
+ * value and loaded back, a pointer is a scalar the program may compare.
+ */
+static __always_inline __u64 as_number(__u64 *slot, const void *p)
+{
+	*(volatile __u64 *)slot = (__u64)p;
+	return *(volatile __u64 *)slot;
+}
+
+/* The stack the program runs on: the current task's, or 0 (interrupt). */
+static __always_inline __u64 stack_of(__u64 addr)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	__u64 base = (__u64)t->stack;
+
+	return addr - base < TASK_STACK_SIZE ? base : 0;
 }
 
 /*
@@ -187,30 +292,77 @@ static __always_inline __u64 count(__u32 idx)
 	return *v;
 }
 
+static __always_inline struct cpu_state *cpu_state(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&cpu_states, &zero);
+}
+
+/*
+ * skb_device returns skb->dev where the skb's state says it holds a
+ * device, else NULL. The field shares a union with dev_scratch and rbnode
+ * (include/linux/skbuff.h):
+ *  - while a datagram waits on a UDP socket, and after, it is UDP's scratch
+ *    (truesize, length, two flags: udp_set_dev_scratch()), never an address
+ *    in the kernel's half;
+ *  - in a reassembly queue (and TCP's out-of-order queue) it is rbnode's
+ *    left child, and the first word rbnode's parent and colour: the colour
+ *    bit set (a black node) or the node itself (RB_CLEAR_NODE, a fragment
+ *    appended to a run) says the skb is or was in a tree;
+ *  - TCP sets it to NULL once a socket has the segment.
+ * A received skb that a socket holds with no route left may still carry a
+ * tree pointer (a red out-of-order node): it is taken as a device only if
+ * it is the one the skb arrived on. Following anything else costs an
+ * exception-table fixup per load (several microseconds) and reads garbage.
+ */
+static __always_inline struct net_device *skb_device(struct sk_buff *skb, bool owned, __u32 iif,
+						    __u64 *slot)
+{
+	/*
+	 * The verifier types a load at these offsets as the unions' first
+	 * members (pointers, which may not be masked or shifted): make them
+	 * numbers first.
+	 */
+	__u64 raw = as_number(slot, skb->dev);
+	__u64 rb = as_number(slot, skb->next);
+	struct net_device *dev;
+
+	if ((raw >> 56) != 0xff)
+		return NULL;
+	if (rb & 1)
+		return NULL;
+	if (skb->next == skb)
+		return NULL;
+	dev = skb->dev;
+	if (owned && iif && !skb->_skb_refdst && dev->ifindex != iif)
+		return NULL;
+	return dev;
+}
+
+static __always_inline __u32 sk_netns(const struct sock *sk)
+{
+	return sk->__sk_common.skc_net.net->ns.inum;
+}
+
 /*
  * tp_btf arguments are typed kernel pointers: plain member accesses compile
  * to CO-RE-relocated loads that the JIT guards against faults, much cheaper
- * than one bpf_probe_read_kernel() call per member.
+ * than one bpf_probe_read_kernel() call per member (as long as they do not
+ * fault: see skb_device).
  */
-static __always_inline __u32 skb_netns(struct sk_buff *skb, struct net_device *dev)
+static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reason,
+				__u8 kind, __u16 flags, struct sock *rx_sk)
 {
-	struct sock *sk;
-
-	if (dev)
-		return dev->nd_net.net->ns.inum;
-	sk = skb->sk;
-	if (sk)
-		return sk->__sk_common.skc_net.net->ns.inum;
-	return 0;
-}
-
-static __always_inline int emit(struct sk_buff *skb, __u64 location,
-				__u32 reason, __u8 kind, __u8 flags)
-{
-	struct net_device *dev = skb->dev;
-	__u32 netns = skb_netns(skb, dev);
-	__u32 ifindex;
+	struct sock *sk = skb->sk;
+	__u32 iif = skb->skb_iif;
+	struct net_device *dev;
+	struct cpu_state *c;
+	bool owned = false;
+	__u32 netns = 0, ifindex = 0;
+	__u8 netns_from = FROM_NONE, if_from = FROM_NONE, sk_family = 0;
 	__u32 mark = skb->mark;
+	__u16 protocol = skb->protocol;
 	__u32 snap = snap_len;
 	struct event *ev;
 	unsigned char *head;
@@ -218,25 +370,88 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	__u32 off, tail, n;
 	__u8 nf_hook = 0, nf_pf = 0;
 
-	ifindex = dev ? dev->ifindex : skb->skb_iif;
+	/* Pointers may not be OR-ed: test them one by one. */
+	if (sk)
+		owned = true;
+	barrier_var(owned);
+	if (rx_sk)
+		owned = true;
+	c = cpu_state();
+	if (!c)
+		return 0;
+	dev = skb_device(skb, owned, iif, &c->scratch);
+	if (rx_sk) {
+		netns = sk_netns(rx_sk);
+		netns_from = FROM_RX_SK;
+		sk_family = rx_sk->__sk_common.skc_family;
+	} else if (dev) {
+		netns = dev->nd_net.net->ns.inum;
+		netns_from = FROM_DEV;
+	} else if (sk) {
+		netns = sk_netns(sk);
+		netns_from = FROM_SK;
+	} else if (kind == KIND_READ) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		struct nsproxy *nsp = t->nsproxy;
+
+		if (nsp) {
+			netns = nsp->net_ns->ns.inum;
+			netns_from = FROM_TASK;
+		}
+	}
+	if (sk && !sk_family)
+		sk_family = sk->__sk_common.skc_family;
+	if (dev) {
+		ifindex = dev->ifindex;
+		if_from = FROM_DEV;
+	} else if (iif) {
+		ifindex = iif;
+		if_from = FROM_IIF;
+	}
 
 	/*
 	 * Whatever happens to the event, a freed skb leaves inflight: its
 	 * address will be reused by another packet.
 	 */
-	if (nf_enabled) {
+	if (nf_enabled && kind != KIND_READ) {
 		struct nf_stack *st = nf_stack();
 
 		if (st && st->top && nf_take(st, (__u64)skb, bpf_jiffies64(), &nf_hook, &nf_pf))
 			flags |= EVF_NF;
 	}
 
-	if (filter_netns && netns != filter_netns)
-		return 0;
+	if (filter_netns && netns != filter_netns) {
+		if (netns_from != FROM_NONE || !iif ||
+		    !bpf_map_lookup_elem(&filter_netns_ifindexes, &iif))
+			return 0;
+		netns = filter_netns;
+		netns_from = FROM_IIF;
+	}
 	if (filter_ifindex && ifindex != filter_ifindex)
 		return 0;
 	if (filter_mark_mask && (mark & filter_mark_mask) != filter_mark)
 		return 0;
+
+	mh = skb->mac_header;
+	if (!protocol && mh == (__u16)~0U) {
+		if (!show_non_packets) {
+			count(CNT_NOT_PACKET);
+			return 0;
+		}
+		flags |= EVF_NOT_PACKET;
+	}
+
+	head = skb->head;
+	if (BPF_CORE_READ_BITFIELD(skb, cloned)) {
+		int ref = 0;
+
+		flags |= EVF_CLONED;
+		/* skb_shinfo(skb)->dataref: this free has not dropped its reference yet. */
+		if (!bpf_probe_read_kernel(&ref, sizeof(ref), head + skb->end +
+					   bpf_core_field_offset(struct skb_shared_info, dataref)) &&
+		    (ref & 0xffff) > 1)
+			flags |= EVF_SHARED;
+	}
 
 	if (snap > SNAP_MAX)
 		snap = SNAP_MAX;
@@ -250,16 +465,21 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	ev->ts = bpf_ktime_get_ns();
 	ev->skb = (__u64)skb;
 	ev->location = location;
+	ev->head = (__u64)head;
 	ev->reason = reason;
 	ev->netns = netns;
 	ev->ifindex = ifindex;
+	ev->iif = iif;
 	ev->mark = mark;
 	ev->len = skb->len;
 	ev->cpu = bpf_get_smp_processor_id();
-	ev->protocol = skb->protocol;
+	ev->protocol = protocol;
 	ev->kind = kind;
 	ev->nf_hook = nf_hook;
 	ev->nf_pf = nf_pf;
+	ev->sk_family = sk_family;
+	ev->netns_from = netns_from;
+	ev->if_from = if_from;
 	/*
 	 * The name as two direct 8-byte loads (IFNAMSIZ is 16; user space
 	 * reads up to the NUL): a fraction of a probe-read helper call.
@@ -274,9 +494,7 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 		((__u64 *)ev->ifname)[1] = 0;
 	}
 
-	head = skb->head;
 	nh = skb->network_header;
-	mh = skb->mac_header;
 	tail = skb->tail;
 	if (mh != (__u16)~0U)
 		flags |= EVF_MAC_SET;
@@ -308,24 +526,69 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location,
 	return 0;
 }
 
+/*
+ * kfree_skb: skb, location, reason, and since 6.11 rx_sk, the receiving
+ * socket that dropped it (its presence is read from the kernel's BTF; the
+ * verifier never visits the branch where it is absent).
+ */
 SEC("tp_btf/kfree_skb")
-int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, int reason)
+int kfree_skb(unsigned long long *ctx)
 {
-	return emit(skb, (__u64)location, reason, KIND_KFREE, EVF_HAS_LOCATION);
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sock *rx_sk = NULL;
+
+	if (bpf_core_field_exists(struct trace_event_raw_kfree_skb, rx_sk))
+		rx_sk = (struct sock *)ctx[3];
+	return emit(skb, ctx[1], (__u32)ctx[2], KIND_KFREE, EVF_HAS_LOCATION, rx_sk);
 }
 
 /* consume_skb with its location argument (kernel 6.3 and later). */
 SEC("tp_btf/consume_skb")
 int BPF_PROG(consume_skb, struct sk_buff *skb, void *location)
 {
-	return emit(skb, (__u64)location, 0, KIND_CONSUME, EVF_HAS_LOCATION);
+	return emit(skb, (__u64)location, 0, KIND_CONSUME, EVF_HAS_LOCATION, NULL);
 }
 
 /* consume_skb before 6.3: the tracepoint has the skb only. */
 SEC("tp_btf/consume_skb")
 int BPF_PROG(consume_skb_noloc, struct sk_buff *skb)
 {
-	return emit(skb, 0, 0, KIND_CONSUME, 0);
+	return emit(skb, 0, 0, KIND_CONSUME, 0, NULL);
+}
+
+/*
+ * A socket copies a packet to user space: the packet was delivered. Since
+ * 5.19 (TCP) and 6.18 (UDP) the free that follows often passes no
+ * tracepoint (skb_attempt_defer_free on the allocating CPU), so the read
+ * is the delivery's sighting. A packet read in several parts (TCP, or a
+ * peek first) is reported at its first read on this CPU.
+ */
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(skb_read, struct sk_buff *skb, int len)
+{
+	struct cpu_state *c = cpu_state();
+	__u64 head = (__u64)skb->head;
+
+	if (!c)
+		return 0;
+	if (c->read_skb == as_number(&c->scratch, skb) && c->read_head == head)
+		return 0;
+	c->read_skb = as_number(&c->scratch, skb);
+	c->read_head = head;
+	return emit(skb, 0, 0, KIND_READ, 0, NULL);
+}
+
+/*
+ * Kernels with fentry: skb_attempt_defer_free frees the skb at once,
+ * without a tracepoint, when this CPU allocated it; otherwise it hands it
+ * to that CPU, whose flush passes consume_skb (napi_consume_skb).
+ */
+SEC("fentry/skb_attempt_defer_free")
+int BPF_PROG(defer_free, struct sk_buff *skb)
+{
+	if (skb->alloc_cpu != bpf_get_smp_processor_id())
+		return 0;
+	return emit(skb, 0, 0, KIND_DEFER, 0, NULL);
 }
 
 static __always_inline bool nf_wanted(const struct bpf_nf_ctx *ctx)
@@ -348,17 +611,42 @@ static __always_inline void nf_record(struct sk_buff *skb, const struct nf_hook_
 {
 	struct nf_stack *st = nf_stack();
 	struct nf_inflight *e;
-	__u64 now;
+	__u64 now, frame, stack;
+	__u32 k;
 
 	if (!st)
 		return;
-	e = &st->e[st->top & (NF_STACK - 1)];
 	now = bpf_jiffies64();
+	frame = as_number(&st->scratch, state);
+	stack = stack_of(frame);
+	/*
+	 * Entries whose chain has returned (this chain runs on their stack
+	 * from a frame no deeper than theirs) left without nf_exit: a hook
+	 * stole or queued their packet. Counted, not lost.
+	 */
+#pragma unroll
+	for (k = 0; k < NF_STACK; k++) {
+		e = &st->e[k];
+		if (e->skb && e->stack == stack && e->frame <= frame) {
+			e->skb = 0;
+			if (now - e->jiffies < NF_STALE)
+				count(CNT_NF_STOLEN);
+		}
+	}
+#pragma unroll
+	for (k = 0; k < NF_STACK; k++) {
+		if (st->top == 0 || st->e[(st->top - 1) & (NF_STACK - 1)].skb)
+			break;
+		st->top--;
+	}
+	e = &st->e[st->top & (NF_STACK - 1)];
 	/* Nested deeper than NF_STACK: a live entry is lost, and counted. */
 	if (e->skb && now - e->jiffies < NF_STALE)
 		count(CNT_NF_INFLIGHT_FULL);
 	e->skb = (__u64)skb;
 	e->jiffies = now;
+	e->frame = frame;
+	e->stack = stack;
 	e->hook = state->hook;
 	e->pf = state->pf;
 	st->top++;

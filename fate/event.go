@@ -86,6 +86,48 @@ type Event struct {
 	// freed it as consumed.
 	Verdict string
 
+	// Probe names the kernel hook that saw the event, for sources with
+	// several: "kfree_skb", "consume_skb", "read" (a socket copied the
+	// packet to user space: skb_copy_datagram_iovec; the packet was
+	// delivered), "defer_free" (freed by skb_attempt_defer_free, which
+	// has no tracepoint; fentry). Empty for sources with one.
+	Probe string
+	// Head is the kernel address of the packet's data buffer (skb->head):
+	// a clone shares it with the original, so sightings of one Head close
+	// in time are of one packet. 0 when unknown.
+	Head uint64
+	// Iif is the index of the interface the packet arrived on
+	// (skb->skb_iif), 0 when it was sent from this host or unknown.
+	Iif uint32
+	// NetnsFrom and IfindexFrom say where Netns and Ifindex were taken
+	// from: "device" (skb->dev), "socket" (skb->sk), "rx_sk" (the
+	// receiving socket that dropped it, kfree_skb's argument since 6.11),
+	// "task" (the process reading it), "iif" (the interface it arrived on:
+	// the device pointer was gone; for Netns: nothing in the skb named it
+	// and the netns filter kept it because that namespace has an
+	// interface of this index), "" (unknown: Netns or Ifindex is 0).
+	NetnsFrom, IfindexFrom string
+	// SockFamily is the address family (AF_*) of the socket that held the
+	// skb (skb->sk, or rx_sk), 0 when none: 17 (AF_PACKET) is a tap's copy.
+	SockFamily uint8
+	// Cloned is set when the skb was a clone or had clones (skb->cloned).
+	Cloned bool
+	// DataShared is set when, after this free, the data buffer is still
+	// referenced by another skb: a copy was released, not the packet.
+	DataShared bool
+	// NotPacket is set for an skb that is not a network packet (no
+	// protocol, no MAC header: netlink, unix, vsock buffers), shown only
+	// on request.
+	NotPacket bool
+	// ReasonInferred is set when Reason is pktfate's own, inferred from
+	// the freeing location (a refusal the kernel frees with consume_skb):
+	// see docs/inferred-reasons.md.
+	ReasonInferred bool
+	// NFBlind, for a drop with reason NETFILTER_DROP that the netfilter
+	// attribution did not see inside any chain, says why it could not
+	// ("" otherwise).
+	NFBlind string
+
 	// Packet is Data decoded.
 	Packet Packet
 }

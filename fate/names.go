@@ -5,19 +5,23 @@ import (
 	"strings"
 )
 
-// NetfilterHook names a netfilter inet hook number (enum nf_inet_hooks).
-func NetfilterHook(h uint8) string {
-	switch h {
-	case 0:
-		return "PRE_ROUTING"
-	case 1:
-		return "LOCAL_IN"
-	case 2:
-		return "FORWARD"
-	case 3:
-		return "LOCAL_OUT"
-	case 4:
-		return "POST_ROUTING"
+// NetfilterHook names hook number h of netfilter protocol family pf
+// (NFPROTO_*): enum nf_inet_hooks for ipv4, ipv6 and inet, NF_BR_* for
+// bridge, NF_ARP_* for arp, enum nf_dev_hooks for netdev.
+func NetfilterHook(pf, h uint8) string {
+	var names []string
+	switch pf {
+	case 1, 2, 10: // inet, ipv4, ipv6
+		names = []string{"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING", "INGRESS"}
+	case 3: // arp
+		names = []string{"IN", "OUT", "FORWARD"}
+	case 5: // netdev
+		names = []string{"INGRESS", "EGRESS"}
+	case 7: // bridge
+		names = []string{"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING", "BROUTING"}
+	}
+	if int(h) < len(names) {
+		return names[h]
 	}
 	return "HOOK_" + strconv.Itoa(int(h))
 }
@@ -31,6 +35,8 @@ func NetfilterFamily(pf uint8) string {
 		return "ipv4"
 	case 3:
 		return "arp"
+	case 5:
+		return "netdev"
 	case 7:
 		return "bridge"
 	case 10:

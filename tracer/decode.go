@@ -3,6 +3,8 @@ package tracer
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/pktfate/pktfate/fate"
@@ -11,53 +13,88 @@ import (
 // Offsets of struct event (bpf/skbfate.c), taken from the bpf2go-generated
 // type so that C and Go share one definition.
 const (
-	offTs       = unsafe.Offsetof(skbfateEvent{}.Ts)
-	offSkb      = unsafe.Offsetof(skbfateEvent{}.Skb)
-	offLocation = unsafe.Offsetof(skbfateEvent{}.Location)
-	offReason   = unsafe.Offsetof(skbfateEvent{}.Reason)
-	offNetns    = unsafe.Offsetof(skbfateEvent{}.Netns)
-	offIfindex  = unsafe.Offsetof(skbfateEvent{}.Ifindex)
-	offMark     = unsafe.Offsetof(skbfateEvent{}.Mark)
-	offLen      = unsafe.Offsetof(skbfateEvent{}.Len)
-	offCPU      = unsafe.Offsetof(skbfateEvent{}.Cpu)
-	offProtocol = unsafe.Offsetof(skbfateEvent{}.Protocol)
-	offCapLen   = unsafe.Offsetof(skbfateEvent{}.CapLen)
-	offKind     = unsafe.Offsetof(skbfateEvent{}.Kind)
-	offFlags    = unsafe.Offsetof(skbfateEvent{}.Flags)
-	offNfHook   = unsafe.Offsetof(skbfateEvent{}.NfHook)
-	offNfPf     = unsafe.Offsetof(skbfateEvent{}.NfPf)
-	offIfname   = unsafe.Offsetof(skbfateEvent{}.Ifname)
-	offData     = unsafe.Offsetof(skbfateEvent{}.Data)
+	offTs        = unsafe.Offsetof(skbfateEvent{}.Ts)
+	offSkb       = unsafe.Offsetof(skbfateEvent{}.Skb)
+	offLocation  = unsafe.Offsetof(skbfateEvent{}.Location)
+	offHead      = unsafe.Offsetof(skbfateEvent{}.Head)
+	offReason    = unsafe.Offsetof(skbfateEvent{}.Reason)
+	offNetns     = unsafe.Offsetof(skbfateEvent{}.Netns)
+	offIfindex   = unsafe.Offsetof(skbfateEvent{}.Ifindex)
+	offIif       = unsafe.Offsetof(skbfateEvent{}.Iif)
+	offMark      = unsafe.Offsetof(skbfateEvent{}.Mark)
+	offLen       = unsafe.Offsetof(skbfateEvent{}.Len)
+	offCPU       = unsafe.Offsetof(skbfateEvent{}.Cpu)
+	offProtocol  = unsafe.Offsetof(skbfateEvent{}.Protocol)
+	offCapLen    = unsafe.Offsetof(skbfateEvent{}.CapLen)
+	offFlags     = unsafe.Offsetof(skbfateEvent{}.Flags)
+	offKind      = unsafe.Offsetof(skbfateEvent{}.Kind)
+	offNfHook    = unsafe.Offsetof(skbfateEvent{}.NfHook)
+	offNfPf      = unsafe.Offsetof(skbfateEvent{}.NfPf)
+	offSkFamily  = unsafe.Offsetof(skbfateEvent{}.SkFamily)
+	offNetnsFrom = unsafe.Offsetof(skbfateEvent{}.NetnsFrom)
+	offIfFrom    = unsafe.Offsetof(skbfateEvent{}.IfFrom)
+	offIfname    = unsafe.Offsetof(skbfateEvent{}.Ifname)
+	offData      = unsafe.Offsetof(skbfateEvent{}.Data)
 
 	// MaxSnapLen is the most packet bytes one event can carry.
 	MaxSnapLen = len(skbfateEvent{}.Data)
 
 	kindKfree   = 0
 	kindConsume = 1
+	kindRead    = 2
+	kindDefer   = 3
 
 	flagNetwork     = 1 << 0
 	flagMAC         = 1 << 1
 	flagHasLocation = 1 << 2
 	flagNF          = 1 << 3
 	flagMACSet      = 1 << 4
+	flagCloned      = 1 << 5
+	flagShared      = 1 << 6
+	flagNotPacket   = 1 << 7
 )
 
+// whereFrom names enum where_from (bpf/skbfate.c).
+var whereFrom = [...]string{"", "device", "socket", "rx_sk", "task", "iif"}
+
+func whereName(v uint8) string {
+	if int(v) < len(whereFrom) {
+		return whereFrom[v]
+	}
+	return "unknown"
+}
+
 // Decoder turns raw ring-buffer records of the ebpf source into Events.
-// Not safe for concurrent use: it reuses its buffers and caches names.
+// Safe for concurrent use: the sources share one.
 type Decoder struct {
 	Reasons *Reasons
 	Symbols *Symbols
 	Clock   Clock
+	// Inferred names refusals from their location (nil: none).
+	Inferred *InferredReasons
+	// NFBlind, when set, says why the netfilter attribution cannot see a
+	// NETFILTER_DROP that no chain bracketed (see NetfilterBlindness).
+	NFBlind string
 
-	pkt     *packetDecoder
-	ifnames map[[16]byte]string
-	// The previous record's location and interface name: in a drop storm
-	// they repeat, and comparing beats a map lookup.
-	lastLoc     uint64
-	lastLocName string
-	lastIf      [16]byte
-	lastIfName  string
-	haveLastIf  bool
+	// The last location and interface name: in a drop storm they repeat,
+	// and comparing beats a lookup.
+	lastLoc atomic.Pointer[locName]
+	lastIf  atomic.Pointer[ifName]
+	ifnames sync.Map // [16]byte -> string
+	nifs    atomic.Int32
+}
+
+type locName struct {
+	addr uint64
+	name string
+	// inferred is the reason of a consume at this location (see
+	// InferredReasons), "" if none.
+	inferred string
+}
+
+type ifName struct {
+	key  [16]byte
+	name string
 }
 
 // NewDecoder returns a Decoder naming reasons with r and locations with s
@@ -66,7 +103,7 @@ func NewDecoder(r *Reasons, s *Symbols, c Clock) *Decoder {
 	if r == nil {
 		r = &Reasons{}
 	}
-	return &Decoder{Reasons: r, Symbols: s, Clock: c, pkt: newPacketDecoder(), ifnames: map[[16]byte]string{}}
+	return &Decoder{Reasons: r, Symbols: s, Clock: c, Inferred: DefaultInferredReasons()}
 }
 
 // Fork returns a Decoder naming reasons and locations like d, with caches
@@ -87,17 +124,19 @@ func (d *Decoder) Decode(raw []byte, ev *fate.Event) error {
 		return fmt.Errorf("record claims %d packet bytes but carries %d", capLen, len(raw)-int(offData))
 	}
 	kind := raw[offKind]
-	flags := raw[offFlags]
+	flags := le.Uint16(raw[offFlags:])
 
 	ev.Source = "ebpf"
 	ev.Mono = le.Uint64(raw[offTs:])
 	ev.Time = d.Clock.Wall(ev.Mono)
 	ev.CPU = le.Uint32(raw[offCPU:])
 	ev.Skb = le.Uint64(raw[offSkb:])
+	ev.Head = le.Uint64(raw[offHead:])
 	ev.ReasonCode = le.Uint32(raw[offReason:])
 	ev.LocationAddr = le.Uint64(raw[offLocation:])
 	ev.Netns = le.Uint32(raw[offNetns:])
 	ev.Ifindex = le.Uint32(raw[offIfindex:])
+	ev.Iif = le.Uint32(raw[offIif:])
 	ev.Mark = le.Uint32(raw[offMark:])
 	ev.Len = le.Uint32(raw[offLen:])
 	// skb->protocol is big endian in the kernel.
@@ -105,55 +144,91 @@ func (d *Decoder) Decode(raw []byte, ev *fate.Event) error {
 	ev.Data = raw[offData : int(offData)+capLen]
 	ev.MACHeader = flags&flagMAC != 0
 	ev.HadMAC = flags&flagMACSet != 0
+	ev.NetnsFrom = whereName(raw[offNetnsFrom])
+	ev.IfindexFrom = whereName(raw[offIfFrom])
+	ev.SockFamily = raw[offSkFamily]
+	ev.Cloned = flags&flagCloned != 0
+	ev.DataShared = flags&flagShared != 0
+	ev.NotPacket = flags&flagNotPacket != 0
+	ev.ReasonInferred = false
+	ev.NFBlind = ""
 
-	switch {
-	case kind == kindConsume:
-		ev.Fate, ev.Reason = fate.FateConsume, ""
-	case kind == kindKfree && d.Reasons.IsConsumed(ev.ReasonCode):
-		ev.Fate, ev.Reason = fate.FateConsume, ""
-	case kind == kindKfree:
-		ev.Fate, ev.Reason = fate.FateDrop, d.Reasons.Name(ev.ReasonCode)
+	loc := d.location(ev.LocationAddr)
+	ev.Location = loc.name
+	switch kind {
+	case kindConsume:
+		ev.Fate, ev.Reason, ev.Probe = fate.FateConsume, "", "consume_skb"
+		if loc.inferred != "" {
+			ev.Fate, ev.Reason, ev.ReasonInferred = fate.FateDrop, loc.inferred, true
+		}
+	case kindKfree:
+		ev.Probe = "kfree_skb"
+		if d.Reasons.IsConsumed(ev.ReasonCode) {
+			ev.Fate, ev.Reason = fate.FateConsume, ""
+		} else {
+			ev.Fate, ev.Reason = fate.FateDrop, d.Reasons.Name(ev.ReasonCode)
+		}
+	case kindRead:
+		ev.Fate, ev.Reason, ev.Probe = fate.FateConsume, "", "read"
+		ev.Location = "skb_copy_datagram_iovec"
+	case kindDefer:
+		ev.Fate, ev.Reason, ev.Probe = fate.FateConsume, "", "defer_free"
+		ev.Location = "skb_attempt_defer_free"
 	default:
 		return fmt.Errorf("record has unknown kind %d", kind)
 	}
 	ev.Hook, ev.Family, ev.Verdict = "", "", ""
 	if flags&flagNF != 0 {
-		ev.Hook, ev.Family = fate.NetfilterHook(raw[offNfHook]), fate.NetfilterFamily(raw[offNfPf])
+		pf := raw[offNfPf]
+		ev.Hook, ev.Family = fate.NetfilterHook(pf, raw[offNfHook]), fate.NetfilterFamily(pf)
 		ev.Verdict = "drop"
 		if ev.Fate == fate.FateConsume {
 			ev.Verdict = "stolen"
 		}
+	} else if d.NFBlind != "" && ev.Fate == fate.FateDrop && ev.Reason == "NETFILTER_DROP" {
+		ev.NFBlind = d.NFBlind
 	}
-	if ev.LocationAddr != d.lastLoc || d.lastLocName == "" {
-		d.lastLoc, d.lastLocName = ev.LocationAddr, d.Symbols.Format(ev.LocationAddr)
-	}
-	ev.Location = d.lastLocName
 	ev.Ifname = d.ifname(raw[offIfname : offIfname+16])
 	if flags&(flagNetwork|flagMAC) != 0 {
-		d.pkt.decode(&ev.Packet, ev.EtherType, ev.Data, ev.MACHeader)
+		decodePacket(&ev.Packet, ev.EtherType, ev.Data, ev.MACHeader)
 	} else {
 		ev.Packet = fate.Packet{}
 	}
 	return nil
 }
 
+func (d *Decoder) location(addr uint64) *locName {
+	if l := d.lastLoc.Load(); l != nil && l.addr == addr {
+		return l
+	}
+	l := &locName{addr: addr, name: d.Symbols.Format(addr)}
+	if addr != 0 && d.Inferred != nil {
+		l.inferred = d.Inferred.Lookup(fate.Function(l.name))
+	}
+	d.lastLoc.Store(l)
+	return l
+}
+
 func (d *Decoder) ifname(b []byte) string {
 	var key [16]byte
 	copy(key[:], b)
-	if d.haveLastIf && key == d.lastIf {
-		return d.lastIfName
+	if l := d.lastIf.Load(); l != nil && l.key == key {
+		return l.name
 	}
-	if s, ok := d.ifnames[key]; ok {
-		d.lastIf, d.lastIfName, d.haveLastIf = key, s, true
-		return s
+	var s string
+	if v, ok := d.ifnames.Load(key); ok {
+		s = v.(string)
+	} else {
+		n := 0
+		for n < len(key) && key[n] != 0 {
+			n++
+		}
+		s = string(key[:n])
+		if d.nifs.Load() < 4096 {
+			d.ifnames.Store(key, s)
+			d.nifs.Add(1)
+		}
 	}
-	n := 0
-	for n < len(key) && key[n] != 0 {
-		n++
-	}
-	s := string(key[:n])
-	if len(d.ifnames) < 4096 {
-		d.ifnames[key] = s
-	}
+	d.lastIf.Store(&ifName{key: key, name: s})
 	return s
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"slices"
@@ -24,23 +25,31 @@ import (
 // tests check the decoder against the C struct, not against itself
 // (TestEventLayout checks these against the BPF object's BTF).
 const (
-	rawReason   = 24
-	rawNetns    = 28
-	rawIfindex  = 32
-	rawLen      = 40
-	rawProtocol = 48
-	rawCapLen   = 50
-	rawKind     = 52
-	rawFlags    = 53
-	rawNfHook   = 54
-	rawNfPf     = 55
-	rawIfname   = 56
-	rawData     = 72
+	rawHead      = 24
+	rawReason    = 32
+	rawNetns     = 36
+	rawIfindex   = 40
+	rawIif       = 44
+	rawLen       = 52
+	rawProtocol  = 60
+	rawCapLen    = 62
+	rawFlags     = 64 // u16, little endian: the low byte first
+	rawKind      = 66
+	rawNfHook    = 67
+	rawNfPf      = 68
+	rawSkFamily  = 69
+	rawNetnsFrom = 70
+	rawIfFrom    = 71
+	rawIfname    = 72
+	rawData      = 88
 
 	evfNetwork     = 1 << 0
 	evfMAC         = 1 << 1
 	evfHasLocation = 1 << 2
 	evfNF          = 1 << 3
+	evfCloned      = 1 << 5
+	evfShared      = 1 << 6
+	evfNotPacket   = 1 << 7
 )
 
 func loadReasons(tb testing.TB, kernel string) *tracer.Reasons {
@@ -225,8 +234,14 @@ func TestDecodeRecordsScenario(t *testing.T) {
 // reasons of other kernels: the raw code is kept, the name follows the BTF
 // given. This is why names must come from the running kernel.
 func TestDecodeOtherKernelsReasons(t *testing.T) {
-	_, raws := tracer.LoadRecords(t, tracer.RecordsDir)
+	m, raws := tracer.LoadRecords(t, tracer.RecordsDir)
 	raw := raws["udp4-closed-port"]
+	var addr uint64
+	for _, r := range m.Records {
+		if r.Name == "udp4-closed-port" {
+			addr = r.LocationAddr
+		}
+	}
 	for _, tc := range []struct {
 		reasons *tracer.Reasons
 		want    string
@@ -245,7 +260,7 @@ func TestDecodeOtherKernelsReasons(t *testing.T) {
 			t.Errorf("reason %d %q, want 3 %q", ev.ReasonCode, ev.Reason, tc.want)
 		}
 		// Without symbols the location is the raw address.
-		if want := "0xffffffff82046f4c"; ev.Location != want {
+		if want := fmt.Sprintf("%#x", addr); ev.Location != want {
 			t.Errorf("location without symbols = %q, want %q", ev.Location, want)
 		}
 	}
@@ -451,8 +466,8 @@ func malformedRecords(tb testing.TB) map[string][]byte {
 			binary.LittleEndian.PutUint16(b[rawCapLen:], 0xffff)
 			return b
 		}),
-		"unknown kind 2": mutate(udp4, func(b []byte) []byte {
-			b[rawKind] = 2
+		"unknown kind 4": mutate(udp4, func(b []byte) []byte {
+			b[rawKind] = 4
 			return b
 		}),
 		"unknown kind 255": mutate(udp4, func(b []byte) []byte {
@@ -630,5 +645,34 @@ func TestDecodeTCPFlags(t *testing.T) {
 		if ev.Packet.Proto != "tcp" || ev.Packet.TCPFlags != flags {
 			t.Errorf("header flags %#02x decoded as %s %#02x", flags, ev.Packet.Proto, ev.Packet.TCPFlags)
 		}
+	}
+}
+
+// TestDecodeInferredReason: a consume at a location the inferred-reasons
+// table names is reported as a drop with pktfate's reason, marked
+// inferred; other consumes stay consumes.
+func TestDecodeInferredReason(t *testing.T) {
+	_, raws := tracer.LoadRecords(t, tracer.RecordsDir)
+	d := fixtureDecoder(t)
+	d.Inferred = tracer.NewInferredReasons(map[string]string{"icmp_rcv": "TEST_REFUSAL (inferred from icmp_rcv)"})
+	var ev fate.Event
+	if err := d.Decode(raws["icmp4-echo-request"], &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Fate != fate.FateDrop || ev.Reason != "TEST_REFUSAL (inferred from icmp_rcv)" || !ev.ReasonInferred {
+		t.Errorf("consume at icmp_rcv: %s %q inferred %v", ev.Fate, ev.Reason, ev.ReasonInferred)
+	}
+	if err := d.Decode(raws["udp4-closed-port"], &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Reason != "NO_SOCKET" || ev.ReasonInferred {
+		t.Errorf("kernel's own reason: %q inferred %v", ev.Reason, ev.ReasonInferred)
+	}
+	d.Inferred = tracer.DefaultInferredReasons()
+	if err := d.Decode(raws["icmp4-echo-request"], &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Fate != fate.FateConsume || ev.ReasonInferred {
+		t.Errorf("default table: consume at icmp_rcv became %s inferred %v", ev.Fate, ev.ReasonInferred)
 	}
 }

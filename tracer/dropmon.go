@@ -162,7 +162,7 @@ func (s *Dropmon) fill(e *fate.Event, p *dropmon.PacketAlert) {
 	n := min(len(p.Payload), s.cfg.SnapLen+14)
 	e.Data = append(e.Data, p.Payload[:n]...)
 	e.MACHeader = true
-	s.decoder.pkt.decode(&e.Packet, e.EtherType, e.Data, true)
+	decodePacket(&e.Packet, e.EtherType, e.Data, true)
 }
 
 // Losses implements Source: alerts the kernel's queue could not hold, and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,10 @@ type EBPFConfig struct {
 	// the nf observer: the user asked for nf alone. The tracepoint
 	// programs still run (they see the free); the ebpf observer does not.
 	NetfilterOnly bool
+	// ShowNonPackets also reports skbs that are not network packets (no
+	// protocol, no MAC header: netlink, unix, vsock buffers); otherwise
+	// they are only counted (Information: not_packets).
+	ShowNonPackets bool
 	// Kernel is the kernel's BTF (nil loads the running kernel's).
 	Kernel *btf.Spec
 	// Decoder turns records into events (nil builds one from the kernel's
@@ -84,6 +89,16 @@ type EBPF struct {
 	// ConsumeLocation reports whether consume_skb events carry their
 	// caller (kernel 6.3 and later). Valid after Start.
 	ConsumeLocation bool
+	// Deliveries says how delivered packets are seen (with Consumes):
+	// "read" (skb_copy_datagram_iovec: a socket copied the packet to user
+	// space), plus "defer_free" where fentry reaches skb_attempt_defer_free.
+	// DeliveriesBlind, when not empty, says once what cannot be seen on
+	// this kernel. Valid after Start.
+	Deliveries      []string
+	DeliveriesBlind string
+	// netnsIfindexes: the interface indexes of FilterNetns's namespace
+	// that the kernel filter knows (see filter_netns_ifindexes).
+	netnsIfindexes map[uint32]bool
 	// NetfilterMethod is the netfilter attribution method in use
 	// (NetfilterLinks, NetfilterFexit), "" when off. Valid after Start.
 	NetfilterMethod string
@@ -223,22 +238,30 @@ type objsAll struct {
 	skbfateMaps
 	Kfree   *ebpf.Program `ebpf:"kfree_skb"`
 	Consume *ebpf.Program `ebpf:"consume_skb"`
+	Read    *ebpf.Program `ebpf:"skb_read"`
 }
 
 type objsAllNoLoc struct {
 	skbfateMaps
 	Kfree   *ebpf.Program `ebpf:"kfree_skb"`
 	Consume *ebpf.Program `ebpf:"consume_skb_noloc"`
+	Read    *ebpf.Program `ebpf:"skb_read"`
 }
 
 type objsConsume struct {
 	skbfateMaps
 	Consume *ebpf.Program `ebpf:"consume_skb"`
+	Read    *ebpf.Program `ebpf:"skb_read"`
 }
 
 type objsConsumeNoLoc struct {
 	skbfateMaps
 	Consume *ebpf.Program `ebpf:"consume_skb_noloc"`
+	Read    *ebpf.Program `ebpf:"skb_read"`
+}
+
+type objsDefer struct {
+	Defer *ebpf.Program `ebpf:"defer_free"`
 }
 
 // Start implements Source: it loads the programs, attaches them and opens
@@ -277,22 +300,23 @@ func (s *EBPF) Start() error {
 		skbfateVarFilterMarkMask: s.cfg.FilterMarkMask,
 		skbfateVarWakeupEvery:    uint64(wakeupEvery),
 		skbfateVarNfEnabled:      s.cfg.Netfilter,
+		skbfateVarShowNonPackets: s.cfg.ShowNonPackets,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("setting BPF variable %s: %w", name, err)
 		}
 	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
-	var kfree, consume *ebpf.Program
+	var kfree, consume, read *ebpf.Program
 	switch {
 	case s.cfg.Drops && s.cfg.Consumes && s.ConsumeLocation:
 		var o objsAll
 		err = spec.LoadAndAssign(&o, opts)
-		s.maps, kfree, consume = o.skbfateMaps, o.Kfree, o.Consume
+		s.maps, kfree, consume, read = o.skbfateMaps, o.Kfree, o.Consume, o.Read
 	case s.cfg.Drops && s.cfg.Consumes:
 		var o objsAllNoLoc
 		err = spec.LoadAndAssign(&o, opts)
-		s.maps, kfree, consume = o.skbfateMaps, o.Kfree, o.Consume
+		s.maps, kfree, consume, read = o.skbfateMaps, o.Kfree, o.Consume, o.Read
 	case s.cfg.Drops:
 		var o objsDrop
 		err = spec.LoadAndAssign(&o, opts)
@@ -300,16 +324,16 @@ func (s *EBPF) Start() error {
 	case s.ConsumeLocation:
 		var o objsConsume
 		err = spec.LoadAndAssign(&o, opts)
-		s.maps, consume = o.skbfateMaps, o.Consume
+		s.maps, consume, read = o.skbfateMaps, o.Consume, o.Read
 	default:
 		var o objsConsumeNoLoc
 		err = spec.LoadAndAssign(&o, opts)
-		s.maps, consume = o.skbfateMaps, o.Consume
+		s.maps, consume, read = o.skbfateMaps, o.Consume, o.Read
 	}
 	if err != nil {
 		return fmt.Errorf("loading BPF programs: %w", explainLoadError(err))
 	}
-	for _, p := range []*ebpf.Program{kfree, consume} {
+	for _, p := range []*ebpf.Program{kfree, consume, read} {
 		if p == nil {
 			continue
 		}
@@ -319,6 +343,20 @@ func (s *EBPF) Start() error {
 			return fmt.Errorf("attaching %s tracepoint: %w", p, err)
 		}
 		s.links = append(s.links, l)
+	}
+	if s.cfg.Consumes {
+		s.Deliveries = []string{"read"}
+		if err := s.attachDeferFree(spec, opts); err != nil {
+			s.DeliveriesBlind = "delivered packets are seen when a socket reads them (skb_copy_datagram_iovec); " +
+				"one freed by skb_attempt_defer_free unread is not seen: that function has no tracepoint, and fentry on it failed here (" + err.Error() + ")"
+		} else {
+			s.Deliveries = append(s.Deliveries, "defer_free")
+		}
+	}
+	if s.cfg.FilterNetns != 0 {
+		if err := s.refreshNetnsIfindexes(); err != nil {
+			return err
+		}
 	}
 	if s.cfg.Netfilter {
 		if err := s.attachNetfilter(spec, opts); err != nil {
@@ -337,7 +375,99 @@ func (s *EBPF) Start() error {
 			return err
 		}
 	}
+	if s.cfg.Netfilter {
+		s.decoder.NFBlind = NetfilterBlindness(s.NetfilterMethod)
+	}
 	return nil
+}
+
+// attachDeferFree attaches fentry on skb_attempt_defer_free, which frees
+// delivered TCP (5.19+) and UDP (6.18+) packets without a tracepoint.
+func (s *EBPF) attachDeferFree(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+	dopts := *opts
+	dopts.MapReplacements = s.mapReplacements()
+	var o objsDefer
+	if err := spec.LoadAndAssign(&o, &dopts); err != nil {
+		return fmt.Errorf("loading fentry on skb_attempt_defer_free: %w", errors.Join(ebpf.ErrNotSupported, explainLoadError(err)))
+	}
+	l, err := link.AttachTracing(link.TracingOptions{Program: o.Defer})
+	if err != nil {
+		o.Defer.Close()
+		return fmt.Errorf("attaching fentry on skb_attempt_defer_free: %w", errors.Join(ebpf.ErrNotSupported, err))
+	}
+	s.progs = append(s.progs, o.Defer)
+	s.links = append(s.links, l)
+	return nil
+}
+
+// mapReplacements makes programs loaded after the first collection share
+// its maps.
+func (s *EBPF) mapReplacements() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
+		skbfateMapInflight:             s.maps.Inflight,
+		skbfateMapCounters:             s.maps.Counters,
+		skbfateMapEvents:               s.maps.Events,
+		skbfateMapCpuStates:            s.maps.CpuStates,
+		skbfateMapFilterNetnsIfindexes: s.maps.FilterNetnsIfindexes,
+	}
+}
+
+// refreshNetnsIfindexes tells the kernel filter the interface indexes of
+// the filtered namespace (an skb whose namespace nothing in it names
+// passes the netns filter when it arrived on one of them).
+func (s *EBPF) refreshNetnsIfindexes() error {
+	path, err := netnsPath(s.cfg.FilterNetns)
+	if err != nil {
+		return err
+	}
+	var ifs []net.Interface
+	if err := inNetns(path, func() error {
+		var err error
+		ifs, err = net.Interfaces()
+		return err
+	}); err != nil {
+		return fmt.Errorf("listing the interfaces of network namespace %d: %w", s.cfg.FilterNetns, err)
+	}
+	now := map[uint32]bool{}
+	for _, i := range ifs {
+		now[uint32(i.Index)] = true
+	}
+	for idx := range s.netnsIfindexes {
+		if !now[idx] {
+			s.maps.FilterNetnsIfindexes.Delete(idx)
+		}
+	}
+	for idx := range now {
+		if !s.netnsIfindexes[idx] {
+			if err := s.maps.FilterNetnsIfindexes.Put(idx, uint8(1)); err != nil {
+				return fmt.Errorf("telling the netns filter interface %d: %w", idx, err)
+			}
+		}
+	}
+	s.netnsIfindexes = now
+	return nil
+}
+
+// netnsPath returns a path of the network namespace with inode ino ("" for
+// the current one).
+func netnsPath(ino uint32) (string, error) {
+	if cur, err := netnsInode(""); err == nil && cur == ino {
+		return "", nil
+	}
+	all, err := listNetns(false)
+	if err != nil {
+		return "", err
+	}
+	if p, ok := all[ino]; ok {
+		return p, nil
+	}
+	if all, err = listNetns(true); err != nil {
+		return "", err
+	}
+	if p, ok := all[ino]; ok {
+		return p, nil
+	}
+	return "", fmt.Errorf("network namespace %d: no mount, process or descriptor holds it: %w", ino, os.ErrNotExist)
 }
 
 // DefaultDecoder builds a Decoder from kernel BTF (drop reasons) and
@@ -367,7 +497,7 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 	if s.ring == nil {
 		return errors.New("ebpf source: Run before Start")
 	}
-	if s.nfRescan {
+	if s.nfRescan || s.cfg.FilterNetns != 0 {
 		stop := make(chan struct{})
 		done := make(chan struct{})
 		go func() {
@@ -379,7 +509,13 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 				case <-stop:
 					return
 				case <-t.C:
-					s.rescanNetns()
+					if s.nfRescan {
+						s.rescanNetns()
+					}
+					if s.cfg.FilterNetns != 0 {
+						// A namespace that is gone has no interfaces left to add.
+						_ = s.refreshNetnsIfindexes()
+					}
 				}
 			}
 		}()
@@ -446,10 +582,25 @@ func (s *EBPF) counterLoss(observer, name string, idx uint32) fate.Loss {
 	return l
 }
 
+// Information implements fate.Informer: counts that are not losses. skbs
+// that are not network packets and were not shown (not_packets;
+// EBPFConfig.ShowNonPackets shows them), and packets a netfilter hook
+// stole or queued (nf stolen: they left their chain without reaching its
+// last priority, e.g. fragments conntrack holds for reassembly).
+func (s *EBPF) Information() []fate.Loss {
+	out := []fate.Loss{s.counterLoss(fate.ObserverEBPF, "not_packets", cntNotPacket)}
+	if s.cfg.Netfilter {
+		out = append(out, s.counterLoss(fate.ObserverNF, "stolen", cntNFStolen))
+	}
+	return out
+}
+
 const (
 	cntRingbufFull    = 0
 	cntSubmitted      = 1
 	cntNFInflightFull = 2
+	cntNotPacket      = 3
+	cntNFStolen       = 4
 )
 
 func (s *EBPF) counter(idx uint32) (uint64, error) {

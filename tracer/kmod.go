@@ -141,11 +141,11 @@ func (s *Kmod) fill(e *fate.Event, d *kmod.Drop) {
 	e.Mark = d.Mark
 	e.Len = d.Len
 	e.EtherType = d.Protocol
-	e.Hook = fate.NetfilterHook(d.Hook)
+	e.Hook = fate.NetfilterHook(d.Family, d.Hook)
 	e.Family = fate.NetfilterFamily(d.Family)
 	e.Data = append(e.Data, d.Payload...)
 	e.MACHeader = false
-	s.decoder.pkt.decode(&e.Packet, e.EtherType, e.Data, false)
+	decodePacket(&e.Packet, e.EtherType, e.Data, false)
 }
 
 // Losses implements Source: drops the module saw but did not report (rate

@@ -78,18 +78,38 @@ func FexitSupported() error {
 }
 
 // NetfilterMethodAvailable returns the netfilter attribution method this
-// kernel supports: links (6.4+) else fexit, or an error wrapping
-// ebpf.ErrNotSupported.
+// kernel supports, the better first: fexit on nf_hook_slow, which brackets
+// the chain of every family, hook, priority and network namespace (and
+// costs nothing where no netfilter hook is registered), else BPF netfilter
+// links (6.4+), which register hooks of their own in each namespace and
+// bracket only IPv4 and IPv6 chains between priorities INT_MIN+1 and
+// INT_MAX-1. Otherwise an error wrapping ebpf.ErrNotSupported.
 func NetfilterMethodAvailable() (string, error) {
-	lerr := NetfilterLinksSupported()
-	if lerr == nil {
-		return NetfilterLinks, nil
-	}
 	ferr := FexitSupported()
 	if ferr == nil {
 		return NetfilterFexit, nil
 	}
-	return "", fmt.Errorf("no way to attribute drops to netfilter hooks: %w; %w", lerr, ferr)
+	lerr := NetfilterLinksSupported()
+	if lerr == nil {
+		return NetfilterLinks, nil
+	}
+	return "", fmt.Errorf("no way to attribute drops to netfilter hooks: %w; %w", ferr, lerr)
+}
+
+// NetfilterBlindness says why a drop with reason NETFILTER_DROP that the
+// method in use did not see inside any chain escaped it (net/netfilter/
+// nf_bpf_link.c: links take NFPROTO_IPV4 and NFPROTO_IPV6 hooks below
+// NF_INET_NUMHOOKS only, and refuse NF_IP_PRI_FIRST and NF_IP_PRI_LAST).
+func NetfilterBlindness(method string) string {
+	switch method {
+	case NetfilterLinks:
+		return "this kernel's BPF netfilter links bracket only ipv4 and ipv6 chains between priorities INT_MIN+1 and INT_MAX-1 " +
+			"(no link type for the bridge, arp and netdev families or inet ingress; a chain at INT_MIN runs before the first link, " +
+			"one at INT_MAX, such as conntrack's confirm, after the last): the drop was in such a chain"
+	case NetfilterFexit:
+		return "freed with NETFILTER_DROP outside any hook's chain (a verdict returned later, e.g. by an NFQUEUE reader)"
+	}
+	return ""
 }
 
 type nfLinkObjects struct {
@@ -107,16 +127,12 @@ type nfFexitObjects struct {
 // kernel offers: links, else fexit.
 func (s *EBPF) attachNetfilter(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
 	nfOpts := *opts
-	nfOpts.MapReplacements = map[string]*ebpf.Map{
-		skbfateMapInflight: s.maps.Inflight,
-		skbfateMapCounters: s.maps.Counters,
-		skbfateMapEvents:   s.maps.Events,
-	}
+	nfOpts.MapReplacements = s.mapReplacements()
 	method := s.cfg.NetfilterMethod
 	if method == "" {
-		method = NetfilterFexit
-		if NetfilterLinksSupported() == nil {
-			method = NetfilterLinks
+		var err error
+		if method, err = NetfilterMethodAvailable(); err != nil {
+			return err
 		}
 	}
 	switch method {
@@ -264,7 +280,7 @@ func attachNetfilterNear(prog *ebpf.Program, pf link.NetfilterProtocolFamily, ho
 		prio += step
 	}
 	return nil, fmt.Errorf("attaching netfilter program to %s %s at priority %d: %w",
-		fate.NetfilterFamily(uint8(pf)), fate.NetfilterHook(uint8(hook)), prio, err)
+		fate.NetfilterFamily(uint8(pf)), fate.NetfilterHook(uint8(pf), uint8(hook)), prio, err)
 }
 
 // netnsInode returns the inode of the network namespace at path ("" is the

@@ -1,162 +1,178 @@
 package tracer
 
 import (
+	"encoding/binary"
 	"net/netip"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
 	"github.com/pktfate/pktfate/fate"
 )
 
 // EtherType values pktfate decodes.
 const (
-	etherTypeIPv4 = 0x0800
-	etherTypeARP  = 0x0806
-	etherTypeIPv6 = 0x86dd
+	etherTypeIPv4  = 0x0800
+	etherTypeARP   = 0x0806
+	etherTypeIPv6  = 0x86dd
+	etherTypeVLAN  = 0x8100
+	etherTypeQinQ  = 0x88a8
+	ipProtoICMP    = 1
+	ipProtoTCP     = 6
+	ipProtoUDP     = 17
+	ipProtoICMPv6  = 58
+	ipProtoHopOpts = 0
+	ipProtoRouting = 43
+	ipProtoFrag    = 44
+	ipProtoDstOpts = 60
 )
 
-// packetDecoder decodes captured headers with gopacket's layers, reusing
-// them so decoding does not allocate. It walks the layers itself rather
-// than through a DecodingLayerParser: the headers pktfate captures are a
-// short fixed chain (Ethernet, IP, one transport), and the parser's
-// generic lookup and deferred recover were a quarter of the decoding time.
-// Not safe for concurrent use.
-type packetDecoder struct {
-	ip4   layers.IPv4
-	ip6   layers.IPv6
-	udp   layers.UDP
-	tcp   layers.TCP
-	icmp4 layers.ICMPv4
-	icmp6 layers.ICMPv6
-	arp   layers.ARP
-	eth   layers.Ethernet
-}
-
-func newPacketDecoder() *packetDecoder { return &packetDecoder{} }
-
-// decode fills p from data, which starts at the network header (or the MAC
-// header when mac is set). etherType is skb->protocol in host order; when it
-// is not an IP type the IP version nibble decides. Anything undecodable
-// leaves the fields it could not fill at their zero value.
-func (d *packetDecoder) decode(p *fate.Packet, etherType uint16, data []byte, mac bool) {
+// decodePacket fills p with the summary of the captured headers: data
+// starts at the network header of protocol etherType (skb->protocol, host
+// order), or at the MAC header (Ethernet, with up to two VLAN tags) when
+// mac is set. The protocol alone decides how the bytes are read: a packet
+// whose protocol pktfate does not decode is left empty, never guessed from
+// its first byte. It decodes only what the summary shows, allocates
+// nothing and keeps no state, so any number of goroutines may call it.
+// Headers cut short leave the fields they would fill at their zero value.
+func decodePacket(p *fate.Packet, etherType uint16, data []byte, mac bool) {
 	*p = fate.Packet{}
-	if len(data) == 0 {
-		return
-	}
-	var next gopacket.LayerType
-	switch {
-	case mac:
-		next = layers.LayerTypeEthernet
-	case etherType == etherTypeIPv4:
-		next = layers.LayerTypeIPv4
-	case etherType == etherTypeIPv6:
-		next = layers.LayerTypeIPv6
-	case etherType == etherTypeARP:
-		next = layers.LayerTypeARP
-	case data[0]>>4 == 4:
-		next = layers.LayerTypeIPv4
-	case data[0]>>4 == 6:
-		next = layers.LayerTypeIPv6
-	default:
-		return
-	}
-	// A layer that panics on hostile bytes ends the walk like an error
-	// (DecodingLayerParser guards the same way).
-	defer func() { _ = recover() }()
-	// Ethernet, IP, transport: a layer that does not decode (or one
-	// pktfate does not know) ends the walk, keeping what came before.
-	for range 3 {
-		var l gopacket.DecodingLayer
-		switch next {
-		case layers.LayerTypeEthernet:
-			l = &d.eth
-		case layers.LayerTypeIPv4:
-			l = &d.ip4
-		case layers.LayerTypeIPv6:
-			l = &d.ip6
-		case layers.LayerTypeUDP:
-			l = &d.udp
-		case layers.LayerTypeTCP:
-			l = &d.tcp
-		case layers.LayerTypeICMPv4:
-			l = &d.icmp4
-		case layers.LayerTypeICMPv6:
-			l = &d.icmp6
-		case layers.LayerTypeARP:
-			l = &d.arp
-		default:
+	if mac {
+		if len(data) < 14 {
 			return
 		}
-		if l.DecodeFromBytes(data, gopacket.NilDecodeFeedback) != nil {
-			return
+		etherType, data = binary.BigEndian.Uint16(data[12:]), data[14:]
+		for i := 0; i < 2 && (etherType == etherTypeVLAN || etherType == etherTypeQinQ); i++ {
+			if len(data) < 4 {
+				return
+			}
+			etherType, data = binary.BigEndian.Uint16(data[2:]), data[4:]
 		}
-		if !d.fill(p, next) {
-			return // a transport layer: nothing below it is summarised
-		}
-		next, data = l.NextLayerType(), l.LayerPayload()
+	}
+	switch etherType {
+	case etherTypeIPv4:
+		decodeIPv4(p, data)
+	case etherTypeIPv6:
+		decodeIPv6(p, data)
+	case etherTypeARP:
+		decodeARP(p, data)
 	}
 }
 
-// fill copies what the summary needs from the layer of type lt that just
-// decoded; it reports whether a layer below it is worth decoding.
-func (d *packetDecoder) fill(p *fate.Packet, lt gopacket.LayerType) bool {
-	switch lt {
-	case layers.LayerTypeEthernet:
-		return true
-	case layers.LayerTypeIPv4:
-		p.Proto = "ipv4"
-		p.Src, _ = netip.AddrFromSlice(d.ip4.SrcIP)
-		p.Dst, _ = netip.AddrFromSlice(d.ip4.DstIP)
-		hl := int(d.ip4.IHL) * 4
-		if int(d.ip4.Length) > hl {
-			p.PayloadLen = int(d.ip4.Length) - hl
+func decodeIPv4(p *fate.Packet, b []byte) {
+	if len(b) < 20 || b[0]>>4 != 4 {
+		return
+	}
+	hl := int(b[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(b[2:]))
+	if total == 0 { // segmentation offload: the length is the buffer's
+		total = len(b)
+	}
+	if hl < 20 || total < hl || hl > len(b) {
+		return
+	}
+	p.Proto = "ipv4"
+	p.Src = netip.AddrFrom4([4]byte(b[12:16]))
+	p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+	if total > hl {
+		p.PayloadLen = total - hl
+	}
+	// A fragment other than the first carries no transport header; the
+	// first (more-fragments set, offset 0) does.
+	if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
+		return
+	}
+	decodeTransport(p, b[9], b[hl:min(total, len(b))])
+}
+
+func decodeIPv6(p *fate.Packet, b []byte) {
+	if len(b) < 40 || b[0]>>4 != 6 {
+		return
+	}
+	p.Proto = "ipv6"
+	p.Src = netip.AddrFrom16([16]byte(b[8:24]))
+	p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
+	p.PayloadLen = int(binary.BigEndian.Uint16(b[4:]))
+	next, rest := b[6], b[40:]
+	// Extension headers before the transport, as far as they were captured.
+	for range 8 {
+		switch next {
+		case ipProtoHopOpts, ipProtoRouting, ipProtoDstOpts:
+			if len(rest) < 8 {
+				return
+			}
+			n := (int(rest[1]) + 1) * 8
+			if n > len(rest) {
+				return
+			}
+			next, rest = rest[0], rest[n:]
+			p.PayloadLen = max(p.PayloadLen-n, 0)
+		case ipProtoFrag:
+			if len(rest) < 8 || binary.BigEndian.Uint16(rest[2:])&0xfff8 != 0 {
+				return // cut short, or not the first fragment
+			}
+			next, rest = rest[0], rest[8:]
+			p.PayloadLen = max(p.PayloadLen-8, 0)
+		default:
+			decodeTransport(p, next, rest)
+			return
 		}
-		return true
-	case layers.LayerTypeIPv6:
-		p.Proto = "ipv6"
-		p.Src, _ = netip.AddrFromSlice(d.ip6.SrcIP)
-		p.Dst, _ = netip.AddrFromSlice(d.ip6.DstIP)
-		p.PayloadLen = int(d.ip6.Length)
-		return true
-	case layers.LayerTypeUDP:
+	}
+}
+
+// decodeTransport reads the transport header b of IP protocol proto; p's
+// PayloadLen holds the IP payload length on entry.
+func decodeTransport(p *fate.Packet, proto uint8, b []byte) {
+	switch proto {
+	case ipProtoUDP:
+		if len(b) < 8 {
+			return
+		}
 		p.Proto = "udp"
-		p.Sport, p.Dport = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
+		p.Sport, p.Dport = binary.BigEndian.Uint16(b), binary.BigEndian.Uint16(b[2:])
 		p.PayloadLen = 0
-		if d.udp.Length >= 8 {
-			p.PayloadLen = int(d.udp.Length) - 8
+		if l := int(binary.BigEndian.Uint16(b[4:])); l >= 8 {
+			p.PayloadLen = l - 8
 		}
-	case layers.LayerTypeTCP:
+	case ipProtoTCP:
+		if len(b) < 20 {
+			return
+		}
+		hl := int(b[12]>>4) * 4
+		if hl < 20 || hl > len(b) {
+			return
+		}
 		p.Proto = "tcp"
-		p.Sport, p.Dport = uint16(d.tcp.SrcPort), uint16(d.tcp.DstPort)
-		p.TCPFlags = tcpFlags(&d.tcp)
-		if hl := int(d.tcp.DataOffset) * 4; p.PayloadLen >= hl {
+		p.Sport, p.Dport = binary.BigEndian.Uint16(b), binary.BigEndian.Uint16(b[2:])
+		p.TCPFlags = b[13]
+		if p.PayloadLen >= hl {
 			p.PayloadLen -= hl
 		}
-	case layers.LayerTypeICMPv4:
-		p.Proto = "icmp"
-		p.ICMPType, p.ICMPCode = d.icmp4.TypeCode.Type(), d.icmp4.TypeCode.Code()
-		p.PayloadLen = 0
-	case layers.LayerTypeICMPv6:
-		p.Proto = "icmp6"
-		p.ICMPType, p.ICMPCode = d.icmp6.TypeCode.Type(), d.icmp6.TypeCode.Code()
-		p.PayloadLen = 0
-	case layers.LayerTypeARP:
-		p.Proto = "arp"
-		if d.arp.Protocol == layers.EthernetTypeIPv4 {
-			p.Src, _ = netip.AddrFromSlice(d.arp.SourceProtAddress)
-			p.Dst, _ = netip.AddrFromSlice(d.arp.DstProtAddress)
+	case ipProtoICMP:
+		if len(b) < 8 {
+			return
 		}
+		p.Proto = "icmp"
+		p.ICMPType, p.ICMPCode = b[0], b[1]
+		p.PayloadLen = 0
+	case ipProtoICMPv6:
+		if len(b) < 4 {
+			return
+		}
+		p.Proto = "icmp6"
+		p.ICMPType, p.ICMPCode = b[0], b[1]
+		p.PayloadLen = 0
 	}
-	return false
 }
 
-func tcpFlags(t *layers.TCP) uint8 {
-	bit := func(set bool, b uint8) uint8 {
-		if set {
-			return b
-		}
-		return 0
+func decodeARP(p *fate.Packet, b []byte) {
+	if len(b) < 8 {
+		return
 	}
-	return bit(t.FIN, 0x01) | bit(t.SYN, 0x02) | bit(t.RST, 0x04) | bit(t.PSH, 0x08) |
-		bit(t.ACK, 0x10) | bit(t.URG, 0x20) | bit(t.ECE, 0x40) | bit(t.CWR, 0x80)
+	hlen, plen := int(b[4]), int(b[5])
+	if len(b) < 8+2*hlen+2*plen {
+		return
+	}
+	p.Proto = "arp"
+	if binary.BigEndian.Uint16(b[2:]) == etherTypeIPv4 && plen == 4 {
+		p.Src = netip.AddrFrom4([4]byte(b[8+hlen : 8+hlen+4]))
+		p.Dst = netip.AddrFrom4([4]byte(b[8+2*hlen+4 : 8+2*hlen+8]))
+	}
 }

@@ -140,8 +140,8 @@ func writeHexRecord(path, title string, raw []byte) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# %s\n# %d bytes: struct event (bpf/skbfate.c) of the ring buffer, as ringbuf.Record.RawSample\n", title, len(raw))
 	comments := map[int]string{
-		0: "ts, skb", 16: "location, reason, netns", 32: "ifindex, mark, len, cpu",
-		48: "protocol, cap_len, kind, flags, pad, ifname[0:8]", 64: "ifname[8:16], data[0:8]",
+		0: "ts, skb", 16: "location, head", 32: "reason, netns, ifindex, iif", 48: "mark, len, cpu, protocol, cap_len",
+		64: "flags, kind, nf_hook, nf_pf, sk_family, netns_from, if_from, ifname[0:8]", 80: "ifname[8:16], data[0:8]",
 	}
 	for off := 0; off < len(raw); off += 16 {
 		end := min(off+16, len(raw))
@@ -511,11 +511,12 @@ func TestEventLayout(t *testing.T) {
 		t.Errorf("struct event is %d bytes in BPF, %d in Go", st.Size, unsafe.Sizeof(skbfateEvent{}))
 	}
 	want := map[string]struct{ got, abi uintptr }{
-		"ts": {offTs, 0}, "skb": {offSkb, 8}, "location": {offLocation, 16}, "reason": {offReason, 24},
-		"netns": {offNetns, 28}, "ifindex": {offIfindex, 32}, "mark": {offMark, 36}, "len": {offLen, 40},
-		"cpu": {offCPU, 44}, "protocol": {offProtocol, 48}, "cap_len": {offCapLen, 50}, "kind": {offKind, 52},
-		"flags": {offFlags, 53}, "nf_hook": {offNfHook, 54}, "nf_pf": {offNfPf, 55},
-		"ifname": {offIfname, 56}, "data": {offData, 72},
+		"ts": {offTs, 0}, "skb": {offSkb, 8}, "location": {offLocation, 16}, "head": {offHead, 24},
+		"reason": {offReason, 32}, "netns": {offNetns, 36}, "ifindex": {offIfindex, 40}, "iif": {offIif, 44},
+		"mark": {offMark, 48}, "len": {offLen, 52}, "cpu": {offCPU, 56}, "protocol": {offProtocol, 60},
+		"cap_len": {offCapLen, 62}, "flags": {offFlags, 64}, "kind": {offKind, 66}, "nf_hook": {offNfHook, 67},
+		"nf_pf": {offNfPf, 68}, "sk_family": {offSkFamily, 69}, "netns_from": {offNetnsFrom, 70},
+		"if_from": {offIfFrom, 71}, "ifname": {offIfname, 72}, "data": {offData, 88},
 	}
 	seen := 0
 	for _, m := range st.Members {

@@ -13,25 +13,37 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type skbfateEvent struct {
+type skbfateCpuState struct {
 	_        structs.HostLayout
-	Ts       uint64
-	Skb      uint64
-	Location uint64
-	Reason   uint32
-	Netns    uint32
-	Ifindex  uint32
-	Mark     uint32
-	Len      uint32
-	Cpu      uint32
-	Protocol uint16
-	CapLen   uint16
-	Kind     uint8
-	Flags    uint8
-	NfHook   uint8
-	NfPf     uint8
-	Ifname   [16]int8
-	Data     [256]uint8
+	ReadSkb  uint64
+	ReadHead uint64
+	Scratch  uint64
+}
+
+type skbfateEvent struct {
+	_         structs.HostLayout
+	Ts        uint64
+	Skb       uint64
+	Location  uint64
+	Head      uint64
+	Reason    uint32
+	Netns     uint32
+	Ifindex   uint32
+	Iif       uint32
+	Mark      uint32
+	Len       uint32
+	Cpu       uint32
+	Protocol  uint16
+	CapLen    uint16
+	Flags     uint16
+	Kind      uint8
+	NfHook    uint8
+	NfPf      uint8
+	SkFamily  uint8
+	NetnsFrom uint8
+	IfFrom    uint8
+	Ifname    [16]int8
+	Data      [256]uint8
 }
 
 type skbfateNfStack struct {
@@ -40,36 +52,44 @@ type skbfateNfStack struct {
 		_       structs.HostLayout
 		Skb     uint64
 		Jiffies uint64
+		Frame   uint64
+		Stack   uint64
 		Hook    uint8
 		Pf      uint8
 		Pad     [6]uint8
 	}
-	Top uint32
-	Pad uint32
+	Top     uint32
+	Pad     uint32
+	Scratch uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	skbfateMapCounters         = "counters"
-	skbfateMapEvents           = "events"
-	skbfateMapInflight         = "inflight"
-	skbfateProgConsumeSkb      = "consume_skb"
-	skbfateProgConsumeSkbNoloc = "consume_skb_noloc"
-	skbfateProgKfreeSkb        = "kfree_skb"
-	skbfateProgNfEnter         = "nf_enter"
-	skbfateProgNfExit          = "nf_exit"
-	skbfateProgNfHookSlowEnter = "nf_hook_slow_enter"
-	skbfateProgNfHookSlowExit  = "nf_hook_slow_exit"
-	skbfateVarFilterIfindex    = "filter_ifindex"
-	skbfateVarFilterMark       = "filter_mark"
-	skbfateVarFilterMarkMask   = "filter_mark_mask"
-	skbfateVarFilterNetns      = "filter_netns"
-	skbfateVarNfEnabled        = "nf_enabled"
-	skbfateVarSnapLen          = "snap_len"
-	skbfateVarUnusedEvent      = "unused_event"
-	skbfateVarWakeupEvery      = "wakeup_every"
+	skbfateMapCounters             = "counters"
+	skbfateMapCpuStates            = "cpu_states"
+	skbfateMapEvents               = "events"
+	skbfateMapFilterNetnsIfindexes = "filter_netns_ifindexes"
+	skbfateMapInflight             = "inflight"
+	skbfateProgConsumeSkb          = "consume_skb"
+	skbfateProgConsumeSkbNoloc     = "consume_skb_noloc"
+	skbfateProgDeferFree           = "defer_free"
+	skbfateProgKfreeSkb            = "kfree_skb"
+	skbfateProgNfEnter             = "nf_enter"
+	skbfateProgNfExit              = "nf_exit"
+	skbfateProgNfHookSlowEnter     = "nf_hook_slow_enter"
+	skbfateProgNfHookSlowExit      = "nf_hook_slow_exit"
+	skbfateProgSkbRead             = "skb_read"
+	skbfateVarFilterIfindex        = "filter_ifindex"
+	skbfateVarFilterMark           = "filter_mark"
+	skbfateVarFilterMarkMask       = "filter_mark_mask"
+	skbfateVarFilterNetns          = "filter_netns"
+	skbfateVarNfEnabled            = "nf_enabled"
+	skbfateVarShowNonPackets       = "show_non_packets"
+	skbfateVarSnapLen              = "snap_len"
+	skbfateVarUnusedEvent          = "unused_event"
+	skbfateVarWakeupEvery          = "wakeup_every"
 )
 
 // loadSkbfate returns the embedded CollectionSpec for skbfate.
@@ -116,20 +136,24 @@ type skbfateSpecs struct {
 type skbfateProgramSpecs struct {
 	ConsumeSkb      *ebpf.ProgramSpec `ebpf:"consume_skb"`
 	ConsumeSkbNoloc *ebpf.ProgramSpec `ebpf:"consume_skb_noloc"`
+	DeferFree       *ebpf.ProgramSpec `ebpf:"defer_free"`
 	KfreeSkb        *ebpf.ProgramSpec `ebpf:"kfree_skb"`
 	NfEnter         *ebpf.ProgramSpec `ebpf:"nf_enter"`
 	NfExit          *ebpf.ProgramSpec `ebpf:"nf_exit"`
 	NfHookSlowEnter *ebpf.ProgramSpec `ebpf:"nf_hook_slow_enter"`
 	NfHookSlowExit  *ebpf.ProgramSpec `ebpf:"nf_hook_slow_exit"`
+	SkbRead         *ebpf.ProgramSpec `ebpf:"skb_read"`
 }
 
 // skbfateMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type skbfateMapSpecs struct {
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Inflight *ebpf.MapSpec `ebpf:"inflight"`
+	Counters             *ebpf.MapSpec `ebpf:"counters"`
+	CpuStates            *ebpf.MapSpec `ebpf:"cpu_states"`
+	Events               *ebpf.MapSpec `ebpf:"events"`
+	FilterNetnsIfindexes *ebpf.MapSpec `ebpf:"filter_netns_ifindexes"`
+	Inflight             *ebpf.MapSpec `ebpf:"inflight"`
 }
 
 // skbfateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -141,6 +165,7 @@ type skbfateVariableSpecs struct {
 	FilterMarkMask *ebpf.VariableSpec `ebpf:"filter_mark_mask"`
 	FilterNetns    *ebpf.VariableSpec `ebpf:"filter_netns"`
 	NfEnabled      *ebpf.VariableSpec `ebpf:"nf_enabled"`
+	ShowNonPackets *ebpf.VariableSpec `ebpf:"show_non_packets"`
 	SnapLen        *ebpf.VariableSpec `ebpf:"snap_len"`
 	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
 	WakeupEvery    *ebpf.VariableSpec `ebpf:"wakeup_every"`
@@ -166,15 +191,19 @@ func (o *skbfateObjects) Close() error {
 //
 // It can be passed to loadSkbfateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type skbfateMaps struct {
-	Counters *ebpf.Map `ebpf:"counters"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Inflight *ebpf.Map `ebpf:"inflight"`
+	Counters             *ebpf.Map `ebpf:"counters"`
+	CpuStates            *ebpf.Map `ebpf:"cpu_states"`
+	Events               *ebpf.Map `ebpf:"events"`
+	FilterNetnsIfindexes *ebpf.Map `ebpf:"filter_netns_ifindexes"`
+	Inflight             *ebpf.Map `ebpf:"inflight"`
 }
 
 func (m *skbfateMaps) Close() error {
 	return _SkbfateClose(
 		m.Counters,
+		m.CpuStates,
 		m.Events,
+		m.FilterNetnsIfindexes,
 		m.Inflight,
 	)
 }
@@ -188,6 +217,7 @@ type skbfateVariables struct {
 	FilterMarkMask *ebpf.Variable `ebpf:"filter_mark_mask"`
 	FilterNetns    *ebpf.Variable `ebpf:"filter_netns"`
 	NfEnabled      *ebpf.Variable `ebpf:"nf_enabled"`
+	ShowNonPackets *ebpf.Variable `ebpf:"show_non_packets"`
 	SnapLen        *ebpf.Variable `ebpf:"snap_len"`
 	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
 	WakeupEvery    *ebpf.Variable `ebpf:"wakeup_every"`
@@ -199,22 +229,26 @@ type skbfateVariables struct {
 type skbfatePrograms struct {
 	ConsumeSkb      *ebpf.Program `ebpf:"consume_skb"`
 	ConsumeSkbNoloc *ebpf.Program `ebpf:"consume_skb_noloc"`
+	DeferFree       *ebpf.Program `ebpf:"defer_free"`
 	KfreeSkb        *ebpf.Program `ebpf:"kfree_skb"`
 	NfEnter         *ebpf.Program `ebpf:"nf_enter"`
 	NfExit          *ebpf.Program `ebpf:"nf_exit"`
 	NfHookSlowEnter *ebpf.Program `ebpf:"nf_hook_slow_enter"`
 	NfHookSlowExit  *ebpf.Program `ebpf:"nf_hook_slow_exit"`
+	SkbRead         *ebpf.Program `ebpf:"skb_read"`
 }
 
 func (p *skbfatePrograms) Close() error {
 	return _SkbfateClose(
 		p.ConsumeSkb,
 		p.ConsumeSkbNoloc,
+		p.DeferFree,
 		p.KfreeSkb,
 		p.NfEnter,
 		p.NfExit,
 		p.NfHookSlowEnter,
 		p.NfHookSlowExit,
+		p.SkbRead,
 	)
 }
 

@@ -32,6 +32,7 @@ enum {
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
@@ -42,6 +43,10 @@ enum {
 
 enum {
 	BPF_RB_AVAIL_DATA = 0,
+};
+
+enum {
+	BPF_ANY = 0,
 };
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
@@ -65,6 +70,7 @@ struct net_device {
 };
 
 struct sock_common {
+	unsigned short skc_family;
 	possible_net_t skc_net;
 };
 
@@ -72,19 +78,47 @@ struct sock {
 	struct sock_common __sk_common;
 };
 
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct skb_shared_info {
+	atomic_t dataref;
+};
+
 struct sk_buff {
+	/*
+	 * next, prev and dev share a union with rbnode (queued fragments,
+	 * TCP's out-of-order queue: next is rbnode's parent and colour, dev
+	 * its left child), and dev with dev_scratch (UDP's scratch while a
+	 * datagram is queued on a socket): see skb_device().
+	 */
+	struct sk_buff *next;
 	struct net_device *dev;
 	struct sock *sk;
+	unsigned long _skb_refdst;
 	unsigned int len;
 	unsigned int data_len;
+	__u8 cloned:1;
 	int skb_iif;
+	__u16 alloc_cpu;
 	__u32 mark;
 	__be16 protocol;
 	__u16 network_header;
 	__u16 mac_header;
 	unsigned int tail;
+	unsigned int end;
 	unsigned char *head;
 	unsigned char *data;
+};
+
+struct nsproxy {
+	struct net *net_ns;
+};
+
+struct task_struct {
+	void *stack;
+	struct nsproxy *nsproxy;
 };
 
 struct nf_hook_state {
@@ -98,6 +132,15 @@ struct nf_hook_state {
 struct bpf_nf_ctx {
 	const struct nf_hook_state *state;
 	struct sk_buff *skb;
+};
+
+/*
+ * The kfree_skb tracepoint's record: rx_sk (the receiving socket that
+ * dropped the packet) arrived in 6.11; its presence in the kernel's BTF
+ * says whether the tp_btf program has a fourth argument.
+ */
+struct trace_event_raw_kfree_skb {
+	void *rx_sk;
 };
 
 #pragma clang attribute pop

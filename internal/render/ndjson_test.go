@@ -344,7 +344,7 @@ func TestRecordsNDJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-	want := `{"type":"event","time":"2026-09-21T14:26:59.812899262Z","source":"ebpf","fate":"drop","reason":"NO_SOCKET","location":"__udp4_lib_rcv+0x4bc","ifindex":1,"ifname":"lo","netns":4026532246,"mark":0,"len":35,"proto":"udp","src":"127.0.0.1","dst":"127.0.0.1","sport":41784,"dport":9,"payload_len":7,"skb_len":15,"cpu":0,"skb":"0xffff888106837400"}`
+	want := `{"type":"event","time":"2026-09-21T14:46:04.779954352Z","source":"ebpf","fate":"drop","reason":"NO_SOCKET","location":"__udp4_lib_rcv+0x4bc","ifindex":1,"ifname":"lo","netns":4026532177,"mark":0,"len":35,"proto":"udp","src":"127.0.0.1","dst":"127.0.0.1","sport":38756,"dport":9,"payload_len":7,"skb_len":15,"cpu":0,"skb":"0xffff888106eb0c00"}`
 	if !slices.Contains(lines, want) {
 		t.Errorf("no line\n%s\nin\n%s", want, out.String())
 	}
