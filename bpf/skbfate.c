@@ -78,6 +78,8 @@ enum counter {
 	CNT_NOT_PACKET = 3,
 	/* Packets a netfilter hook stole or queued (they left without nf_exit). */
 	CNT_NF_STOLEN = 4,
+	/* Frees of a packet already reported at its read: one delivery. */
+	CNT_FREED_AFTER_READ = 5,
 	CNT_MAX,
 };
 
@@ -379,6 +381,18 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 	c = cpu_state();
 	if (!c)
 		return 0;
+	/*
+	 * The free of a packet a socket just read on this CPU: the read
+	 * reported the delivery already (it is the sighting that survives
+	 * skb_attempt_defer_free), so the free is counted, not reported again.
+	 */
+	if ((kind == KIND_CONSUME || kind == KIND_DEFER) &&
+	    c->read_skb == as_number(&c->scratch, skb) &&
+	    c->read_head == (__u64)skb->head) {
+		c->read_skb = 0;
+		count(CNT_FREED_AFTER_READ);
+		return 0;
+	}
 	dev = skb_device(skb, owned, iif, &c->scratch);
 	if (rx_sk) {
 		netns = sk_netns(rx_sk);

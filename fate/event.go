@@ -132,6 +132,19 @@ type Event struct {
 	Packet Packet
 }
 
+// afPacket is AF_PACKET: the family of packet sockets (taps such as
+// tcpdump), which get copies of packets.
+const afPacket = 17
+
+// CopyReleased reports whether this free released a copy of a packet, not
+// the packet: a consume that leaves the data buffer referenced by another
+// skb (the original goes on: an xfrm policy's clone of a forwarded ICMP
+// error), or one held by a packet socket (a tap's copy). A drop is always
+// the packet's: some skb of it met its end there.
+func (e *Event) CopyReleased() bool {
+	return e.Fate == FateConsume && (e.DataShared || e.SockFamily == afPacket)
+}
+
 // Clone returns a deep copy of e that the caller may keep.
 func (e *Event) Clone() *Event {
 	c := *e

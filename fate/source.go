@@ -42,6 +42,12 @@ type Source interface {
 	Close() error
 }
 
+// Informer is a Source that also counts what it did not show on purpose
+// (skbs that are not packets, stolen packets): information, not losses.
+type Informer interface {
+	Information() []Loss
+}
+
 // Filters is what the user asked to see, as every source is given it.
 // Sources apply what they can in the kernel and refuse (CanRun) what they
 // cannot apply; the user-space filters (the pcap expression, reasons) run

@@ -24,9 +24,11 @@ type Summary struct {
 	Unknowns []string
 	// Sources says which sources ran and why others did not.
 	Sources []SourceStatus
-	// Ignored counts events not shown because pktfate itself caused them
-	// ("drop_monitor_clones": NET_DM's copies of dropped packets, which it
-	// frees with consume_skb).
+	// Ignored counts events not shown because they are not packets' fates:
+	// "drop_monitor_clones" (NET_DM's copies of dropped packets, which it
+	// frees with consume_skb), "copies_released" (fate.Event.CopyReleased),
+	// and the sources' information (fate.Informer: "ebpf_not_packets",
+	// "nf_stolen"...).
 	Ignored map[string]uint64
 	// Fates counts fate records; with several observers, the drop and
 	// consume counts above count records (packets), not sightings.

@@ -85,7 +85,8 @@ type EBPF struct {
 	ring    *ring
 	decoder *Decoder
 
-	decodeErrors atomic.Uint64
+	decodeErrors   atomic.Uint64
+	freedAfterRead atomic.Uint64 // found in user space; the BPF counts its own
 	// ConsumeLocation reports whether consume_skb events carry their
 	// caller (kernel 6.3 and later). Valid after Start.
 	ConsumeLocation bool
@@ -169,8 +170,12 @@ func (s *EBPF) Observers() []string {
 // were attached in, from then on.
 func (s *EBPF) Blind(observer string, r *fate.FateRecord) string {
 	if observer == fate.ObserverNF {
-		if e := r.Event; e.Netns != 0 && !s.NetfilterCovers(e.Netns, r.Mono()) {
+		e := r.Event
+		if e.Netns != 0 && !s.NetfilterCovers(e.Netns, r.Mono()) {
 			return "netfilter links were not yet attached in this network namespace (created after the capture started; new ones are found within a second)"
+		}
+		if e.NFBlind != "" {
+			return e.NFBlind
 		}
 	}
 	return fate.KnownBlind(observer, r)
@@ -522,10 +527,23 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 		defer func() { close(stop); <-done }()
 	}
 	var ev fate.Event
+	var reads readSet
 	handle := func(sample []byte) {
 		if err := s.decoder.Decode(sample, &ev); err != nil {
 			s.decodeErrors.Add(1)
 			return
+		}
+		switch ev.Probe {
+		case "read":
+			reads.add(ev.Skb, ev.Head)
+		case "consume_skb", "defer_free":
+			// The BPF program drops the free after a read on the same
+			// CPU; a free on another CPU (the deferred free's flush)
+			// comes here, after the read in the ring's order.
+			if reads.take(ev.Skb, ev.Head) {
+				s.freedAfterRead.Add(1)
+				return
+			}
 		}
 		if s.cfg.NetfilterOnly {
 			if ev.Hook == "" {
@@ -582,13 +600,63 @@ func (s *EBPF) counterLoss(observer, name string, idx uint32) fate.Loss {
 	return l
 }
 
+func (s *EBPF) freedAfterReadCount() fate.Loss {
+	l := s.counterLoss(fate.ObserverEBPF, "freed_after_read", cntFreedAfterRead)
+	l.Value += s.freedAfterRead.Load()
+	return l
+}
+
+// readSet remembers the packets sockets read lately (skb and data
+// addresses), so that their later free on another CPU is not reported as
+// a second delivery. It is bounded: the oldest are forgotten first.
+type readSet struct {
+	ring [readSetSize]readKey
+	next int
+	m    map[readKey]bool
+}
+
+type readKey struct{ skb, head uint64 }
+
+// readSetSize is how many reads wait for their free; a free comes within
+// microseconds of the read unless the socket is closed with the packet.
+const readSetSize = 4096
+
+func (r *readSet) add(skb, head uint64) {
+	if r.m == nil {
+		r.m = make(map[readKey]bool, readSetSize)
+	}
+	k := readKey{skb, head}
+	if r.m[k] {
+		return
+	}
+	delete(r.m, r.ring[r.next])
+	r.ring[r.next] = k
+	r.next = (r.next + 1) % readSetSize
+	r.m[k] = true
+}
+
+// take reports whether skb was read and forgets it.
+func (r *readSet) take(skb, head uint64) bool {
+	k := readKey{skb, head}
+	if !r.m[k] {
+		return false
+	}
+	delete(r.m, k)
+	return true
+}
+
 // Information implements fate.Informer: counts that are not losses. skbs
 // that are not network packets and were not shown (not_packets;
 // EBPFConfig.ShowNonPackets shows them), and packets a netfilter hook
 // stole or queued (nf stolen: they left their chain without reaching its
 // last priority, e.g. fragments conntrack holds for reassembly).
 func (s *EBPF) Information() []fate.Loss {
-	out := []fate.Loss{s.counterLoss(fate.ObserverEBPF, "not_packets", cntNotPacket)}
+	out := []fate.Loss{
+		s.counterLoss(fate.ObserverEBPF, "not_packets", cntNotPacket),
+		// Delivered packets are reported at their read; their free after
+		// it is one delivery, not two.
+		s.freedAfterReadCount(),
+	}
 	if s.cfg.Netfilter {
 		out = append(out, s.counterLoss(fate.ObserverNF, "stolen", cntNFStolen))
 	}
@@ -601,6 +669,7 @@ const (
 	cntNFInflightFull = 2
 	cntNotPacket      = 3
 	cntNFStolen       = 4
+	cntFreedAfterRead = 5
 )
 
 func (s *EBPF) counter(idx uint32) (uint64, error) {

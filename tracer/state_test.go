@@ -269,7 +269,7 @@ func TestNonPacketsCountedNotShown(t *testing.T) {
 	netlinkTraffic()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n, _ := counterValue(r.src.Information(), "not_packets")
+		n, _ := counterValue(r.src.Information(), "ebpf_not_packets")
 		if n > 0 {
 			break
 		}
@@ -414,6 +414,23 @@ func TestDeliveredIsSeenRead(t *testing.T) {
 		return e.Probe == "read" && e.Packet.Dport == port && e.Packet.PayloadLen > 0
 	})); n != 1 {
 		t.Errorf("%d reads of the one data segment, want 1", n)
+	}
+	// Its free after the read is the same delivery, not a second one
+	// (whichever CPU frees it). A drop sent afterwards marks the point in
+	// the ring by which that free would have arrived.
+	if err := ns.SendUDP("udp4", netip.MustParseAddrPort("127.0.0.1:9"), 1, []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	if r.col.find(5*time.Second, func(e *fate.Event) bool { return e.Fate == fate.FateDrop && e.Packet.Dport == 9 }) == nil {
+		t.Fatal("the marker drop was not seen")
+	}
+	if evs := r.col.all(func(e *fate.Event) bool {
+		return e.Fate == fate.FateConsume && e.Packet.Dport == port && e.Packet.PayloadLen > 0
+	}); len(evs) != 1 {
+		for _, e := range evs {
+			t.Logf("%s at %s cpu %d", e.Probe, e.Location, e.CPU)
+		}
+		t.Errorf("%d deliveries of the one data segment, want 1", len(evs))
 	}
 }
 

@@ -224,6 +224,12 @@ func (p *pipeline) Event(e *fate.Event) {
 	if p.done || p.sinkErr != nil {
 		return
 	}
+	if e.CopyReleased() {
+		// A copy the kernel or a tap made for itself went away; the
+		// packet's own fate is another free.
+		p.sum.Ignored["copies_released"]++
+		return
+	}
 	if !p.cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {
 		return
 	}
@@ -341,6 +347,13 @@ func (p *pipeline) finish(runErr error) (*fate.Summary, error) {
 	}
 	for _, s := range p.started {
 		sum.Lost = append(sum.Lost, s.Losses()...)
+		if in, ok := s.(fate.Informer); ok {
+			for _, l := range in.Information() {
+				if l.Value > 0 {
+					sum.Ignored[l.Key()] += l.Value
+				}
+			}
+		}
 	}
 	if p.corr != nil {
 		p.noteLosses(sum.Lost, p.cfg.Now())

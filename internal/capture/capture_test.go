@@ -144,3 +144,24 @@ var testEpoch = time.Now()
 
 // testNow is the capture's clock in these tests.
 func testNow() uint64 { return uint64(time.Since(testEpoch)) }
+
+// TestCopiesAreNotFates: a consume that leaves the packet's data with
+// another skb (a kernel clone, a tap's copy) is counted as a copy, never
+// shown as the packet's fate; the packet's own drop is.
+func TestCopiesAreNotFates(t *testing.T) {
+	drop := udp4(fate.FateDrop, "NO_SOCKET", 9)
+	clone := udp4(fate.FateConsume, "", 9)
+	clone.DataShared = true
+	tap := udp4(fate.FateConsume, "", 9)
+	tap.SockFamily = 17 // AF_PACKET
+	sum, out, err := run(t, Config{}, &fakeSource{events: []fate.Event{clone, tap, drop}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Events != 1 || sum.Drops != 1 || sum.Consumed != 0 || sum.Ignored["copies_released"] != 2 {
+		t.Errorf("events %d drops %d consumed %d ignored %v, want the drop alone and 2 copies", sum.Events, sum.Drops, sum.Consumed, sum.Ignored)
+	}
+	if strings.Count(out, `"type":"event"`) != 1 {
+		t.Errorf("copies rendered:\n%s", out)
+	}
+}

@@ -222,7 +222,7 @@ func (r *Text) Summary(s *fate.Summary) error {
 		}
 	}
 	if len(s.Ignored) > 0 {
-		table(w, "not shown (caused by pktfate itself)", fate.Sorted(s.Ignored))
+		table(w, "not shown (not a packet's fate)", fate.Sorted(s.Ignored))
 	}
 	lossTable(w, s.Lost)
 	switch s.Completeness() {
