@@ -306,6 +306,9 @@ type SummaryLine struct {
 	// why).
 	Complete *bool    `json:"complete"`
 	Unknown  []string `json:"unknown,omitempty"`
+	// Notes are what the sources told the user that is neither an event
+	// nor a loss.
+	Notes []string `json:"notes,omitempty"`
 	// Ignored counts events not shown because pktfate itself caused them.
 	Ignored Counts `json:"ignored,omitempty"`
 	// With two or more observers: packets (fate records) by verdict and
@@ -456,7 +459,7 @@ func NewSummaryLine(s *Summary) SummaryLine {
 	l := SummaryLine{Type: LineSummary, Schema: SchemaVersion, Start: Time{s.Start.UTC()}, End: Time{s.End.UTC()},
 		Events: s.Events, Drops: s.Drops, Consumed: s.Consumed,
 		ByReason: Sorted(s.ByReason), ByLocation: Sorted(s.ByLocation), ByHook: Sorted(s.ByHook),
-		Lost: append([]Loss{}, s.Lost...), Unknown: s.UnknownReasons(), Sources: []SourceLine{}}
+		Lost: append([]Loss{}, s.Lost...), Unknown: s.UnknownReasons(), Notes: s.Notes, Sources: []SourceLine{}}
 	switch s.Completeness() {
 	case Complete:
 		t := true
@@ -499,6 +502,7 @@ func (l *SummaryLine) Summary() *Summary {
 		// The writer did not know, for a reason this version cannot tell.
 		s.Unknowns = append(s.Unknowns, "the summary says completeness is unknown")
 	}
+	s.Notes = l.Notes
 	for k, v := range l.Ignored.Map() {
 		s.Ignored[k] = v
 	}

@@ -48,6 +48,13 @@ type Informer interface {
 	Information() []Loss
 }
 
+// Noticer is a Source with things to tell the user that are neither
+// events nor losses (a recovery it could not prepare, another user's
+// session it attached to). Notices may be called at any time after Start.
+type Noticer interface {
+	Notices() []string
+}
+
 // Filters is what the user asked to see, as every source is given it.
 // Sources apply what they can in the kernel and refuse (CanRun) what they
 // cannot apply; the user-space filters (the pcap expression, reasons) run

@@ -22,6 +22,8 @@ type Summary struct {
 	// did not finish delivering, a summary that was never written): any
 	// entry makes Completeness unknown.
 	Unknowns []string
+	// Notes are the sources' notices (fate.Noticer), each once.
+	Notes []string
 	// Sources says which sources ran and why others did not.
 	Sources []SourceStatus
 	// Ignored counts events not shown because they are not packets' fates:

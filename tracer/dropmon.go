@@ -110,6 +110,25 @@ func (s *Dropmon) Start() error {
 	return nil
 }
 
+// Notices implements fate.Noticer: monitoring another program runs, a
+// recovered session, a marker that could not be written.
+func (s *Dropmon) Notices() []string {
+	if s.sess == nil {
+		return nil
+	}
+	var out []string
+	if s.sess.Passive() {
+		out = append(out, "drop monitoring was already running (dropwatch or another pktfate): source dropmon attached passively and leaves it running")
+	}
+	if s.sess.Recovered() {
+		out = append(out, "stopped a drop monitor session left running by a pktfate that was killed")
+	}
+	if err := s.sess.MarkerError(); err != nil {
+		out = append(out, fmt.Sprintf("could not record this drop monitor session (%v): if pktfate is killed, the next run cannot stop what it leaves running", err))
+	}
+	return out
+}
+
 // Passive reports whether the source attached to drop monitoring another
 // program runs (valid after Start).
 func (s *Dropmon) Passive() bool { return s.sess != nil && s.sess.Passive() }

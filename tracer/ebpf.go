@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/pktfate/pktfate/fate"
+	"github.com/pktfate/pktfate/internal/netns"
 )
 
 // EBPFConfig configures the ebpf source. The filters run in the kernel,
@@ -86,6 +87,15 @@ type EBPF struct {
 	decoder *Decoder
 
 	decodeErrors   atomic.Uint64
+	// eventLinks is how many of links (the first) attach the programs
+	// that write events; Run detaches them at the stop.
+	eventLinks int
+	// read counts the records read from the ring; unread is what the
+	// programs submitted that was still unread when the drain at the
+	// stop ended (unreadErr when that could not be counted).
+	read      atomic.Uint64
+	unread    atomic.Uint64
+	unreadErr atomic.Pointer[string]
 	freedAfterRead atomic.Uint64 // found in user space; the BPF counts its own
 	// ConsumeLocation reports whether consume_skb events carry their
 	// caller (kernel 6.3 and later). Valid after Start.
@@ -111,7 +121,11 @@ type EBPF struct {
 	nfNetns  map[uint32]uint64
 	nfRescan bool
 	nfClosed bool
-	nfObjs   nfLinkObjects
+	// nfRescanErrs counts failures to attach in namespaces found by a
+	// rescan; nfRescanLast is the last one.
+	nfRescanErrs int
+	nfRescanLast error
+	nfObjs       nfLinkObjects
 }
 
 // NetfilterCovers reports whether the netfilter attribution could see a
@@ -358,6 +372,7 @@ func (s *EBPF) Start() error {
 			s.Deliveries = append(s.Deliveries, "defer_free")
 		}
 	}
+	s.eventLinks = len(s.links)
 	if s.cfg.FilterNetns != 0 {
 		if err := s.refreshNetnsIfindexes(); err != nil {
 			return err
@@ -426,7 +441,7 @@ func (s *EBPF) refreshNetnsIfindexes() error {
 		return err
 	}
 	var ifs []net.Interface
-	if err := inNetns(path, func() error {
+	if err := netns.DoPath(path, func() error {
 		var err error
 		ifs, err = net.Interfaces()
 		return err
@@ -529,6 +544,7 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 	var ev fate.Event
 	var reads readSet
 	handle := func(sample []byte) {
+		s.read.Add(1)
 		if err := s.decoder.Decode(sample, &ev); err != nil {
 			s.decodeErrors.Add(1)
 			return
@@ -553,7 +569,6 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 		}
 		h.Event(&ev)
 	}
-	stopping := false
 	for {
 		_, err := s.ring.drain(handle)
 		switch {
@@ -561,17 +576,57 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 			return nil
 		case err != nil:
 			return err
-		case stopping:
-			return nil // drained what was there at the stop
 		case ctx.Err() != nil:
-			stopping = true
-			continue
+			return s.stop(handle)
 		}
 		if err := s.ring.wait(readPoll); errors.Is(err, errRingClosed) {
 			return nil
 		} else if err != nil {
 			return err
 		}
+	}
+}
+
+// stopDrainMax bounds the wait at the stop for records that programs
+// still running when they were detached are writing.
+const stopDrainMax = time.Second
+
+// stop ends the observation: it detaches the programs that write events,
+// reads the ring until every record they submitted is read (or
+// stopDrainMax passed), and counts what is left unread (unread_at_stop).
+func (s *EBPF) stop(handle func([]byte)) error {
+	s.nfMu.Lock()
+	for i := range s.eventLinks {
+		if s.links[i] != nil {
+			s.links[i].Close()
+			s.links[i] = nil
+		}
+	}
+	s.nfMu.Unlock()
+	deadline := time.Now().Add(stopDrainMax)
+	for {
+		if _, err := s.ring.drain(handle); errors.Is(err, errRingClosed) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		submitted, err := s.Submitted()
+		if err != nil {
+			msg := "counting the records left in the ring: " + err.Error()
+			s.unreadErr.Store(&msg)
+			return nil
+		}
+		read := s.read.Load()
+		if read >= submitted {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			s.unread.Store(submitted - read)
+			return nil
+		}
+		// A program that ran when it was detached is finishing its
+		// record: poll for it, bounded.
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -586,7 +641,11 @@ func (s *EBPF) Losses() []fate.Loss {
 	if s.cfg.Netfilter {
 		out = append(out, s.counterLoss(fate.ObserverNF, "inflight_full", cntNFInflightFull))
 	}
-	return out
+	unread := fate.Loss{Observer: fate.ObserverEBPF, Name: "unread_at_stop", Value: s.unread.Load()}
+	if msg := s.unreadErr.Load(); msg != nil {
+		unread.Unknown = *msg
+	}
+	return append(out, unread)
 }
 
 // counterLoss reads one of the BPF programs' per-CPU counters as a loss.
@@ -696,7 +755,9 @@ func (s *EBPF) Close() error {
 	s.nfMu.Lock()
 	s.nfClosed = true // a rescan still running attaches nothing more
 	for _, l := range s.links {
-		errs = append(errs, l.Close())
+		if l != nil {
+			errs = append(errs, l.Close())
+		}
 	}
 	s.links = nil
 	s.nfMu.Unlock()

@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,8 +20,11 @@ import (
 )
 
 // capture runs the ebpf source filtered to ns while send runs, and returns
-// every event (cloned) and the source's losses.
-func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, send func() error) ([]*fate.Event, []fate.Loss) {
+// every event (cloned) and the source's losses. It stops the source once
+// the namespace's kernel counter of UDP packets to closed ports (IPv4 and
+// IPv6) has grown by noPorts: every such drop has passed the tracepoint
+// by then, and the source's stop reads all it submitted.
+func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, noPorts uint64, send func() error) ([]*fate.Event, []fate.Loss) {
 	t.Helper()
 	cfg.FilterNetns = ns.Inode
 	src := tracer.NewEBPF(cfg)
@@ -29,6 +36,7 @@ func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, send func() erro
 	}
 	defer src.Close()
 
+	base := udpNoPorts(t, ns)
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
 		mu     sync.Mutex
@@ -50,14 +58,65 @@ func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, send func() erro
 		wg.Wait()
 		t.Fatal(err)
 	}
-	// Let the last packets reach the tracepoints; Run drains the ring after cancel.
-	time.Sleep(200 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); udpNoPorts(t, ns) < base+noPorts; {
+		if time.Now().After(deadline) {
+			t.Errorf("the kernel counted %d of %d UDP packets to closed ports", udpNoPorts(t, ns)-base, noPorts)
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	cancel()
 	wg.Wait()
 	if runErr != nil {
 		t.Fatal(runErr)
 	}
 	return events, src.Losses()
+}
+
+// udpNoPorts reads the namespace's Udp NoPorts plus Udp6NoPorts
+// (/proc/thread-self/net: the thread's namespace, not the process's).
+func udpNoPorts(t *testing.T, ns *netns.NS) uint64 {
+	t.Helper()
+	var total uint64
+	err := ns.Do(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		// "Udp: InDatagrams NoPorts ..." then "Udp: 1 2 ...".
+		var names []string
+		for _, l := range strings.Split(string(b), "\n") {
+			f := strings.Fields(l)
+			if len(f) == 0 || f[0] != "Udp:" {
+				continue
+			}
+			if names == nil {
+				names = f
+				continue
+			}
+			for j, n := range names {
+				if n == "NoPorts" && j < len(f) {
+					v, _ := strconv.ParseUint(f[j], 10, 64)
+					total += v
+				}
+			}
+		}
+		b, err = os.ReadFile("/proc/thread-self/net/snmp6")
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == "Udp6NoPorts" {
+				v, _ := strconv.ParseUint(f[1], 10, 64)
+				total += v
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total
 }
 
 func sendUDP(ns *netns.NS, network string, dst netip.AddrPort, n int) func() error {
@@ -86,7 +145,7 @@ func TestEBPFClosedPortDrops(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := testutil.NewNS(t)
 			const n = 25
-			events, losses := capture(t, ns, tracer.EBPFConfig{Drops: true, Consumes: true},
+			events, losses := capture(t, ns, tracer.EBPFConfig{Drops: true, Consumes: true}, n,
 				sendUDP(ns, tc.network, tc.dst, n))
 			assertNoLoss(t, losses)
 			drops := 0
@@ -141,7 +200,7 @@ func TestEBPFDeliveredIsNotDropped(t *testing.T) {
 	open := srv.LocalAddr().(*net.UDPAddr).AddrPort()
 	closed := netip.MustParseAddrPort("127.0.0.1:9")
 	const n, m = 10, 3
-	events, losses := capture(t, ns, tracer.EBPFConfig{Drops: true, Consumes: true}, func() error {
+	events, losses := capture(t, ns, tracer.EBPFConfig{Drops: true, Consumes: true}, m, func() error {
 		if err := sendUDP(ns, "udp4", open, n)(); err != nil {
 			return err
 		}
@@ -176,13 +235,13 @@ func TestEBPFDropsOnlyAndMarkFilter(t *testing.T) {
 	testutil.RequireRoot(t)
 	ns := testutil.NewNS(t)
 	// A mark filter that matches nothing this namespace sends.
-	events, losses := capture(t, ns, tracer.EBPFConfig{Drops: true, FilterMark: 0x42, FilterMarkMask: 0xff},
+	events, losses := capture(t, ns, tracer.EBPFConfig{Drops: true, FilterMark: 0x42, FilterMarkMask: 0xff}, 5,
 		sendUDP(ns, "udp4", netip.MustParseAddrPort("127.0.0.1:9"), 5))
 	assertNoLoss(t, losses)
 	if len(events) != 0 {
 		t.Errorf("mark filter 0x42/0xff let %d events through, want 0 (first: %+v)", len(events), events[0])
 	}
-	events, _ = capture(t, ns, tracer.EBPFConfig{Drops: true},
+	events, _ = capture(t, ns, tracer.EBPFConfig{Drops: true}, 5,
 		sendUDP(ns, "udp4", netip.MustParseAddrPort("127.0.0.1:9"), 5))
 	drops := 0
 	for _, e := range events {
@@ -196,4 +255,64 @@ func TestEBPFDropsOnlyAndMarkFilter(t *testing.T) {
 	if drops != 5 {
 		t.Errorf("got %d UDP drops, want 5", drops)
 	}
+}
+
+// TestStopReadsEverySubmitted stops the source in the middle of a flood:
+// every record the programs submitted is delivered (the stop detaches
+// them first, then reads the ring to its end), and unread_at_stop says 0.
+func TestStopReadsEverySubmitted(t *testing.T) {
+	testutil.RequireRoot(t)
+	ns := testutil.NewNS(t)
+	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, Consumes: true, FilterNetns: ns.Inode})
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var delivered atomic.Uint64
+	done := make(chan error, 1)
+	go func() {
+		done <- src.Run(ctx, fate.EventFunc(func(*fate.Event) { delivered.Add(1) }))
+	}()
+	flood, stopFlood := context.WithCancel(context.Background())
+	var senders sync.WaitGroup
+	for range 2 {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			for flood.Err() == nil {
+				if err := ns.SendUDP("udp4", netip.MustParseAddrPort("127.0.0.1:9"), 50, []byte("flood")); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	// Stop once the flood is well under way, while it goes on.
+	for deadline := time.Now().Add(10 * time.Second); delivered.Load() < 2000; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d events during the flood", delivered.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	err := <-done
+	stopFlood()
+	senders.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	submitted, err := src.Submitted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := delivered.Load(); got != submitted {
+		t.Errorf("delivered %d of the %d records submitted", got, submitted)
+	}
+	for _, l := range src.Losses() {
+		if l.Name == "unread_at_stop" && (l.Value != 0 || l.Unknown != "") {
+			t.Errorf("unread_at_stop %+v", l)
+		}
+	}
+	t.Logf("%d records submitted and delivered", submitted)
 }

@@ -121,3 +121,9 @@ var (
 	_ fate.Source = (*Dropmon)(nil)
 	_ fate.Source = (*Kmod)(nil)
 )
+
+var (
+	_ fate.Noticer  = (*EBPF)(nil)
+	_ fate.Noticer  = (*Dropmon)(nil)
+	_ fate.Informer = (*EBPF)(nil)
+)

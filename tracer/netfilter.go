@@ -6,7 +6,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -16,7 +15,7 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/pktfate/pktfate/fate"
-	vnetns "github.com/vishvananda/netns"
+	"github.com/pktfate/pktfate/internal/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -189,7 +188,7 @@ func (s *EBPF) attachNetfilterLinks(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 	s.nfRescan = s.cfg.NetfilterAllNetns && s.cfg.NetfilterNetns == ""
 	s.nfNetns = map[uint32]uint64{}
 	for ino, path := range targets {
-		if err := inNetns(path, func() error { return s.attachNetfilterHere(o) }); err != nil {
+		if err := netns.DoPath(path, func() error { return s.attachNetfilterHere(o) }); err != nil {
 			if len(targets) > 1 && errors.Is(err, os.ErrNotExist) {
 				continue // the namespace went away since it was listed
 			}
@@ -212,6 +211,7 @@ const nfRescanEvery = time.Second
 func (s *EBPF) rescanNetns() {
 	targets, err := listNetns(false)
 	if err != nil {
+		s.nfRescanFailed(fmt.Errorf("listing network namespaces: %w", err))
 		return
 	}
 	for ino, path := range targets {
@@ -221,7 +221,10 @@ func (s *EBPF) rescanNetns() {
 		if known {
 			continue
 		}
-		if err := inNetns(path, func() error { return s.attachNetfilterHere(s.nfObjs) }); err != nil {
+		if err := netns.DoPath(path, func() error { return s.attachNetfilterHere(s.nfObjs) }); err != nil {
+			if !errors.Is(err, os.ErrNotExist) { // not gone since it was listed
+				s.nfRescanFailed(err)
+			}
 			continue
 		}
 		s.nfMu.Lock()
@@ -231,8 +234,15 @@ func (s *EBPF) rescanNetns() {
 }
 
 // attachNetfilterHere attaches the netfilter programs in the calling
-// thread's network namespace.
+// thread's network namespace, all or none: an nf_enter without its nf_exit
+// would take every packet of that hook for one inside a chain.
 func (s *EBPF) attachNetfilterHere(o nfLinkObjects) error {
+	var links []link.Link
+	undo := func() {
+		for _, l := range links {
+			l.Close()
+		}
+	}
 	for _, pf := range nfFamilies {
 		for _, hook := range nfHooks {
 			for _, p := range []struct {
@@ -241,22 +251,42 @@ func (s *EBPF) attachNetfilterHere(o nfLinkObjects) error {
 			}{{o.Enter, nfPriorityFirst, 1}, {o.Exit, nfPriorityLast, -1}} {
 				l, err := attachNetfilterNear(p.prog, pf, hook, p.prio, p.step)
 				if err != nil {
+					undo()
 					return err
 				}
-				s.nfMu.Lock()
-				closed := s.nfClosed
-				if !closed {
-					s.links = append(s.links, l)
-				}
-				s.nfMu.Unlock()
-				if closed {
-					l.Close()
-					return errors.New("ebpf source closed")
-				}
+				links = append(links, l)
 			}
 		}
 	}
+	s.nfMu.Lock()
+	defer s.nfMu.Unlock()
+	if s.nfClosed {
+		undo()
+		return errors.New("ebpf source closed")
+	}
+	s.links = append(s.links, links...)
 	return nil
+}
+
+// nfRescanFailed keeps a failure to attach in a namespace created during
+// the capture: the namespace is not covered (nf is blind there, and says
+// so), and the user is told (Notices).
+func (s *EBPF) nfRescanFailed(err error) {
+	s.nfMu.Lock()
+	defer s.nfMu.Unlock()
+	s.nfRescanErrs++
+	s.nfRescanLast = err
+}
+
+// Notices implements fate.Noticer: what the user must know that is not a
+// loss.
+func (s *EBPF) Notices() []string {
+	s.nfMu.Lock()
+	defer s.nfMu.Unlock()
+	if s.nfRescanErrs == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("netfilter attribution could not attach in network namespaces created during the capture (%d failures, the last: %v): nf is blind in them", s.nfRescanErrs, s.nfRescanLast)}
 }
 
 // nfPriorityTries is how many priorities next to the first and the last
@@ -362,33 +392,4 @@ func nsfsMounts() []string {
 		out = append(out, strings.ReplaceAll(f[4], "\\040", " "))
 	}
 	return out
-}
-
-// inNetns runs f on a thread inside the network namespace at path ("" runs
-// it where we are).
-func inNetns(path string, f func() error) error {
-	if path == "" {
-		return f()
-	}
-	target, err := vnetns.GetFromPath(path)
-	if err != nil {
-		return fmt.Errorf("opening network namespace %s: %w", path, err)
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := vnetns.Get()
-	if err != nil {
-		return fmt.Errorf("opening current network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := vnetns.Set(target); err != nil {
-		return fmt.Errorf("entering network namespace %s: %w", path, err)
-	}
-	ferr := f()
-	if err := vnetns.Set(orig); err != nil {
-		runtime.LockOSThread() // leave this thread to die with the goroutine
-		return errors.Join(ferr, fmt.Errorf("leaving network namespace %s: %w", path, err))
-	}
-	return ferr
 }

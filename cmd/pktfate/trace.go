@@ -340,6 +340,7 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		Count:     cfg.Count,
 		Duration:  cfg.Duration,
 		Renderer:  sinks.renderer,
+		Notice:    func(msg string) { fmt.Fprintf(stderr, "pktfate: %s\n", msg) },
 		Ready: func() error {
 			logf("attached in %s (observers %s)", time.Since(started).Round(time.Millisecond), strings.Join(observers, ", "))
 			if src := sel.EBPF; src != nil {
@@ -353,9 +354,6 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 			}
 			if sinks.live != nil {
 				sinks.live.start(stats)
-			}
-			if dm := sel.Dropmon; dm != nil && dm.Passive() {
-				fmt.Fprintln(stderr, "pktfate: drop monitoring was already running (dropwatch or another pktfate): source dropmon attached passively and leaves it running")
 			}
 			if cfg.ReadyFile != "" {
 				if err := os.WriteFile(cfg.ReadyFile, []byte("ready\n"), 0o644); err != nil {

@@ -42,6 +42,9 @@ type fakeKernel struct {
 	calls        []string
 	// stats, when set, is the raw STATS_NEW reply (a fixture).
 	stats []byte
+	// dropOnStart is added to dropped when monitoring starts: alerts the
+	// queue drops right after START.
+	dropOnStart uint64
 }
 
 func newFakeKernel() *fakeKernel {
@@ -124,6 +127,7 @@ func (k *fakeKernel) serve(greq genetlink.Message, _ netlink.Message) ([]genetli
 		}
 		k.sw = k.sw || sw
 		k.hw = k.hw || hw
+		k.dropped += k.dropOnStart
 		return nil, io.EOF
 	case cmdStop:
 		if sw {

@@ -120,14 +120,18 @@ func newSession(c *Client, cfg SessionConfig, alive func(marker) bool) (*Session
 		return nil, err
 	}
 	s.events = ev
+	// The loss baseline comes before START: the queue's counters are
+	// never reset, and alerts dropped between START and a later reading
+	// would go uncounted.
+	if s.baseline, err = c.Stats(); err != nil {
+		_ = ev.Close()
+		return nil, err
+	}
 	if err := s.start(); err != nil {
 		_ = ev.Close()
 		return nil, err
 	}
 	if s.config, err = c.Config(); err != nil {
-		return nil, errors.Join(err, s.shutdown())
-	}
-	if s.baseline, err = c.Stats(); err != nil {
 		return nil, errors.Join(err, s.shutdown())
 	}
 	return s, nil

@@ -266,3 +266,18 @@ func TestSessionMarkerUnwritable(t *testing.T) {
 		t.Error("not stopped")
 	}
 }
+
+// TestSessionBaselineBeforeStart: alerts the queue drops right after START
+// count as this session's losses: the baseline is read before it.
+func TestSessionBaselineBeforeStart(t *testing.T) {
+	k := newFakeKernel()
+	k.dropped, k.dropOnStart = 5, 3
+	s, err := testSession(t, k, SessionConfig{Config: Config{Mode: ModePacket}, MarkerPath: "-"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if l, err := s.Loss(); err != nil || l.Queue != 3 {
+		t.Errorf("Loss() = %+v, %v; want the 3 drops at START counted", l, err)
+	}
+}

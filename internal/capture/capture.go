@@ -53,6 +53,10 @@ type Config struct {
 	Log io.Writer
 	// FlushEvery bounds how long rendered events wait in buffers.
 	FlushEvery time.Duration
+	// Notice, when set, receives each notice of a source (fate.Noticer)
+	// once, when it is first seen: after the sources start, and at each
+	// tick.
+	Notice func(string)
 	// Now reads the clock of the sources' events (CLOCK_MONOTONIC ns,
 	// tracer.MonoNow); it drives the correlation windows.
 	Now func() uint64
@@ -159,10 +163,11 @@ type pipeline struct {
 	done     bool  // Count reached
 	lastLoss map[string]uint64
 	lastTick uint64
+	noticed  map[string]bool
 }
 
 func newPipeline(cfg Config, stats *Stats) *pipeline {
-	return &pipeline{cfg: cfg, stats: stats, sum: fate.NewSummary(), lastLoss: map[string]uint64{}}
+	return &pipeline{cfg: cfg, stats: stats, sum: fate.NewSummary(), lastLoss: map[string]uint64{}, noticed: map[string]bool{}}
 }
 
 // start starts every source; the first failure stops those started.
@@ -191,7 +196,29 @@ func (p *pipeline) start() error {
 		}, p.fate)
 	}
 	p.lastTick = p.cfg.Now()
+	p.notices()
 	return nil
+}
+
+// notices passes on the sources' new notices and keeps them for the
+// summary (p.mu is held, or the sources are not running yet).
+func (p *pipeline) notices() {
+	for _, s := range p.started {
+		n, ok := s.(fate.Noticer)
+		if !ok {
+			continue
+		}
+		for _, msg := range n.Notices() {
+			if p.noticed[msg] {
+				continue
+			}
+			p.noticed[msg] = true
+			p.sum.Notes = append(p.sum.Notes, msg)
+			if p.cfg.Notice != nil {
+				p.cfg.Notice(msg)
+			}
+		}
+	}
 }
 
 // blind asks the source of each observer why it could not have seen a
@@ -305,6 +332,7 @@ func (p *pipeline) tick() {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.notices()
 	p.noteLosses(losses, now)
 	if p.corr != nil {
 		p.corr.Advance(now)
@@ -345,6 +373,7 @@ func (p *pipeline) finish(runErr error) (*fate.Summary, error) {
 	if sum.Start.IsZero() {
 		sum.Start = sum.End
 	}
+	p.notices()
 	for _, s := range p.started {
 		sum.Lost = append(sum.Lost, s.Losses()...)
 		if in, ok := s.(fate.Informer); ok {

@@ -104,7 +104,29 @@ func (n *NS) Close() error {
 
 // Do runs f on a thread inside the namespace. Sockets f opens stay in the
 // namespace after f returns.
-func (n *NS) Do(f func() error) error {
+func (n *NS) Do(f func() error) error { return doIn(n.handle, f) }
+
+// DoPath runs f on a thread inside the network namespace at path (a file
+// under /run/netns, /proc/PID/ns/net...; "" is the current one).
+func DoPath(path string, f func() error) error {
+	if path == "" {
+		return f()
+	}
+	h, err := vnetns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("opening network namespace %s: %w", path, err)
+	}
+	defer h.Close()
+	if err := doIn(h, f); err != nil {
+		return fmt.Errorf("in network namespace %s: %w", path, err)
+	}
+	return nil
+}
+
+// doIn runs f with the calling goroutine's thread in the namespace h and
+// moves the thread back afterwards; a thread that cannot move back stays
+// locked, so that the runtime terminates it.
+func doIn(h vnetns.NsHandle, f func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := vnetns.Get()
@@ -112,12 +134,11 @@ func (n *NS) Do(f func() error) error {
 		return fmt.Errorf("opening current network namespace: %w", err)
 	}
 	defer orig.Close()
-	if err := vnetns.Set(n.handle); err != nil {
+	if err := vnetns.Set(h); err != nil {
 		return fmt.Errorf("entering network namespace: %w", err)
 	}
 	ferr := f()
 	if err := vnetns.Set(orig); err != nil {
-		// Leave the thread locked: the runtime then terminates it.
 		runtime.LockOSThread()
 		return errors.Join(ferr, fmt.Errorf("leaving network namespace: %w", err))
 	}

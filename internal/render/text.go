@@ -224,6 +224,12 @@ func (r *Text) Summary(s *fate.Summary) error {
 	if len(s.Ignored) > 0 {
 		table(w, "not shown (not a packet's fate)", fate.Sorted(s.Ignored))
 	}
+	if len(s.Notes) > 0 {
+		fmt.Fprintf(w, "\nnotes:\n")
+		for _, n := range s.Notes {
+			fmt.Fprintf(w, "  %s\n", n)
+		}
+	}
 	lossTable(w, s.Lost)
 	switch s.Completeness() {
 	case fate.Incomplete:
