@@ -88,8 +88,10 @@ func (n *ngReader) next() (*ngBlock, error) {
 	if total < 12 || total%4 != 0 || total > maxBlock {
 		return nil, fmt.Errorf("block at byte offset %d claims %d bytes: the file is damaged from there", start, total)
 	}
-	body := make([]byte, total-8)
-	if _, err := io.ReadFull(n.r, body); err != nil {
+	// Read what is there rather than allocate what the length claims: a
+	// damaged length must not cost its 64 MiB.
+	body, err := io.ReadAll(io.LimitReader(n.r, int64(total-8)))
+	if err != nil || len(body) != int(total-8) {
 		return nil, fmt.Errorf("block at byte offset %d is cut short: the file is truncated", start)
 	}
 	n.off += int64(total)

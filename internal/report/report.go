@@ -97,7 +97,7 @@ func ReadFile(path string) (*Result, error) {
 
 // Read reads a capture from r; name names it in errors.
 func Read(r io.Reader, name string) (*Result, error) {
-	br := bufio.NewReaderSize(r, 1<<20)
+	br := bufio.NewReaderSize(r, 64<<10)
 	head, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("reading %s: %w", name, err)
@@ -428,6 +428,7 @@ func readRecording(r io.Reader) (*Result, error) {
 	c.Flush()
 	b.events.Events = uint64(events)
 	st := c.Stats()
+	b.fates = true // a correlation, even of nothing
 	res.Summary = b.finish(nil)
 	res.Summary.Correlation.Observers, res.Summary.Correlation.Late, res.Summary.Correlation.Forced = st.Observers, st.Late, st.Forced
 	for _, o := range rec.Running {
