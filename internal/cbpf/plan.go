@@ -116,9 +116,9 @@ func (s *state) join(o *state) {
 type site uint8
 
 const (
-	siteNone   site = iota // the bytes are there (or not needed)
-	siteRead               // read them: no path has
-	siteMaybe              // read them unless this path has (flag in R9)
+	siteNone  site = iota // the bytes are there (or not needed)
+	siteRead              // read them: no path has
+	siteMaybe             // read them unless this path has (flag in R9)
 )
 
 // plan is the translation's analysis of a classic program.

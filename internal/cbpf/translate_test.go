@@ -138,7 +138,7 @@ func TestOpcodes(t *testing.T) {
 			bpf.LoadConstant{Dst: bpf.RegA, Val: 7}, bpf.StoreScratch{Src: bpf.RegA, N: 3},
 			bpf.LoadConstant{Dst: bpf.RegX, Val: 9}, bpf.StoreScratch{Src: bpf.RegX, N: 15},
 			bpf.LoadScratch{Dst: bpf.RegX, N: 3}, bpf.LoadScratch{Dst: bpf.RegA, N: 15},
-			bpf.ALUOpX{Op: bpf.ALUOpMul}, // 63
+			bpf.ALUOpX{Op: bpf.ALUOpMul},         // 63
 			bpf.LoadScratch{Dst: bpf.RegX, N: 0}, // never written: 0
 			bpf.ALUOpX{Op: bpf.ALUOpAdd},
 		}, nil},
