@@ -85,22 +85,11 @@ type emitter struct {
 
 // Translate turns a classic BPF program, as libpcap compiles it for
 // Ethernet (pcapfilter.Filter.Program), into the body of an eBPF
-// BPF-to-BPF subprogram. The calling convention:
-//
-//	R1  kernel address of the first packet byte (a scalar: skb->head + offset)
-//	R2  bytes that may be read from there (clamped to MaxLen)
-//	R3  the packet's EtherType in host order (L3: the synthetic header's)
-//	R4  the packet's length from the first byte, what "len", "less" and
-//	    "greater" test (L3: 14 is added for the synthetic header)
-//	R0  on return: 1 if the packet matches, 0 if not
-//
-// The subprogram reads the bytes the program can reach with one
-// bpf_probe_read_kernel into its stack, the first time a path needs them;
-// a failed read counts as no bytes. A load past the readable bytes, and a
-// division or modulo by zero, end the filter with no match, as in the
-// kernel and in golang.org/x/net/bpf; shifts by 32 or more give 0, as in
-// golang.org/x/net/bpf. The first instruction carries no symbol: Splice
-// puts the placeholder's on it.
+// BPF-to-BPF subprogram with the package's calling convention: R1 the
+// kernel address of the first packet byte, R2 the bytes readable there, R3
+// the EtherType in host order, R4 the packet's length; R0 = 1 on a match,
+// 0 if not. The first instruction carries no symbol: Splice puts the
+// placeholder's on it.
 //
 // An error wraps ErrUnsupported when the program cannot be translated.
 func Translate(prog []bpf.RawInstruction, v Variant) (asm.Instructions, error) {
