@@ -248,6 +248,7 @@ func (e *emitter) read(flagged bool) {
 		e.emit(skipImm(asm.JEq, true, regFlag, 0, 0))
 	}
 	if p.data > 0 {
+		e.zero(int(e.bo)+int(p.hdr), int(e.bo)+int(p.hdr)+int(p.data))
 		e.emit(
 			asm.Mov.Reg(asm.R1, asm.RFP),
 			asm.Add.Imm(asm.R1, int32(e.bo)+int32(p.hdr)),
@@ -281,6 +282,29 @@ func (e *emitter) read(flagged bool) {
 	}
 	if flagged {
 		e.out[skip].Offset = int16(len(e.out) - skip - 1)
+	}
+}
+
+// zero clears the stack from off to end (rounded up to 8 bytes, which
+// stays below the fixed slots). A helper writing a variable number of
+// bytes must find them initialized: the verifier of kernels before 6.5
+// (6.1 among them), which do not let privileged programs read
+// uninitialized stack, refuses the read otherwise.
+func (e *emitter) zero(off, end int) {
+	end = (end + 7) &^ 7
+	e.emit(asm.Mov.Imm(asm.R1, 0))
+	for off < end {
+		size := asm.Byte
+		switch {
+		case off&7 == 0 && off+8 <= end:
+			size = asm.DWord
+		case off&3 == 0 && off+4 <= end:
+			size = asm.Word
+		case off&1 == 0 && off+2 <= end:
+			size = asm.Half
+		}
+		e.emit(asm.StoreMem(asm.RFP, int16(off), asm.R1, size))
+		off += size.Sizeof()
 	}
 }
 

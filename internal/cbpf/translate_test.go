@@ -623,3 +623,45 @@ func randomProgram(rng *rand.Rand, n int) []bpf.RawInstruction {
 	}
 	return append(prog, bpf.RawInstruction{Op: clsRET | retA}, bpf.RawInstruction{Op: clsRET | retK, K: 1})
 }
+
+// TestStack checks the translation's frame stays within MaxStack, with the
+// largest buffer (an indexed load through X from packet data), scratch
+// memory and every fixed slot in use.
+func TestStack(t *testing.T) {
+	worst := assemble(t,
+		bpf.LoadExtension{Num: bpf.ExtLen}, bpf.StoreScratch{Src: bpf.RegA, N: 15},
+		bpf.LoadAbsolute{Off: 12, Size: 2}, bpf.LoadAbsolute{Off: 12, Size: 4},
+		bpf.LoadAbsolute{Off: 40, Size: 1}, bpf.TAX{}, bpf.LoadIndirect{Off: 0, Size: 4},
+		bpf.LoadScratch{Dst: bpf.RegX, N: 15}, bpf.RetA{})
+	rng := rand.New(rand.NewPCG(3, 4))
+	progs := [][]bpf.RawInstruction{worst}
+	for range 500 {
+		progs = append(progs, randomProgram(rng, 2+rng.IntN(30)))
+	}
+	deepest := 0
+	for _, prog := range progs {
+		for _, v := range []Variant{L3, L2} {
+			insns, err := Translate(prog, v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ins := range insns {
+				off := 0
+				switch {
+				case ins.OpCode.Class().IsLoad() && ins.Src == asm.RFP,
+					ins.OpCode.Class().IsStore() && ins.Dst == asm.RFP:
+					off = int(ins.Offset)
+				case ins.OpCode.Class().IsLoad() && ins.Src == asm.R2:
+					off = int(ins.Offset) // the buffer's start, indexed by R1
+				}
+				deepest = min(deepest, off)
+			}
+		}
+	}
+	if -deepest > MaxStack {
+		t.Errorf("the translation reaches %d bytes below the frame, more than MaxStack (%d)", -deepest, MaxStack)
+	}
+	if -deepest < MaxStack-16 {
+		t.Errorf("the deepest frame is %d bytes: MaxStack (%d) promises too much, or the worst case no longer is", -deepest, MaxStack)
+	}
+}
