@@ -3,6 +3,8 @@ package cbpf
 import (
 	"errors"
 	"hash/fnv"
+	"math/rand/v2"
+	"os"
 	"slices"
 	"testing"
 
@@ -105,6 +107,110 @@ func FuzzKernel(f *testing.F) {
 			if got != want {
 				t.Fatalf("%q, %s, proto %#04x, %d bytes %x: kernel %v, user space %v", ff.expr, v, proto, len(data), data, got, want)
 			}
+		}
+	})
+}
+
+// classicOps are the opcodes FuzzProgram builds programs from: every one
+// the translation accepts.
+var classicOps = []uint16{
+	clsLD | szW | modeIMM, clsLDX | szW | modeIMM,
+	clsLD | szW | modeMEM, clsLDX | szW | modeMEM, clsST, clsSTX,
+	clsLD | szW | modeLEN, clsLDX | szW | modeLEN,
+	clsLD | szW | modeABS, clsLD | szH | modeABS, clsLD | szB | modeABS,
+	clsLD | szW | modeIND, clsLD | szH | modeIND, clsLD | szB | modeIND,
+	clsLDX | szB | modeMSH,
+	clsALU | aluADD | srcK, clsALU | aluSUB | srcK, clsALU | aluMUL | srcK, clsALU | aluDIV | srcK,
+	clsALU | aluOR | srcK, clsALU | aluAND | srcK, clsALU | aluLSH | srcK, clsALU | aluRSH | srcK,
+	clsALU | aluMOD | srcK, clsALU | aluXOR | srcK,
+	clsALU | aluADD | srcX, clsALU | aluSUB | srcX, clsALU | aluMUL | srcX, clsALU | aluDIV | srcX,
+	clsALU | aluOR | srcX, clsALU | aluAND | srcX, clsALU | aluLSH | srcX, clsALU | aluRSH | srcX,
+	clsALU | aluMOD | srcX, clsALU | aluXOR | srcX, clsALU | aluNEG,
+	clsJMP | jmpJA, clsJMP | jmpJEQ | srcK, clsJMP | jmpJGT | srcK, clsJMP | jmpJGE | srcK, clsJMP | jmpJSET | srcK,
+	clsJMP | jmpJEQ | srcX, clsJMP | jmpJGT | srcX, clsJMP | jmpJGE | srcX, clsJMP | jmpJSET | srcX,
+	clsRET | retK, clsRET | retA, clsMISC | miscTAX, clsMISC | miscTXA,
+}
+
+// programFrom turns fuzz bytes into a valid classic program: 8 bytes an
+// instruction (opcode, jt, jf, a byte choosing K's range, K), jumps kept
+// inside the program, two returns at the end.
+func programFrom(b []byte) []bpf.RawInstruction {
+	n := min(len(b)/8, 64)
+	prog := make([]bpf.RawInstruction, 0, n+2)
+	for i := 0; i < n; i++ {
+		c := b[8*i : 8*i+8]
+		op := classicOps[int(c[0])%len(classicOps)]
+		k := uint32(c[4]) | uint32(c[5])<<8 | uint32(c[6])<<16 | uint32(c[7])<<24
+		switch c[3] % 4 {
+		case 0:
+			k %= 80
+		case 1:
+			k %= 16
+		case 2:
+			k %= 300
+		}
+		left := n - i // instructions after this one: the rest and the two returns, minus one
+		switch {
+		case op == clsJMP|jmpJA:
+			k %= uint32(left + 1)
+		case op&0x07 == clsLD && op&0xe0 == modeMEM, op&0x07 == clsLDX && op&0xe0 == modeMEM, op == clsST, op == clsSTX:
+			k %= scratchSlots
+		case (op == clsALU|aluDIV|srcK || op == clsALU|aluMOD|srcK) && k == 0:
+			k = 1 // x/net/bpf refuses a constant zero divisor (TestALU covers it)
+		}
+		prog = append(prog, bpf.RawInstruction{Op: op, Jt: c[1] % uint8(min(left+1, 255)), Jf: c[2] % uint8(min(left+1, 255)), K: k})
+	}
+	return append(prog, bpf.RawInstruction{Op: clsRET | retA}, bpf.RawInstruction{Op: clsRET | retK, K: 1})
+}
+
+// FuzzProgram translates programs built from fuzz bytes and runs them on
+// a fuzzed packet in the Go interpreter and, as root, in the kernel: both
+// must agree, and with golang.org/x/net/bpf when it can run the program
+// (not negation, not ldx len).
+func FuzzProgram(f *testing.F) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 40 {
+		b := make([]byte, 8*(1+rng.IntN(20)))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		p := randomPacket(rng)
+		f.Add(b, false, p.proto, p.data)
+	}
+	root := os.Geteuid() == 0
+	f.Fuzz(func(t *testing.T, code []byte, l2 bool, proto uint16, data []byte) {
+		prog := programFrom(code)
+		if len(data) > MaxLen {
+			data = data[:MaxLen]
+		}
+		v := L3
+		if l2 {
+			v = L2
+		}
+		p := pkt{proto: proto, data: data}
+		got, _ := interpret(t, prog, v, p)
+		if !slices.ContainsFunc(prog, func(ri bpf.RawInstruction) bool {
+			return ri.Op == clsALU|aluNEG || ri.Op == clsLDX|szW|modeLEN
+		}) {
+			if ref := reference(t, prog, v, p); got != ref {
+				t.Fatalf("%s, proto %#04x, %x: translation %v, x/net/bpf %v\n%s", v, proto, data, got, ref, disasm(prog))
+			}
+		}
+		if !root {
+			return
+		}
+		requireKernel(t)
+		k, err := loadFilter(t, prog)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, disasm(prog))
+		}
+		defer k.Close()
+		kern, err := k.run(v, proto, data, addrScalar)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kern != got {
+			t.Fatalf("%s, proto %#04x, %x: kernel %v, interpreter %v\n%s", v, proto, data, kern, got, disasm(prog))
 		}
 	})
 }

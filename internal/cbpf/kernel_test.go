@@ -514,3 +514,56 @@ func BenchmarkKernelFilter(b *testing.B) {
 		objs.Pkts.Close()
 	}
 }
+
+// TestKernelLargeExpression loads long expressions (hundreds of classic
+// instructions, thousands translated): the verifier's complexity limit and
+// eBPF's jump range must hold, and the verdicts stay right.
+func TestKernelLargeExpression(t *testing.T) {
+	requireKernel(t)
+	var ports, hosts []string
+	for i := 1; i <= 120; i++ {
+		ports = append(ports, fmt.Sprintf("port %d", 1000+i))
+	}
+	for i := 1; i <= 60; i++ {
+		hosts = append(hosts, fmt.Sprintf("host 10.0.%d.%d", i/8, i))
+	}
+	// Every term loads another offset: the translation grows with each.
+	var fields []string
+	for i := 0; i < 150; i++ {
+		fields = append(fields, fmt.Sprintf("(ip[%d:2] = %d and udp[%d] != %d)", i%40, 1000+i, i%30, i))
+	}
+	pkts := testPackets(t)
+	for _, expr := range []string{
+		strings.Join(ports, " or ") + " or port 53",
+		strings.Join(hosts, " or ") + " or host 10.0.0.1",
+		"(" + strings.Join(ports[:40], " or ") + " or port 1234) and not (" + strings.Join(hosts[:20], " or ") + ")",
+		strings.Join(fields, " or ") + " or ip[2:2] > 40",
+	} {
+		f := compile(t, expr)
+		k, err := loadFilter(t, f.Program())
+		if err != nil {
+			t.Fatalf("%d classic instructions: %v", len(f.Program()), err)
+		}
+		t.Logf("%d classic instructions: L3 %d, L2 %d translated", len(f.Program()), k.insns[L3], k.insns[L2])
+		matched := 0
+		for _, p := range pkts {
+			for _, v := range []Variant{L3, L2} {
+				data := view(p, v, -1)
+				got, err := k.run(v, p.etherType, data, addrScalar)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := f.Match(p.etherType, data, v == L2); got != want {
+					t.Errorf("%.40q..., %s, %s: kernel %v, user space %v", expr, v, p.name, got, want)
+				}
+				if got {
+					matched++
+				}
+			}
+		}
+		if matched == 0 {
+			t.Errorf("%.40q... matched no test packet", expr)
+		}
+		k.Close()
+	}
+}
