@@ -160,8 +160,16 @@ func view(p testPacket, v Variant, n int) []byte {
 	return data
 }
 
-// captureLengths cut the test packets at and around every header boundary.
-var captureLengths = []int{-1, 0, 1, 2, 12, 13, 14, 15, 19, 20, 21, 22, 23, 24, 26, 33, 34, 35, 36, 37, 38, 40, 41, 42, 47, 48, 53, 54, 55, 56, 57, 58, 60, 62, 64, 70}
+// captureLengths cut the test packets at and around every header
+// boundary. Inside the kernel matrix's VMs (QEMU TCG, ten times slower) a
+// subset does: what differs between kernels is the verifier and the JIT,
+// which every length exercises alike.
+func captureLengths() []int {
+	if testutil.InVM() != "" {
+		return []int{-1, 0, 13, 14, 20, 23, 34, 38, 40, 54, 57}
+	}
+	return []int{-1, 0, 1, 2, 12, 13, 14, 15, 19, 20, 21, 22, 23, 24, 26, 33, 34, 35, 36, 37, 38, 40, 41, 42, 47, 48, 53, 54, 55, 56, 57, 58, 60, 62, 64, 70}
+}
 
 // TestVerifierAcceptsCorpus loads every corpus expression's translations,
 // in both variants, into the running kernel.
@@ -200,6 +208,7 @@ func TestKernelMatchesUserSpace(t *testing.T) {
 	requireKernel(t)
 	pkts := testPackets(t)
 	runs, matches := 0, 0
+	lengths := captureLengths()
 	for _, expr := range expressions(t) {
 		f := compile(t, expr)
 		k, err := loadFilter(t, f.Program())
@@ -213,7 +222,7 @@ func TestKernelMatchesUserSpace(t *testing.T) {
 				a = addrPointer
 			}
 			for _, v := range []Variant{L3, L2} {
-				for _, n := range captureLengths {
+				for _, n := range lengths {
 					data := view(p, v, n)
 					want := f.Match(p.etherType, data, v == L2)
 					got, err := k.run(v, p.etherType, data, a)
