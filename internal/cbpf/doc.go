@@ -51,7 +51,11 @@
 // data) with one bpf_probe_read_kernel into its stack, the first time a
 // path needs them, then loads them with plain, bounds-checked stack loads.
 // A path that decides on the EtherType alone (arp, not ip6) reads nothing.
-// A failed read counts as no bytes.
+// A failed read counts as no bytes. The buffer is cleared before the read
+// (a few stores: before 6.5 the verifier wants stack a helper writes a
+// variable number of bytes to initialized). Measured with bpf_stats on the
+// 6.18 host: 6 to 10 ns a run for port, host and flag filters, 0.5 ns for
+// one decided on the EtherType.
 //
 // # Placeholder
 //
