@@ -42,11 +42,11 @@ demo: deps-run build
 
 # Regenerates the BPF objects and their Go bindings (needs clang).
 generate:
-	$(GO) generate ./tracer/...
+	$(GO) generate ./tracer/... ./internal/cbpf/...
 
 # Fails when the committed generated files differ from a fresh generation.
 check-generate: generate
-	@git diff --exit-code --stat -- tracer/ || { echo "generated BPF files are stale: run make generate and commit"; exit 1; }
+	@git diff --exit-code --stat -- tracer/ internal/cbpf/ || { echo "generated BPF files are stale: run make generate and commit"; exit 1; }
 
 test: deps
 	@t0=$$(date +%s); \
