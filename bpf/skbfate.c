@@ -12,6 +12,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -48,6 +49,8 @@ enum event_flags {
 	EVF_SHARED = 1 << 6,
 	/* Not a network packet (no protocol, no MAC header): netlink, unix... */
 	EVF_NOT_PACKET = 1 << 7,
+	/* The pcap-filter expression ran in the kernel and matched. */
+	EVF_FILTERED = 1 << 8,
 };
 
 /* Where netns and ifindex were taken from (netns_from, if_from). */
@@ -110,6 +113,8 @@ struct event {
 
 /* Load-time configuration, set by user space before loading. */
 const volatile __u32 snap_len = 128;
+/* The placeholders above hold the user's pcap-filter expression. */
+const volatile bool filter_pcap = false;
 const volatile __u32 filter_netns = 0;
 const volatile __u32 filter_ifindex = 0;
 const volatile __u32 filter_mark = 0;
@@ -348,6 +353,32 @@ static __always_inline __u32 sk_netns(const struct sock *sk)
 }
 
 /*
+ * The trailing pcap-filter expression, run before the ring reserve:
+ * user space replaces the body of these placeholders with the expression
+ * translated from libpcap's classic BPF (internal/cbpf), for bytes from
+ * the network header (l3, with a synthetic Ethernet header in front) or
+ * from a real MAC header (l2). Unspliced they match everything; emit calls
+ * them only when filter_pcap is set. __noinline keeps each a BPF-to-BPF
+ * call with its own symbol; the empty asm keeps clang from dropping an
+ * argument or folding the result.
+ */
+static __noinline int pktfate_filter_l3(__u64 data, __u32 len, __u32 proto, __u32 pktlen)
+{
+	int match = 1;
+
+	asm volatile("" : "+r"(match) : "r"(data), "r"(len), "r"(proto), "r"(pktlen));
+	return match;
+}
+
+static __noinline int pktfate_filter_l2(__u64 data, __u32 len, __u32 proto, __u32 pktlen)
+{
+	int match = 1;
+
+	asm volatile("" : "+r"(match) : "r"(data), "r"(len), "r"(proto), "r"(pktlen));
+	return match;
+}
+
+/*
  * tp_btf arguments are typed kernel pointers: plain member accesses compile
  * to CO-RE-relocated loads that the JIT guards against faults, much cheaper
  * than one bpf_probe_read_kernel() call per member (as long as they do not
@@ -469,6 +500,45 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 
 	if (snap > SNAP_MAX)
 		snap = SNAP_MAX;
+	nh = skb->network_header;
+	tail = skb->tail;
+	if (mh != (__u16)~0U)
+		flags |= EVF_MAC_SET;
+	if (nh != (__u16)~0U) {
+		off = nh;
+		flags |= EVF_NETWORK;
+	} else if (mh != (__u16)~0U) {
+		off = mh;
+		flags |= EVF_MAC;
+	} else {
+		off = skb->data - head;
+	}
+	n = 0;
+	if (tail > off)
+		n = tail - off;
+	if (n > snap)
+		n = snap;
+	/* Keep the bound visible to the verifier whatever clang does above. */
+	asm volatile("%[n] &= 0x1ff" : [n] "+r"(n));
+	if (n > SNAP_MAX)
+		n = 0;
+	/*
+	 * The expression sees what user space would: the captured bytes, from
+	 * the network header (or the MAC header when there is none).
+	 */
+	if (filter_pcap) {
+		__u64 data = (__u64)head + off;
+		__u32 proto = bpf_ntohs(protocol);
+		int match;
+
+		if (flags & EVF_MAC)
+			match = pktfate_filter_l2(data, n, proto, n);
+		else
+			match = pktfate_filter_l3(data, n, proto, n);
+		if (!match)
+			return 0;
+		flags |= EVF_FILTERED;
+	}
 	/* The reserved size is a constant: snap_len lives in frozen .rodata. */
 	ev = bpf_ringbuf_reserve(&events, sizeof(*ev) - SNAP_MAX + snap, 0);
 	if (!ev) {
@@ -508,28 +578,6 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 		((__u64 *)ev->ifname)[1] = 0;
 	}
 
-	nh = skb->network_header;
-	tail = skb->tail;
-	if (mh != (__u16)~0U)
-		flags |= EVF_MAC_SET;
-	if (nh != (__u16)~0U) {
-		off = nh;
-		flags |= EVF_NETWORK;
-	} else if (mh != (__u16)~0U) {
-		off = mh;
-		flags |= EVF_MAC;
-	} else {
-		off = skb->data - head;
-	}
-	n = 0;
-	if (tail > off)
-		n = tail - off;
-	if (n > snap)
-		n = snap;
-	/* Keep the bound visible to the verifier whatever clang does above. */
-	asm volatile("%[n] &= 0x1ff" : [n] "+r"(n));
-	if (n > SNAP_MAX)
-		n = 0;
 	if (n && bpf_probe_read_kernel(ev->data, n, head + off))
 		n = 0;
 	ev->cap_len = n;

@@ -123,6 +123,10 @@ type Event struct {
 	// the freeing location (a refusal the kernel frees with consume_skb):
 	// see docs/inferred-reasons.md.
 	ReasonInferred bool
+	// KernelFiltered is set when the pcap-filter expression already ran
+	// where the packet was seen, and matched: user space need not run it
+	// again.
+	KernelFiltered bool
 	// NFBlind, for a drop with reason NETFILTER_DROP that the netfilter
 	// attribution did not see inside any chain, says why it could not
 	// ("" otherwise).

@@ -52,6 +52,7 @@ const (
 	flagCloned      = 1 << 5
 	flagShared      = 1 << 6
 	flagNotPacket   = 1 << 7
+	flagFiltered    = 1 << 8
 )
 
 // whereFrom names enum where_from (bpf/skbfate.c).
@@ -150,6 +151,7 @@ func (d *Decoder) Decode(raw []byte, ev *fate.Event) error {
 	ev.Cloned = flags&flagCloned != 0
 	ev.DataShared = flags&flagShared != 0
 	ev.NotPacket = flags&flagNotPacket != 0
+	ev.KernelFiltered = flags&flagFiltered != 0
 	ev.ReasonInferred = false
 	ev.NFBlind = ""
 

@@ -15,7 +15,9 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/pktfate/pktfate/fate"
+	"github.com/pktfate/pktfate/internal/cbpf"
 	"github.com/pktfate/pktfate/internal/netns"
+	"golang.org/x/net/bpf"
 )
 
 // EBPFConfig configures the ebpf source. The filters run in the kernel,
@@ -51,6 +53,12 @@ type EBPFConfig struct {
 	// links where the kernel has them (6.4+), else fexit on nf_hook_slow,
 	// which sees every network namespace.
 	NetfilterMethod string
+	// PcapFilter is the trailing pcap-filter expression compiled by libpcap
+	// (pcapfilter.Filter.Program), run in the programs before an event is
+	// reserved; nil runs none. An expression the translation cannot run
+	// (internal/cbpf.ErrUnsupported) is left to user space:
+	// KernelFilter then says why.
+	PcapFilter []bpf.RawInstruction
 	// NetfilterOnly reports only packets freed inside a netfilter hook, as
 	// the nf observer: the user asked for nf alone. The tracepoint
 	// programs still run (they see the free); the ebpf observer does not.
@@ -86,17 +94,20 @@ type EBPF struct {
 	ring    *ring
 	decoder *Decoder
 
-	decodeErrors   atomic.Uint64
+	decodeErrors atomic.Uint64
 	// eventLinks is how many of links (the first) attach the programs
 	// that write events; Run detaches them at the stop.
 	eventLinks int
 	// read counts the records read from the ring; unread is what the
 	// programs submitted that was still unread when the drain at the
 	// stop ended (unreadErr when that could not be counted).
-	read      atomic.Uint64
-	unread    atomic.Uint64
-	unreadErr atomic.Pointer[string]
+	read           atomic.Uint64
+	unread         atomic.Uint64
+	unreadErr      atomic.Pointer[string]
 	freedAfterRead atomic.Uint64 // found in user space; the BPF counts its own
+	// KernelFilter says why the pcap-filter expression does not run in the
+	// kernel ("" when it does, or there is none). Valid after Start.
+	KernelFilter string
 	// ConsumeLocation reports whether consume_skb events carry their
 	// caller (kernel 6.3 and later). Valid after Start.
 	ConsumeLocation bool
@@ -165,6 +176,30 @@ func NewEBPF(cfg EBPFConfig) *EBPF {
 
 // Name implements Source.
 func (s *EBPF) Name() string { return "ebpf" }
+
+// spliceFilter puts the pcap-filter expression into the programs'
+// placeholders and reports whether it did; when it cannot, it says why in
+// KernelFilter and the expression runs in user space.
+func (s *EBPF) spliceFilter(spec *ebpf.CollectionSpec) bool {
+	if s.cfg.PcapFilter == nil {
+		return false
+	}
+	for _, v := range []struct {
+		variant cbpf.Variant
+		symbol  string
+	}{{cbpf.L3, "pktfate_filter_l3"}, {cbpf.L2, "pktfate_filter_l2"}} {
+		insns, err := cbpf.Translate(s.cfg.PcapFilter, v.variant)
+		if err == nil {
+			_, err = cbpf.SpliceCollection(spec, v.symbol, insns)
+		}
+		if err != nil {
+			s.KernelFilter = fmt.Sprintf("the filter expression runs in user space, after every freed packet has crossed the ring buffer: %v", err)
+			return false
+		}
+	}
+	s.KernelFilter = ""
+	return true
+}
 
 // Observers implements fate.Source: "ebpf", and "nf" when the source
 // attributes drops to netfilter hooks.
@@ -320,6 +355,7 @@ func (s *EBPF) Start() error {
 		skbfateVarWakeupEvery:    uint64(wakeupEvery),
 		skbfateVarNfEnabled:      s.cfg.Netfilter,
 		skbfateVarShowNonPackets: s.cfg.ShowNonPackets,
+		skbfateVarFilterPcap:     s.spliceFilter(spec),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("setting BPF variable %s: %w", name, err)

@@ -15,8 +15,10 @@ import (
 
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/netns"
+	"github.com/pktfate/pktfate/internal/pcapfilter"
 	"github.com/pktfate/pktfate/internal/testutil"
 	"github.com/pktfate/pktfate/tracer"
+	"golang.org/x/net/bpf"
 )
 
 // capture runs the ebpf source filtered to ns while send runs, and returns
@@ -315,4 +317,49 @@ func TestStopReadsEverySubmitted(t *testing.T) {
 		}
 	}
 	t.Logf("%d records submitted and delivered", submitted)
+}
+
+// TestKernelPcapFilter: the trailing expression runs in the programs, so
+// packets it does not match never reach the ring; an expression the
+// translation cannot run is left to user space, and the source says so.
+func TestKernelPcapFilter(t *testing.T) {
+	testutil.RequireRoot(t)
+	f, err := pcapfilter.Compile("udp dst port 9999")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := testutil.NewNS(t)
+	events, losses := capture(t, ns, tracer.EBPFConfig{Drops: true, Consumes: true, PcapFilter: f.Program()}, 10, func() error {
+		if err := ns.SendUDP("udp4", netip.MustParseAddrPort("127.0.0.1:9"), 5, []byte("other")); err != nil {
+			return err
+		}
+		return ns.SendUDP("udp4", netip.MustParseAddrPort("127.0.0.1:9999"), 5, []byte("wanted"))
+	})
+	assertNoLoss(t, losses)
+	if len(events) != 5 {
+		t.Errorf("%d events, want the 5 to port 9999 alone", len(events))
+	}
+	for _, e := range events {
+		if e.Packet.Dport != 9999 || !e.KernelFiltered {
+			t.Errorf("event to port %d, kernel-filtered %v", e.Packet.Dport, e.KernelFiltered)
+		}
+	}
+	// Longer than the translation takes (4096 classic instructions): user
+	// space runs it.
+	var long []bpf.Instruction
+	for range 5000 {
+		long = append(long, bpf.LoadConstant{Dst: bpf.RegA, Val: 0})
+	}
+	raw, err := bpf.Assemble(append(long, bpf.RetConstant{Val: 65535}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, PcapFilter: raw})
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if src.KernelFilter == "" || !strings.Contains(src.KernelFilter, "user space") {
+		t.Errorf("a 5001-instruction filter: KernelFilter %q, want why it runs in user space", src.KernelFilter)
+	}
 }

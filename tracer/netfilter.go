@@ -283,10 +283,14 @@ func (s *EBPF) nfRescanFailed(err error) {
 func (s *EBPF) Notices() []string {
 	s.nfMu.Lock()
 	defer s.nfMu.Unlock()
-	if s.nfRescanErrs == 0 {
-		return nil
+	var out []string
+	if s.KernelFilter != "" {
+		out = append(out, s.KernelFilter)
 	}
-	return []string{fmt.Sprintf("netfilter attribution could not attach in network namespaces created during the capture (%d failures, the last: %v): nf is blind in them", s.nfRescanErrs, s.nfRescanLast)}
+	if s.nfRescanErrs > 0 {
+		out = append(out, fmt.Sprintf("netfilter attribution could not attach in network namespaces created during the capture (%d failures, the last: %v): nf is blind in them", s.nfRescanErrs, s.nfRescanLast))
+	}
+	return out
 }
 
 // nfPriorityTries is how many priorities next to the first and the last

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf/btf"
+	"golang.org/x/net/bpf"
 
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/genl/kmod"
@@ -39,6 +40,10 @@ type SelectConfig struct {
 	// ("" when there is none or it cannot be opened): BPF netfilter links
 	// are attached inside it.
 	NetnsPath string
+	// PcapFilter is the pcap-filter expression's classic BPF program
+	// (pcapfilter.Filter.Program), run by the ebpf source in the kernel
+	// where it can be translated; nil for none.
+	PcapFilter []bpf.RawInstruction
 	// Kernel is the running kernel's BTF.
 	Kernel *btf.Spec
 	// Decoder names reasons and locations; each source gets a Fork of it.
@@ -109,6 +114,7 @@ func Select(cfg SelectConfig) (*Selection, error) {
 			SnapLen: f.SnapLen, Drops: f.Drops, Consumes: f.Consumes,
 			FilterIfindex: f.Ifindex, FilterMark: f.Mark, FilterMarkMask: f.MarkMask,
 			RingBufferSize: cfg.RingBufferSize, Kernel: cfg.Kernel, Decoder: cfg.Decoder.Fork(),
+			PcapFilter:    cfg.PcapFilter,
 			NetfilterOnly: !tried(SourceEBPF),
 		}
 		if len(f.Netns) == 1 {

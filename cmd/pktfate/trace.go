@@ -214,7 +214,8 @@ func prepareTrace(cfg traceConfig, stderr io.Writer) (*traceSetup, error) {
 	if err != nil {
 		return nil, err
 	}
-	sel, err := tracer.Select(tracer.SelectConfig{Names: cfg.Sources, Filters: f, NetnsPath: netnsPath, Kernel: kernel, Decoder: decoder})
+	sel, err := tracer.Select(tracer.SelectConfig{Names: cfg.Sources, Filters: f, NetnsPath: netnsPath,
+		PcapFilter: filter.Program(), Kernel: kernel, Decoder: decoder})
 	if err != nil {
 		return nil, err
 	}

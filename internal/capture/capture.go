@@ -26,7 +26,9 @@ type Config struct {
 	// the summary and the records (their observers are listed as not
 	// running).
 	Status []fate.SourceStatus
-	// Filter is the compiled pcap-filter expression (nil: everything).
+	// Filter is the compiled pcap-filter expression (nil: everything). It
+	// runs on events the source did not filter already
+	// (fate.Event.KernelFiltered).
 	Filter *pcapfilter.Filter
 	// Reasons keeps only drops with these reason names (empty: all).
 	Reasons map[string]bool
@@ -257,7 +259,7 @@ func (p *pipeline) Event(e *fate.Event) {
 		p.sum.Ignored["copies_released"]++
 		return
 	}
-	if !p.cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {
+	if !e.KernelFiltered && !p.cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {
 		return
 	}
 	if len(p.cfg.Reasons) > 0 && e.Fate == fate.FateDrop && !p.cfg.Reasons[e.Reason] {

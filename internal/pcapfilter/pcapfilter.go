@@ -73,7 +73,13 @@ func (f *Filter) String() string {
 }
 
 // Program returns the compiled classic BPF program.
-func (f *Filter) Program() []bpf.RawInstruction { return f.program }
+// A nil Filter has none.
+func (f *Filter) Program() []bpf.RawInstruction {
+	if f == nil {
+		return nil
+	}
+	return f.program
+}
 
 // Match reports whether a packet matches. data starts at the network header
 // unless mac is set (then at the Ethernet header); etherType is the
