@@ -2,6 +2,7 @@ package fate
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -186,6 +187,10 @@ type CorrelatorStats struct {
 	Clones uint64
 	// ByVerdict counts records by verdict.
 	ByVerdict [4]uint64
+	// LostBy counts, per observer, records it could have seen but whose
+	// time falls in one of its loss intervals (StatusLost): an estimate
+	// of what it lost, from what the others saw.
+	LostBy map[string]uint64
 	// Observers are the running observers, in report order.
 	Observers []string
 	// Agreement[a][b] (a < b) counts records both observers a and b saw
@@ -261,6 +266,7 @@ func NewCorrelator(cfg CorrelatorConfig, emit func(*FateRecord)) *Correlator {
 		c.running[o] = i
 	}
 	c.stats.Observers = running
+	c.stats.LostBy = map[string]uint64{}
 	c.stats.Agreement, c.stats.Disagreement = square(len(running)), square(len(running))
 	// eBPF and the module share skb addresses; NET_DM joins by headers.
 	c.indexSkb = c.runs(ObserverEBPF) && c.runs(ObserverKmod)
@@ -345,6 +351,7 @@ func hashNext(r *FateRecord) **FateRecord { return &r.nextHash }
 // Stats returns the counters so far (a copy).
 func (c *Correlator) Stats() CorrelatorStats {
 	st := c.stats
+	st.LostBy = maps.Clone(c.stats.LostBy)
 	st.Agreement, st.Disagreement = square(len(st.Observers)), square(len(st.Observers))
 	for i := range st.Agreement {
 		copy(st.Agreement[i], c.stats.Agreement[i])
@@ -757,6 +764,7 @@ func (c *Correlator) judge(r *FateRecord) {
 				o.Status, o.Why = StatusBlind, why
 			} else if c.lostAt(name, r.mono) {
 				o.Status = StatusLost
+				c.stats.LostBy[name]++
 			} else {
 				o.Status = StatusMissed
 				missed = true

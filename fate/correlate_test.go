@@ -452,3 +452,39 @@ func TestCorrelateSkbByIdentity(t *testing.T) {
 		t.Errorf("%d records for sightings 390 ms apart with a 100 ms window, want 2", len(*out))
 	}
 }
+
+// TestCorrelateOverrunIsLoss: NET_DM alerts lost to a socket overrun
+// (one ENOBUFS for thousands of alerts) leave a gap on the alerts' own
+// clock; ebpf's drops in it are "lost" for dropmon, not "unconfirmed", and
+// their number estimates what dropmon lost.
+func TestCorrelateOverrunIsLoss(t *testing.T) {
+	c, out := collect(CorrelatorConfig{Running: running("ebpf", "dropmon"), Window: 100 * time.Millisecond})
+	for i := range 300 {
+		mono := uint64(i) * ms
+		c.Add(ebpfDrop(mono, 0x1000+uint64(i), uint16(1000+i), "NO_SOCKET", "__udp4_lib_rcv+0x4bc"))
+		if i < 100 || i >= 250 {
+			c.Add(dropmonDrop(mono+ms/2, uint16(1000+i), "NO_SOCKET", "__udp4_lib_rcv+0x4bc"))
+		}
+	}
+	// The alert read after the overrun was about the packet at 250 ms;
+	// the last one before it, 99 ms.
+	c.NoteLoss(ObserverDropmon, 99*ms, 250*ms)
+	c.Flush()
+	var confirmed, lost, unconfirmed int
+	for _, r := range *out {
+		switch {
+		case r.verdict == VerdictConfirmed:
+			confirmed++
+		case r.observers["dropmon"] == StatusLost:
+			lost++
+		case r.verdict == VerdictUnconfirmed:
+			unconfirmed++
+		}
+	}
+	if confirmed != 150 || lost != 150 || unconfirmed != 0 {
+		t.Errorf("confirmed %d lost %d unconfirmed %d, want 150, 150, 0", confirmed, lost, unconfirmed)
+	}
+	if st := c.Stats(); st.LostBy["dropmon"] != 150 {
+		t.Errorf("estimated %d dropmon losses, want 150", st.LostBy["dropmon"])
+	}
+}

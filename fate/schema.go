@@ -309,16 +309,20 @@ type SummaryLine struct {
 	// Notes are what the sources told the user that is neither an event
 	// nor a loss.
 	Notes []string `json:"notes,omitempty"`
-	// Ignored counts events not shown because pktfate itself caused them.
+	// Ignored counts events not shown because they are not packets'
+	// fates (NET_DM's clones, copies released, non-packets).
 	Ignored Counts `json:"ignored,omitempty"`
 	// With two or more observers: packets (fate records) by verdict and
 	// how the observers agreed.
-	Fates     *uint64      `json:"fates,omitempty"`
-	Verdicts  Counts       `json:"verdicts,omitempty"`
-	Agreement []PairLine   `json:"agreement,omitempty"`
-	Late      *uint64      `json:"late,omitempty"`
-	Forced    *uint64      `json:"forced,omitempty"`
-	Sources   []SourceLine `json:"sources"`
+	Fates     *uint64    `json:"fates,omitempty"`
+	Verdicts  Counts     `json:"verdicts,omitempty"`
+	Agreement []PairLine `json:"agreement,omitempty"`
+	Late      *uint64    `json:"late,omitempty"`
+	Forced    *uint64    `json:"forced,omitempty"`
+	// LostBy estimates, per observer, the packets it lost: ones the
+	// others saw at a time it was losing events.
+	LostBy  Counts       `json:"lost_by_observer,omitempty"`
+	Sources []SourceLine `json:"sources"`
 }
 
 // NewEventLine returns the line of one event (without the recording-only
@@ -475,6 +479,9 @@ func NewSummaryLine(s *Summary) SummaryLine {
 		fates, late, forced := s.Fates, c.Late, c.Forced
 		l.Fates, l.Late, l.Forced = &fates, &late, &forced
 		l.Verdicts = Sorted(c.ByVerdict)
+		if len(c.LostBy) > 0 {
+			l.LostBy = Sorted(c.LostBy)
+		}
 		l.Agreement = []PairLine{}
 		for _, p := range c.Pairs {
 			l.Agreement = append(l.Agreement, PairLine{Observers: [2]string{p.A, p.B}, BothSaw: p.BothSaw, Conflicts: p.Conflicts})
@@ -509,6 +516,9 @@ func (l *SummaryLine) Summary() *Summary {
 	if l.Fates != nil {
 		s.Fates = *l.Fates
 		c := &Correlation{ByVerdict: l.Verdicts.Map()}
+		if len(l.LostBy) > 0 {
+			c.LostBy = l.LostBy.Map()
+		}
 		if l.Late != nil {
 			c.Late = *l.Late
 		}

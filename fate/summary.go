@@ -48,6 +48,9 @@ type Correlation struct {
 	Late uint64
 	// Forced counts records reported early because the window was full.
 	Forced uint64
+	// LostBy estimates, per observer, the packets it lost: records the
+	// others saw in one of its loss intervals.
+	LostBy map[string]uint64
 }
 
 // PairAgreement counts the packets two observers both saw, and how many of
@@ -115,7 +118,7 @@ func (s *Summary) UnknownReasons() []string {
 // SetCorrelation fills Correlation from a correlator's statistics.
 func (s *Summary) SetCorrelation(st CorrelatorStats) {
 	obs := st.Observers
-	c := &Correlation{Observers: obs, ByVerdict: map[string]uint64{}, Late: st.Late, Forced: st.Forced}
+	c := &Correlation{Observers: obs, ByVerdict: map[string]uint64{}, Late: st.Late, Forced: st.Forced, LostBy: st.LostBy}
 	for v, n := range st.ByVerdict {
 		c.ByVerdict[Verdict(v).String()] = n // zeros too: a table, not a tally
 	}

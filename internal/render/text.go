@@ -217,6 +217,11 @@ func (r *Text) Summary(s *fate.Summary) error {
 				fmt.Fprintf(w, "  %-20s %10d %10d\n", p.A+" + "+p.B, p.BothSaw, p.Conflicts)
 			}
 		}
+		for _, l := range fate.Sorted(c.LostBy) {
+			if l.Value > 0 {
+				fmt.Fprintf(w, "  %s lost about %d packets the others saw (from its loss counters' intervals)\n", l.Name, l.Value)
+			}
+		}
 		if c.Late > 0 || c.Forced > 0 {
 			fmt.Fprintf(w, "  (%d sightings arrived too late to be joined, %d packets reported early because the window was full)\n", c.Late, c.Forced)
 		}
