@@ -210,6 +210,9 @@ type Correlator struct {
 	order   []string       // observers listed in records: running or not
 	emit    func(*FateRecord)
 	pending []*FateRecord // by mono, nearly sorted on arrival
+	// pendBuf is pending's backing array: records leave pending at its
+	// front, and insert slides it back instead of growing a new array.
+	pendBuf []*FateRecord
 	// Chains of pending records by skb address and by header hash; each
 	// index is kept only when two running observers can use it.
 	bySkb, byHash       map[uint64]*FateRecord
@@ -627,15 +630,24 @@ func (c *Correlator) setEvent(r *FateRecord, e *Event) {
 // insert keeps pending sorted by mono; arrivals are nearly in order, so
 // the search starts at the end.
 func (c *Correlator) insert(r *FateRecord) {
+	if len(c.pending) == cap(c.pending) && len(c.pending) < cap(c.pendBuf)/2 {
+		// Full at the end of the array with its front free: slide back.
+		n := copy(c.pendBuf[:cap(c.pendBuf)], c.pending)
+		clear(c.pendBuf[n:cap(c.pendBuf)])
+		c.pending = c.pendBuf[:n]
+	}
 	i := len(c.pending)
 	for i > 0 && c.pending[i-1].mono > r.mono {
 		i--
 	}
 	if i == len(c.pending) {
 		c.pending = append(c.pending, r)
-		return
+	} else {
+		c.pending = slices.Insert(c.pending, i, r)
 	}
-	c.pending = slices.Insert(c.pending, i, r)
+	if cap(c.pending) > cap(c.pendBuf) {
+		c.pendBuf = c.pending[:0] // grown: the new array
+	}
 }
 
 // Advance emits every record whose window closed before now (monotonic ns),

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pktfate/pktfate/internal/testutil"
 )
 
 const ms = uint64(time.Millisecond)
@@ -278,44 +280,53 @@ func TestCorrelateBoundedMemory(t *testing.T) {
 	}
 }
 
-// BenchmarkCorrelate4 feeds one packet seen by four observers (ebpf with
-// netfilter attribution, kmod, dropmon) per three events and advances
-// the window as a live capture does.
+// BenchmarkCorrelate4 feeds packets seen by four observers (ebpf with
+// netfilter attribution, kmod, dropmon: three events each) and advances
+// the clock as a live capture does, so windows close and records are
+// emitted and recycled (not forced out by MaxPending).
 func BenchmarkCorrelate4(b *testing.B) {
-	c := NewCorrelator(CorrelatorConfig{Running: running("ebpf", "nf", "dropmon", "kmod")}, func(*FateRecord) {})
-	evs := make([]*Event, 0, 3)
-	e := ebpfDrop(0, 0, 1, "NETFILTER_DROP", "nf_hook_slow+0x7d")
-	e.Hook, e.Family = "LOCAL_IN", "ipv4"
-	k := &Event{Source: ObserverKmod, Fate: FateDrop, Reason: "NETFILTER_DROP", Hook: "LOCAL_IN", Family: "ipv4", Data: udpHeaders(1)}
-	d := dropmonDrop(0, 1, "NETFILTER_DROP", "nf_hook_slow+0x7d")
-	evs = append(evs, e, k, d)
+	c, packet := liveStream(time.Millisecond)
 	b.ReportAllocs()
 	n := 0
-	mono := uint64(1)
 	for b.Loop() {
-		ev := evs[n%3]
-		if n%3 == 0 {
-			mono += 1000 // a packet every microsecond
-			sport := uint16(mono / 1000)
-			for _, x := range evs {
-				x.Skb = 0
-				if x.Source != ObserverDropmon {
-					x.Skb = 0xffff000000000000 + mono
-					copy(x.Data, udpHeaders(sport))
-				} else {
-					copy(x.Data[14:], udpHeaders(sport))
-				}
-			}
-		}
-		ev.Mono = mono
-		c.Add(ev)
-		n++
-		if n%1024 == 0 {
-			c.Advance(mono)
-		}
+		packet()
+		n += 3
 	}
 	c.Flush()
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+	if st := c.Stats(); st.Forced != 0 {
+		b.Errorf("%d records forced out", st.Forced)
+	}
+}
+
+// liveStream returns a correlator and a function that feeds it one packet
+// (ebpf with nf, kmod and dropmon sightings, a packet every 10 µs,
+// NET_DM 20 µs later) and advances its clock every 16 packets.
+func liveStream(window time.Duration) (*Correlator, func()) {
+	c := NewCorrelator(CorrelatorConfig{Running: running("ebpf", "nf", "dropmon", "kmod"), Window: window, MaxLag: window}, func(*FateRecord) {})
+	e := ebpfDrop(0, 0, 1, "NETFILTER_DROP", "nf_hook_slow+0x7d")
+	e.Hook, e.Family = "LOCAL_IN", "ipv4"
+	k := kmodDrop(0, 0, 1)
+	d := dropmonDrop(0, 1, "NETFILTER_DROP", "nf_hook_slow+0x7d")
+	mono := uint64(1)
+	return c, func() {
+		mono += 10_000
+		sport := uint16(mono / 10_000)
+		for _, x := range []*Event{e, k, d} {
+			x.Mono = mono
+			if x.Source == ObserverDropmon {
+				copy(x.Data[14:], udpHeaders(sport))
+				x.Mono += 20_000
+			} else {
+				x.Skb = 0xffff000000000000 + mono
+				copy(x.Data, udpHeaders(sport))
+			}
+			c.Add(x)
+		}
+		if sport%16 == 0 {
+			c.Advance(mono)
+		}
+	}
 }
 
 // TestCorrelateDropmonClones: NET_DM's copies of dropped packets, consumed
@@ -486,5 +497,21 @@ func TestCorrelateOverrunIsLoss(t *testing.T) {
 	}
 	if st := c.Stats(); st.LostBy["dropmon"] != 150 {
 		t.Errorf("estimated %d dropmon losses, want 150", st.LostBy["dropmon"])
+	}
+}
+
+// TestCorrelateAllocsNothing: in a live capture's regime (windows close
+// as the clock advances, records are emitted and recycled) joining a
+// packet's sightings allocates nothing.
+func TestCorrelateAllocsNothing(t *testing.T) {
+	c, packet := liveStream(time.Millisecond)
+	for range 20000 { // warm: pools, maps and slices at their size
+		packet()
+	}
+	if n := testutil.Mallocs(5000, packet); n > 0 {
+		t.Errorf("%d allocations for 5000 packets, want none in steady state", n)
+	}
+	if st := c.Stats(); st.Forced != 0 || st.ByVerdict[VerdictConfirmed] < 20000 {
+		t.Errorf("records not emitted by their windows: %+v", st)
 	}
 }

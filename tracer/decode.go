@@ -3,8 +3,6 @@ package tracer
 import (
 	"encoding/binary"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/pktfate/pktfate/fate"
@@ -66,7 +64,8 @@ func whereName(v uint8) string {
 }
 
 // Decoder turns raw ring-buffer records of the ebpf source into Events.
-// Safe for concurrent use: the sources share one.
+// Not safe for concurrent use (its caches are plain): each goroutine gets
+// its own Fork, which shares the read-only tables.
 type Decoder struct {
 	Reasons *Reasons
 	Symbols *Symbols
@@ -77,23 +76,27 @@ type Decoder struct {
 	// NETFILTER_DROP that no chain bracketed (see NetfilterBlindness).
 	NFBlind string
 
-	// The last location and interface name: in a drop storm they repeat,
-	// and comparing beats a lookup.
-	lastLoc atomic.Pointer[locName]
-	lastIf  atomic.Pointer[ifName]
-	ifnames sync.Map // [16]byte -> string
-	nifs    atomic.Int32
+	// The last few locations and interface names: in a drop storm they
+	// repeat, and a few comparisons beat a lookup (and allocate nothing).
+	locs    [8]locName
+	nextLoc int
+	ifs     [8]ifName
+	nextIf  int
+	ifnames map[[16]byte]string
 }
 
 type locName struct {
-	addr uint64
-	name string
+	set   bool
+	table *InferredReasons // what inferred was looked up in
+	addr  uint64
+	name  string
 	// inferred is the reason of a consume at this location (see
 	// InferredReasons), "" if none.
 	inferred string
 }
 
 type ifName struct {
+	set  bool
 	key  [16]byte
 	name string
 }
@@ -104,13 +107,15 @@ func NewDecoder(r *Reasons, s *Symbols, c Clock) *Decoder {
 	if r == nil {
 		r = &Reasons{}
 	}
-	return &Decoder{Reasons: r, Symbols: s, Clock: c, Inferred: DefaultInferredReasons()}
+	return &Decoder{Reasons: r, Symbols: s, Clock: c, Inferred: DefaultInferredReasons(), ifnames: map[[16]byte]string{}}
 }
 
 // Fork returns a Decoder naming reasons and locations like d, with caches
 // of its own: each source decodes on its own goroutine.
 func (d *Decoder) Fork() *Decoder {
-	return NewDecoder(d.Reasons, d.Symbols.Fork(), d.Clock)
+	f := NewDecoder(d.Reasons, d.Symbols.Fork(), d.Clock)
+	f.Inferred, f.NFBlind = d.Inferred, d.NFBlind
+	return f
 }
 
 // Decode fills ev from one record. ev.Data aliases raw: copy the event
@@ -200,37 +205,41 @@ func (d *Decoder) Decode(raw []byte, ev *fate.Event) error {
 }
 
 func (d *Decoder) location(addr uint64) *locName {
-	if l := d.lastLoc.Load(); l != nil && l.addr == addr {
-		return l
+	for i := range d.locs {
+		if l := &d.locs[i]; l.set && l.addr == addr && l.table == d.Inferred {
+			return l
+		}
 	}
-	l := &locName{addr: addr, name: d.Symbols.Format(addr)}
+	l := &d.locs[d.nextLoc]
+	d.nextLoc = (d.nextLoc + 1) % len(d.locs)
+	*l = locName{addr: addr, name: d.Symbols.Format(addr), set: true, table: d.Inferred}
 	if addr != 0 && d.Inferred != nil {
 		l.inferred = d.Inferred.Lookup(fate.Function(l.name))
 	}
-	d.lastLoc.Store(l)
 	return l
 }
 
 func (d *Decoder) ifname(b []byte) string {
 	var key [16]byte
 	copy(key[:], b)
-	if l := d.lastIf.Load(); l != nil && l.key == key {
-		return l.name
+	for i := range d.ifs {
+		if f := &d.ifs[i]; f.set && f.key == key {
+			return f.name
+		}
 	}
-	var s string
-	if v, ok := d.ifnames.Load(key); ok {
-		s = v.(string)
-	} else {
+	s, ok := d.ifnames[key]
+	if !ok {
 		n := 0
 		for n < len(key) && key[n] != 0 {
 			n++
 		}
 		s = string(key[:n])
-		if d.nifs.Load() < 4096 {
-			d.ifnames.Store(key, s)
-			d.nifs.Add(1)
+		if len(d.ifnames) >= 4096 {
+			clear(d.ifnames) // interfaces come and go in a long capture
 		}
+		d.ifnames[key] = s
 	}
-	d.lastIf.Store(&ifName{key: key, name: s})
+	d.ifs[d.nextIf] = ifName{key: key, name: s, set: true}
+	d.nextIf = (d.nextIf + 1) % len(d.ifs)
 	return s
 }

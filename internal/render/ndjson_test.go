@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pktfate/pktfate/fate"
+	"github.com/pktfate/pktfate/internal/testutil"
 	"github.com/pktfate/pktfate/tracer"
 )
 
@@ -465,5 +466,51 @@ func TestAppendHex(t *testing.T) {
 		if got, want := string(appendHex(nil, v)), strconv.FormatUint(v, 16); got != want {
 			t.Errorf("appendHex(%#x) = %s, want %s", v, got, want)
 		}
+	}
+}
+
+// TestDecodeRenderAllocsNothing: decoding a ring-buffer record and
+// rendering it as NDJSON, or a fate record as a fate line, allocate
+// nothing once the caches are warm.
+func TestDecodeRenderAllocsNothing(t *testing.T) {
+	recs := loadRecords(t)
+	d := recordsDecoder(t)
+	r := NewNDJSON(io.Discard)
+	var ev fate.Event
+	i := 0
+	event := func() {
+		if err := d.Decode(recs[i%len(recs)], &ev); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Event(&ev); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	}
+	for range 1000 {
+		event()
+	}
+	if n := testutil.Mallocs(2000, event); n != 0 {
+		t.Errorf("%d allocations for 2000 decoded and rendered events, want 0", n)
+	}
+	var recsOut []*fate.FateRecord
+	fateRecords(t, func(f *fate.FateRecord) {
+		c := *f
+		c.Event = f.Event.Clone()
+		c.Observers = append([]fate.ObserverReport(nil), f.Observers...)
+		recsOut = append(recsOut, &c)
+	})
+	j := 0
+	line := func() {
+		if err := r.Fate(recsOut[j%len(recsOut)]); err != nil {
+			t.Fatal(err)
+		}
+		j++
+	}
+	for range 1000 {
+		line()
+	}
+	if n := testutil.Mallocs(2000, line); n != 0 {
+		t.Errorf("%d allocations for 2000 fate lines, want 0", n)
 	}
 }

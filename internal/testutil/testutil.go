@@ -4,6 +4,7 @@ package testutil
 import (
 	"encoding/hex"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -62,4 +63,21 @@ func ReadHex(tb testing.TB, path string) []byte {
 		tb.Fatalf("%s: %v", path, err)
 	}
 	return b
+}
+
+// Mallocs counts the heap allocations of n runs of f, exactly:
+// testing.AllocsPerRun rounds the average down to an integer, which hides
+// an allocation every few runs.
+func Mallocs(n int, f func()) uint64 {
+	// One P, as testing.AllocsPerRun does: no other goroutine allocates
+	// while f runs.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		f()
+	}
+	runtime.ReadMemStats(&after)
+	return after.Mallocs - before.Mallocs
 }
