@@ -1,29 +1,44 @@
 package fate
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 )
 
-// NetfilterHook names hook number h of netfilter protocol family pf
-// (NFPROTO_*): enum nf_inet_hooks for ipv4, ipv6 and inet, NF_BR_* for
-// bridge, NF_ARP_* for arp, enum nf_dev_hooks for netdev.
+// The hook names of each netfilter protocol family (NFPROTO_*), by hook
+// number: enum nf_inet_hooks for ipv4, ipv6 and inet, NF_ARP_* for arp,
+// enum nf_dev_hooks for netdev, NF_BR_* for bridge. The one table of them.
+var hookNames = map[uint8][]string{
+	1:  {"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING", "INGRESS"},  // inet
+	2:  {"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING", "INGRESS"},  // ipv4
+	10: {"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING", "INGRESS"},  // ipv6
+	3:  {"IN", "OUT", "FORWARD"},                                                        // arp
+	5:  {"INGRESS", "EGRESS"},                                                           // netdev
+	7:  {"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING", "BROUTING"}, // bridge
+}
+
+// NetfilterHook names hook number h of netfilter protocol family pf.
 func NetfilterHook(pf, h uint8) string {
-	var names []string
-	switch pf {
-	case 1, 2, 10: // inet, ipv4, ipv6
-		names = []string{"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING", "INGRESS"}
-	case 3: // arp
-		names = []string{"IN", "OUT", "FORWARD"}
-	case 5: // netdev
-		names = []string{"INGRESS", "EGRESS"}
-	case 7: // bridge
-		names = []string{"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING", "BROUTING"}
-	}
-	if int(h) < len(names) {
+	if names := hookNames[pf]; int(h) < len(names) {
 		return names[h]
 	}
 	return "HOOK_" + strconv.Itoa(int(h))
+}
+
+// NetfilterHookNames lists every hook name of every family, sorted: what
+// a hook in a record, a scenario or a filter may be.
+func NetfilterHookNames() []string {
+	var out []string
+	for _, names := range hookNames {
+		for _, n := range names {
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // NetfilterFamily names a netfilter protocol family (NFPROTO_*).
