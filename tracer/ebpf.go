@@ -283,37 +283,6 @@ func tracepointArgs(spec *btf.Spec, tp string) (int, error) {
 	return len(proto.Params) - 1, nil
 }
 
-type objsDrop struct {
-	skbfateMaps
-	Kfree *ebpf.Program `ebpf:"kfree_skb"`
-}
-
-type objsAll struct {
-	skbfateMaps
-	Kfree   *ebpf.Program `ebpf:"kfree_skb"`
-	Consume *ebpf.Program `ebpf:"consume_skb"`
-	Read    *ebpf.Program `ebpf:"skb_read"`
-}
-
-type objsAllNoLoc struct {
-	skbfateMaps
-	Kfree   *ebpf.Program `ebpf:"kfree_skb"`
-	Consume *ebpf.Program `ebpf:"consume_skb_noloc"`
-	Read    *ebpf.Program `ebpf:"skb_read"`
-}
-
-type objsConsume struct {
-	skbfateMaps
-	Consume *ebpf.Program `ebpf:"consume_skb"`
-	Read    *ebpf.Program `ebpf:"skb_read"`
-}
-
-type objsConsumeNoLoc struct {
-	skbfateMaps
-	Consume *ebpf.Program `ebpf:"consume_skb_noloc"`
-	Read    *ebpf.Program `ebpf:"skb_read"`
-}
-
 type objsDefer struct {
 	Defer *ebpf.Program `ebpf:"defer_free"`
 }
@@ -362,36 +331,25 @@ func (s *EBPF) Start() error {
 		}
 	}
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
-	var kfree, consume, read *ebpf.Program
-	switch {
-	case s.cfg.Drops && s.cfg.Consumes && s.ConsumeLocation:
-		var o objsAll
-		err = spec.LoadAndAssign(&o, opts)
-		s.maps, kfree, consume, read = o.skbfateMaps, o.Kfree, o.Consume, o.Read
-	case s.cfg.Drops && s.cfg.Consumes:
-		var o objsAllNoLoc
-		err = spec.LoadAndAssign(&o, opts)
-		s.maps, kfree, consume, read = o.skbfateMaps, o.Kfree, o.Consume, o.Read
-	case s.cfg.Drops:
-		var o objsDrop
-		err = spec.LoadAndAssign(&o, opts)
-		s.maps, kfree = o.skbfateMaps, o.Kfree
-	case s.ConsumeLocation:
-		var o objsConsume
-		err = spec.LoadAndAssign(&o, opts)
-		s.maps, consume, read = o.skbfateMaps, o.Consume, o.Read
-	default:
-		var o objsConsumeNoLoc
-		err = spec.LoadAndAssign(&o, opts)
-		s.maps, consume, read = o.skbfateMaps, o.Consume, o.Read
+	if err := spec.LoadAndAssign(&s.maps, opts); err != nil {
+		return fmt.Errorf("creating BPF maps: %w", explainLoadError(err))
 	}
-	if err != nil {
-		return fmt.Errorf("loading BPF programs: %w", explainLoadError(err))
+	var names []string
+	if s.cfg.Drops {
+		names = append(names, "kfree_skb")
 	}
-	for _, p := range []*ebpf.Program{kfree, consume, read} {
-		if p == nil {
-			continue
+	if s.cfg.Consumes {
+		consume := "consume_skb_noloc"
+		if s.ConsumeLocation {
+			consume = "consume_skb"
 		}
+		names = append(names, consume, "skb_read")
+	}
+	loaded, err := s.loadPrograms(spec, opts, names)
+	if err != nil {
+		return err
+	}
+	for _, p := range loaded {
 		s.progs = append(s.progs, p)
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
@@ -437,9 +395,36 @@ func (s *EBPF) Start() error {
 	return nil
 }
 
+// loadPrograms loads the named programs of spec, in one collection,
+// against the maps already created.
+func (s *EBPF) loadPrograms(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, names []string) ([]*ebpf.Program, error) {
+	o := *opts
+	o.MapReplacements = s.mapReplacements()
+	some := &ebpf.CollectionSpec{Maps: spec.Maps, Variables: spec.Variables, Types: spec.Types, ByteOrder: spec.ByteOrder,
+		Programs: map[string]*ebpf.ProgramSpec{}}
+	for _, n := range names {
+		some.Programs[n] = spec.Programs[n]
+	}
+	coll, err := ebpf.NewCollectionWithOptions(some, o)
+	if err != nil {
+		return nil, fmt.Errorf("loading BPF programs: %w", explainLoadError(err))
+	}
+	defer coll.Close()
+	progs := make([]*ebpf.Program, len(names))
+	for i, n := range names {
+		progs[i] = coll.DetachProgram(n)
+	}
+	return progs, nil
+}
+
 // attachDeferFree attaches fentry on skb_attempt_defer_free, which frees
 // delivered TCP (5.19+) and UDP (6.18+) packets without a tracepoint.
 func (s *EBPF) attachDeferFree(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+	if err := FexitSupported(); err != nil {
+		// No trampolines here: loading the real program would only fail
+		// later, and slowly.
+		return fmt.Errorf("fentry: %w", err)
+	}
 	dopts := *opts
 	dopts.MapReplacements = s.mapReplacements()
 	var o objsDefer
@@ -527,17 +512,15 @@ func netnsPath(ino uint32) (string, error) {
 }
 
 // DefaultDecoder builds a Decoder from kernel BTF (drop reasons) and
-// /proc/kallsyms (locations). Without readable kallsyms, locations are
-// printed as addresses.
+// /proc/kallsyms (locations, read in the background: the first event
+// waits for it). Without readable kallsyms, locations are printed as
+// addresses, and the ebpf source says so (Notices).
 func DefaultDecoder(kernel *btf.Spec) (*Decoder, error) {
 	reasons, err := ReasonsFromBTF(kernel)
 	if err != nil {
 		return nil, err
 	}
-	syms, err := LoadKallsyms()
-	if err != nil {
-		syms = nil
-	}
+	syms := LoadKallsymsAsync()
 	return NewDecoder(reasons, syms, NewClock()), nil
 }
 

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +18,71 @@ type Symbols struct {
 	addrs []uint64
 	names []string
 	cache map[uint64]string
+	// pending, when set, is a table still loading (LoadKallsymsAsync):
+	// the first lookup waits for it.
+	pending *symbolsLoad
+}
+
+// symbolsLoad is a table loading in the background, shared by forks.
+type symbolsLoad struct {
+	done  chan struct{}
+	addrs []uint64
+	names []string
+	err   error
+}
+
+// LoadKallsymsAsync starts reading /proc/kallsyms and returns at once:
+// reading it costs the kernel a tenth of a second or more, which need not
+// delay attaching. Lookups wait until the table is there; Err tells
+// whether it could be read.
+func LoadKallsymsAsync() *Symbols {
+	l := &symbolsLoad{done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		t, err := LoadKallsyms()
+		if err != nil {
+			l.err = err
+			return
+		}
+		l.addrs, l.names = t.addrs, t.names
+	}()
+	return &Symbols{cache: map[uint64]string{}, pending: l}
+}
+
+// wait takes the table once it has loaded.
+func (s *Symbols) wait() {
+	if s.pending == nil {
+		return
+	}
+	<-s.pending.done
+	s.addrs, s.names = s.pending.addrs, s.pending.names
+	s.pending = nil
+}
+
+// Err waits for a table that is loading and returns why it could not be
+// read (locations are then printed as addresses), or nil.
+func (s *Symbols) Err() error {
+	if s == nil {
+		return errors.New("no kernel symbols")
+	}
+	if l := s.pending; l != nil {
+		<-l.done
+		return l.err
+	}
+	return nil
+}
+
+// Ready reports whether the table has loaded (Err then does not wait).
+func (s *Symbols) Ready() bool {
+	if s == nil || s.pending == nil {
+		return true
+	}
+	select {
+	case <-s.pending.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // symbolCacheMax bounds the cache of formatted locations: a long capture
@@ -29,7 +95,7 @@ func (s *Symbols) Fork() *Symbols {
 	if s == nil {
 		return nil
 	}
-	return &Symbols{addrs: s.addrs, names: s.names, cache: map[uint64]string{}}
+	return &Symbols{addrs: s.addrs, names: s.names, cache: map[uint64]string{}, pending: s.pending}
 }
 
 // LoadKallsyms reads /proc/kallsyms. Without CAP_SYSLOG (or with
@@ -147,6 +213,7 @@ func (s *Symbols) Lookup(addr uint64) (name string, off uint64, ok bool) {
 	if s == nil || addr == 0 {
 		return "", 0, false
 	}
+	s.wait()
 	i, found := slices.BinarySearch(s.addrs, addr)
 	if !found {
 		i--

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -56,7 +57,11 @@ const (
 // FexitSupported returns nil when fexit programs attach to nf_hook_slow,
 // or an error wrapping ebpf.ErrNotSupported (no BPF trampolines, as on
 // kernels built without fentry support).
-func FexitSupported() error {
+func FexitSupported() error { return fexitProbe() }
+
+// fexitProbe runs the probe once per process: the answer does not change,
+// and Select and Start both ask.
+var fexitProbe = sync.OnceValue(func() error {
 	spec := &ebpf.ProgramSpec{
 		Type:         ebpf.Tracing,
 		AttachType:   ebpf.AttachTraceFExit,
@@ -74,7 +79,7 @@ func FexitSupported() error {
 		return fmt.Errorf("attaching an fexit program to nf_hook_slow: %w", errors.Join(ebpf.ErrNotSupported, err))
 	}
 	return l.Close()
-}
+})
 
 // NetfilterMethodAvailable returns the netfilter attribution method this
 // kernel supports, the better first: fexit on nf_hook_slow, which brackets
@@ -286,6 +291,11 @@ func (s *EBPF) Notices() []string {
 	var out []string
 	if s.KernelFilter != "" {
 		out = append(out, s.KernelFilter)
+	}
+	if syms := s.decoder.Symbols; syms.Ready() {
+		if err := syms.Err(); err != nil {
+			out = append(out, fmt.Sprintf("locations are shown as addresses: %v (reading /proc/kallsyms needs CAP_SYSLOG)", err))
+		}
 	}
 	if s.nfRescanErrs > 0 {
 		out = append(out, fmt.Sprintf("netfilter attribution could not attach in network namespaces created during the capture (%d failures, the last: %v): nf is blind in them", s.nfRescanErrs, s.nfRescanLast))

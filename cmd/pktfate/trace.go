@@ -207,9 +207,6 @@ func prepareTrace(cfg traceConfig, stderr io.Writer) (*traceSetup, error) {
 	if err != nil {
 		return nil, err
 	}
-	if decoder.Symbols == nil {
-		fmt.Fprintln(stderr, "pktfate: warning: /proc/kallsyms is not readable (needs CAP_SYSLOG); locations are shown as addresses")
-	}
 	reasons, err := parseReasons(cfg.FilterReason, decoder.Reasons)
 	if err != nil {
 		return nil, err
