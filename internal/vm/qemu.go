@@ -16,7 +16,11 @@ import (
 
 // kernelCmdline is the guests' kernel command line: serial console, panic
 // powers off (-no-reboot turns the reboot into an exit), fast boot.
-const kernelCmdline = "console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off nokaslr"
+// loglevel=5 lets warnings (KERN_WARNING: WARN's "cut here" and "WARNING:
+// CPU:") and messages at the default level (the "Oops:" header) reach the
+// console, where the harness looks for them (ClassifyLine); notices and
+// info stay off it.
+const kernelCmdline = "console=ttyS0 panic=-1 quiet loglevel=5 mitigations=off nokaslr"
 
 // afterMarker is how long QEMU may take to exit after the marker.
 const afterMarker = 30 * time.Second
@@ -55,6 +59,10 @@ type BootResult struct {
 	Reported bool // a marker was seen; false means the VM itself failed
 	TimedOut bool
 	Tail     []string // last console lines, for error reports
+	// KernelErrors are the kernel's error reports on the console (oops,
+	// WARN, lockups, panic...), and a taint the reports do not explain.
+	KernelErrors []KernelError
+	Taint        string // /proc/sys/kernel/tainted at the end, "" when not reported
 }
 
 // Boot runs one VM to completion, copying its console line by line to
@@ -93,6 +101,7 @@ func Boot(ctx context.Context, spec BootSpec) (BootResult, error) {
 func copyConsole(r io.Reader, spec BootSpec, cmd *exec.Cmd) BootResult {
 	var res BootResult
 	var scan MarkerScanner
+	var klog KernelLogScanner
 	arts := artifact.Scanner{Dir: spec.Artifacts}
 	br := bufio.NewReaderSize(r, 64<<10)
 	var killer *time.Timer
@@ -102,6 +111,7 @@ func copyConsole(r io.Reader, spec BootSpec, cmd *exec.Cmd) BootResult {
 			line = strings.TrimRight(line, "\r\n")
 			fmt.Fprintf(spec.Out, "%s%s\n", spec.Prefix, line)
 			scan.Feed(line)
+			klog.Feed(line)
 			res.Tail = append(res.Tail, line)
 			if len(res.Tail) > 40 {
 				res.Tail = res.Tail[1:]
@@ -125,6 +135,11 @@ func copyConsole(r io.Reader, spec BootSpec, cmd *exec.Cmd) BootResult {
 		killer.Stop()
 	}
 	res.RC, res.Reported = scan.Result()
+	res.Taint = scan.Taint()
+	res.KernelErrors = klog.Errors
+	if e, ok := taintError(res.Taint, klog.Errors); ok {
+		res.KernelErrors = append(res.KernelErrors, e)
+	}
 	return res
 }
 

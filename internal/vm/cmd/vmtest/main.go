@@ -50,6 +50,7 @@ func parseFlags(args []string) (vm.Config, error) {
 	kmod := fs.String("kmod", "", "comma-separated out-of-tree module folders to build per kernel, or none (default: internal/vm/testdata/hellomod and kmod/ when present)")
 	modules := fs.String("modules", "", "comma-separated kernel modules to load at boot besides the default set (see vm.GuestModules)")
 	artifacts := fs.String("artifacts", "", "folder that receives the files the guests' tests send out, in a folder per kernel line (e.g. 6.12/capture.pcapng); default: discard them")
+	retries := fs.Int("retries", 1, "times a VM that exited without a result and without a kernel error is booted again (a hang or a kernel error is never retried)")
 	parallel := fs.Int("parallel", 2, "VMs at a time (1 or 2; 2 is faster on a 2-core host: TCG does not keep both cores busy)")
 	if err := fs.Parse(args); err != nil {
 		return vm.Config{}, err
@@ -65,12 +66,16 @@ func parseFlags(args []string) (vm.Config, error) {
 	if err != nil {
 		return vm.Config{}, err
 	}
+	if *retries < 0 {
+		return vm.Config{}, fmt.Errorf("-retries %d: want 0 or more", *retries)
+	}
 	if *parallel < 1 || *parallel > 2 {
 		return vm.Config{}, fmt.Errorf("-parallel %d: want 1 or 2", *parallel)
 	}
 	return vm.Config{
 		Lines: lines, Run: *run, Timeout: *timeout, Shell: *shell, Keep: *keep, Verbose: *verbose,
 		Patterns: splitList(*pkgs), KmodDirs: kmodDirs(repo, *kmod), Modules: splitList(*modules), Parallel: *parallel,
+		Retries:   *retries,
 		Artifacts: *artifacts,
 		Cache:     vm.Cache{Dir: vm.CacheDir()}, RepoDir: repo, Out: os.Stdout,
 	}, nil
