@@ -151,3 +151,18 @@ func TestHarnessFailsOnKernelErrors(t *testing.T) {
 		t.Errorf("a boot with kernel errors was retried:\n%s", out)
 	}
 }
+
+// TestHarnessBusyGuest boots one kernel with -busy 2: the guest test in
+// testdata/busy finds two busy loops using CPU and PKTFATE_VM_BUSY=2.
+func TestHarnessBusyGuest(t *testing.T) {
+	onHost(t)
+	line := harnessLine()
+	out, code := runVMTest(t, buildVMTest(t), "-kernel", line, "-pkg", "./internal/vm/testdata/busy", "-kmod", "none", "-busy", "2", "-timeout", "5m")
+	verdicts := verdictRE.FindAllStringSubmatch(out, -1)
+	if code != 0 || len(verdicts) != 1 || verdicts[0][1] != "PASS" || !strings.Contains(out, "--- PASS: TestBusyGuest") {
+		t.Fatalf("exit %d, verdicts %q; want exit 0, one PASS and TestBusyGuest passed\n%s", code, verdicts, out)
+	}
+	if !strings.Contains(out, "pktfate-vm: 2 busy processes running beside the tests") {
+		t.Errorf("the guest did not announce its busy processes:\n%s", out)
+	}
+}

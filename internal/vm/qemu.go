@@ -36,6 +36,33 @@ type BootSpec struct {
 	// Artifacts receives the files the guest's tests send over the
 	// console (package artifact); empty discards them.
 	Artifacts string
+	Machine   Machine
+}
+
+// Machine is the emulated machine; the zero value is the matrix's: two
+// vCPUs, 1 GiB, TCG as fast as it goes.
+type Machine struct {
+	// ICount counts instructions (-icount shift=0,sleep=off): one
+	// instruction is one nanosecond of guest time and idle time is
+	// skipped, so guest-measured durations and rates are the same
+	// whatever the host is doing. It implies one TCG thread.
+	ICount bool
+	CPUs   int    // vCPUs, default 2
+	Memory string // -m, default 1G
+}
+
+func (m Machine) cpus() int {
+	if m.CPUs > 0 {
+		return m.CPUs
+	}
+	return 2
+}
+
+func (m Machine) memory() string {
+	if m.Memory != "" {
+		return m.Memory
+	}
+	return "1G"
 }
 
 // qemuArgs are QEMU's arguments: TCG (the host's /dev/kvm is PVM, which
@@ -45,12 +72,20 @@ type BootSpec struct {
 // had already removed ("Oops: int3" in __schedule while modules and BPF
 // programs came and went), and with two VMs at a time on two host cores it
 // was no faster (cmd/pktfate's tests: 141 s single, 169 s multi).
+//
+// With Machine.ICount, sleep=off skips the guest's idle time instead of
+// waiting it out in real time: a guest that sleeps 1 ms between two probe
+// packets then costs no host time for it, and its clock never depends on
+// the host's speed.
 func qemuArgs(s BootSpec) []string {
-	return []string{
-		"-accel", "tcg,thread=single", "-cpu", "max", "-m", "1G", "-smp", "2",
+	args := []string{"-accel", "tcg,thread=single", "-cpu", "max", "-m", s.Machine.memory(), "-smp", fmt.Sprint(s.Machine.cpus())}
+	if s.Machine.ICount {
+		args = append(args, "-icount", "shift=0,sleep=off")
+	}
+	return append(args,
 		"-nographic", "-no-reboot", "-nic", "none",
 		"-kernel", s.Kernel, "-initrd", s.Initrd, "-append", kernelCmdline,
-	}
+	)
 }
 
 // BootResult is what one VM reported.

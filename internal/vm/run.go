@@ -25,9 +25,13 @@ type Config struct {
 	Keep     bool          // keep the temporary folder
 	Verbose  bool          // progress notes
 	Patterns []string      // packages whose tests run, default ./...
+	Race     []string      // packages (go list patterns) whose test binaries have the race detector
 	KmodDirs []string      // out-of-tree module folders built per kernel
 	Modules  []string      // kernel modules loaded at boot besides GuestModules
 	Parallel int           // VMs at a time (1 or 2 on a 2-core host)
+	// Busy is how many CPU-burning processes each guest runs while its
+	// tests run (they see the number in PKTFATE_VM_BUSY).
+	Busy int
 	// Retries is how many times a VM that exited without a result marker
 	// and without a kernel error is booted again (see boot).
 	Retries int
@@ -37,6 +41,19 @@ type Config struct {
 	Cache     Cache
 	RepoDir   string
 	Out       io.Writer
+
+	// Machine is the emulated machine (the zero value is the matrix's).
+	Machine Machine
+	// Script, when set, is what each guest runs (bash, in /repo, with
+	// GuestEnv set) instead of test binaries; its exit status is the
+	// guest's result. No test binary is built; pktfate still is.
+	Script string
+	// Files are host files shipped into every guest, binaries with their
+	// shared libraries.
+	Files []GuestFile
+	// GuestPackages are Debian packages shipped per kernel line (by line
+	// name), see FetchGuestPackages.
+	GuestPackages map[string]GuestPackages
 }
 
 // Run builds the payload, prepares every kernel line and runs the tests in
@@ -173,11 +190,21 @@ func (r *runner) buildPayload(ctx context.Context) {
 	defer close(r.payloadDone)
 	start := time.Now()
 	r.payload, r.payloadErr = BuildPayload(ctx, PayloadConfig{
-		RepoDir: r.cfg.RepoDir, Patterns: r.cfg.Patterns, WorkDir: r.work, Log: r.out,
+		RepoDir: r.cfg.RepoDir, Patterns: r.cfg.Patterns, Race: r.cfg.Race, WorkDir: r.work, Log: r.out,
+		NoTests: r.cfg.Script != "", Files: r.cfg.Files,
 	})
 	r.payloadTime = time.Since(start)
 	if r.payloadErr == nil {
 		logf(r.info, "payload: %d test binaries built in %s", len(r.payload.Packages), round(r.payloadTime))
+		var race []string
+		for _, p := range r.payload.Packages {
+			if p.Race {
+				race = append(race, p.Rel)
+			}
+		}
+		if len(race) > 0 {
+			fmt.Fprintf(r.out, "race detector on in: %s\n", strings.Join(race, " "))
+		}
 	}
 }
 
@@ -267,27 +294,46 @@ func (r *runner) prepare(ctx context.Context, line Line, res *lineResult) (strin
 			return "", k, err
 		}
 	}
+	var pkgs guestPkgRoot
+	if gp, ok := r.cfg.GuestPackages[line.Name]; ok {
+		if pkgs, err = FetchGuestPackages(ctx, r.cfg.Cache, r.apt, gp, r.info); err != nil {
+			return "", k, err
+		}
+	}
 	spent := time.Since(start)
 	<-r.payloadDone
 	if r.payloadErr != nil {
 		return "", k, r.payloadErr
 	}
 	start = time.Now()
-	initrd, err := r.assemble(line, base, kmod)
+	initrd, err := r.assemble(ctx, line, base, kmod, pkgs)
 	res.stages = append(res.stages, stage{"initramfs", spent + time.Since(start)})
 	return initrd, k, err
 }
 
 // assemble concatenates the base archive, the shared payload and a small
 // per-kernel archive (run.sh, modules) into the VM's initrd.
-func (r *runner) assemble(line Line, base, kmod string) (string, error) {
+func (r *runner) assemble(ctx context.Context, line Line, base, kmod string, pkgs guestPkgRoot) (string, error) {
 	extra := filepath.Join(r.work, "extra-"+line.Name+".cpio")
 	script := runnerScript(runnerSpec{
 		Line: line.Name, Packages: r.payload.Packages, Run: r.cfg.Run, Timeout: testTimeout(r.cfg.Timeout),
 		HasBin: r.payload.HasBin, HasKmod: kmod != "" && len(listKos(kmod)) > 0, Shell: r.cfg.Shell,
+		Busy: r.cfg.Busy, Script: r.cfg.Script,
 	})
+	set := newFileSet()
+	if pkgs.Root != "" {
+		if err := set.addGuestPackages(ctx, pkgs, r.cfg.GuestPackages[line.Name].Dirs); err != nil {
+			return "", err
+		}
+	}
 	err := writeArchive(extra, func(c *CPIOWriter) error {
+		if err := set.write(c); err != nil {
+			return err
+		}
 		if err := c.File(guestRunner, 0o755, []byte(script)); err != nil {
+			return err
+		}
+		if err := c.File(guestBusy, 0o755, []byte("# a CPU-burning loop (vmtest -busy)\nwhile :; do :; done\n")); err != nil {
 			return err
 		}
 		if kmod == "" {
@@ -325,7 +371,7 @@ func (r *runner) boot(ctx context.Context, line Line, k Kernel, initrd string, r
 	start := time.Now()
 	defer res.timed("boot+tests", start)
 	spec := BootSpec{Kernel: k.BootImage(), Initrd: initrd, Prefix: "[" + line.Name + "] ",
-		Out: r.out, Shell: r.cfg.Shell, Limit: r.cfg.Timeout}
+		Out: r.out, Shell: r.cfg.Shell, Limit: r.cfg.Timeout, Machine: r.cfg.Machine}
 	if r.cfg.Artifacts != "" {
 		// No stale file from an earlier run may stand in for this one's.
 		spec.Artifacts = filepath.Join(r.cfg.Artifacts, line.Name)
