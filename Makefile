@@ -13,7 +13,7 @@ TEST_DEPS := $(RUN_DEPS) clang llvm libbpf-dev tcpdump tshark iptables \
              kmod bpftool debian-archive-keyring gnupg
 GOFILES := $(shell find . -name '*.go' -not -path './.git/*' 2>/dev/null)
 
-.PHONY: kmod kmod-clean all deps deps-run install-pkgs build demo generate check-generate test test-unit vmtest matrix-check vmshell bench clean
+.PHONY: kmod kmod-clean all deps deps-run install-pkgs build demo generate check-generate test test-unit vmtest matrix-check vmshell bench bench-peers clean
 
 all: build
 
@@ -92,6 +92,12 @@ matrix-check:
 vmshell:
 	$(if $(KERNEL),,$(error vmshell needs KERNEL=6.1, 6.12 or 7.2))
 	$(GO) run ./internal/vm/cmd/vmtest -shell -kernel "$(KERNEL)"
+
+# pktfate beside perf, bpftrace and dropwatch in Debian's 6.12 and 6.1
+# under QEMU with instruction counting (bench/peers/README.md); by hand,
+# not part of make test. The table goes to bench/peers/results.md.
+bench-peers:
+	$(GO) run ./bench/peers/cmd/benchpeers -kernel "$(or $(KERNEL),6.12,6.1)" -out bench/peers/results.md
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer/ ./internal/render/ ./internal/pcapfilter/
