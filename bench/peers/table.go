@@ -101,7 +101,11 @@ func WriteTable(w io.Writer, kernels []Kernel) {
 	for _, k := range kernels {
 		rel = append(rel, k.Release)
 	}
-	fmt.Fprintf(w, "Kernels: %s (each cell: %s). Medians of the rounds; virtual (guest) time.\n\n", strings.Join(rel, ", "), strings.Join(rel, " / "))
+	rounds := 0
+	if len(kernels) > 0 && len(kernels[0].Rows) > 0 {
+		rounds = kernels[0].Rows[0].Rounds
+	}
+	fmt.Fprintf(w, "Kernels: %s (each cell: %s). Medians of %d rounds; virtual (guest) time.\n\n", strings.Join(rel, ", "), strings.Join(rel, " / "), rounds)
 	fmt.Fprintln(w, "| tool | pps/base | captured vs NoPorts | loss it reports | ready (virtual s) | ready by probe (virtual s) |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")
 	if len(kernels) == 0 {
@@ -156,5 +160,5 @@ func seconds(v float64, ok bool, tool string) string {
 	if !ok {
 		return "n/a"
 	}
-	return fmt.Sprintf("%.2f", v)
+	return fmt.Sprintf("%.3f", v)
 }

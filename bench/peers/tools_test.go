@@ -63,7 +63,7 @@ func TestSummarizePairsRoundsWithTheirBaseline(t *testing.T) {
 	var b strings.Builder
 	WriteTable(&b, []Kernel{{Release: "6.12.95", Rows: rows}, {Release: "6.1.0-50", Rows: rows}})
 	for _, want := range []string{
-		"| perf | 0.875 / 0.875 | 100.0% / 100.0% | 0 / 0 | 1.60 / 1.60 | 1.60 / 1.60 |",
+		"| perf | 0.875 / 0.875 | 100.0% / 100.0% | 0 / 0 | 1.600 / 1.600 | 1.600 / 1.600 |",
 		"| baseline | 1.000 / 1.000 | - / - | - / - | - / - | - / - |",
 		"ERROR round 2: boom",
 	} {

@@ -36,6 +36,7 @@ type config struct {
 	artifacts string
 	timeout   time.Duration
 	verbose   bool
+	from      string
 }
 
 func main() {
@@ -50,6 +51,7 @@ func main() {
 	fs.StringVar(&cfg.artifacts, "artifacts", "", "keep what the guests sent (peers.json, raw outputs) in this folder (default: a temporary one)")
 	fs.DurationVar(&cfg.timeout, "timeout", 90*time.Minute, "hard limit per VM")
 	fs.BoolVar(&cfg.verbose, "v", false, "progress notes")
+	fs.StringVar(&cfg.from, "from", "", "boot nothing: print the table of an earlier run's -artifacts folder")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -80,6 +82,9 @@ func run(ctx context.Context, cfg config) error {
 		if l.Suite != "bookworm" && l.Suite != "bookworm-backports" {
 			return fmt.Errorf("-kernel %s: the peers come from bookworm and its backports; line %s is %s", cfg.kernels, l.Name, l.Suite)
 		}
+	}
+	if cfg.from != "" {
+		return printTable(cfg, lines, cfg.from, nil, 0)
 	}
 	repo, err := os.Getwd()
 	if err != nil {
@@ -128,9 +133,14 @@ func run(ctx context.Context, cfg config) error {
 	}
 	start := time.Now()
 	runErr := vm.Run(ctx, vcfg)
+	return printTable(cfg, lines, cfg.artifacts, runErr, time.Since(start))
+}
+
+// printTable reads the guests' peers.json from dir and prints the table.
+func printTable(cfg config, lines []vm.Line, dir string, runErr error, took time.Duration) error {
 	var kernels []peers.Kernel
 	for _, l := range lines {
-		data, err := os.ReadFile(filepath.Join(cfg.artifacts, l.Name, "peers.json"))
+		data, err := os.ReadFile(filepath.Join(dir, l.Name, "peers.json"))
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "benchpeers: %s sent no results: %v\n", l.Name, err)
 			continue
@@ -152,7 +162,7 @@ func run(ctx context.Context, cfg config) error {
 	}
 	var table strings.Builder
 	peers.WriteTable(&table, kernels)
-	fmt.Printf("\npeer benchmark (%d rounds, probe phase %s, flood %s, took %s):\n\n%s", cfg.rounds, cfg.probe, cfg.duration, time.Since(start).Round(time.Second), table.String())
+	fmt.Printf("\npeer benchmark (%s, took %s):\n\n%s", dir, took.Round(time.Second), table.String())
 	if cfg.out != "" {
 		if err := os.WriteFile(cfg.out, []byte(table.String()), 0o644); err != nil {
 			return err
