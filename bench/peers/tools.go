@@ -2,6 +2,7 @@ package peers
 
 import (
 	"bufio"
+	_ "embed"
 	"fmt"
 	"io"
 	"strings"
@@ -102,3 +103,10 @@ type Run struct {
 	ReadyFileOK  bool   `json:"ready_file_ok"`
 	Err          string `json:"error,omitempty"`
 }
+
+// DefaultTools is tools.txt, the tools file make bench-peers runs (embedded
+// so that its test runs wherever the test binary does, the VM guests
+// included).
+//
+//go:embed tools.txt
+var DefaultTools string

@@ -1,18 +1,12 @@
 package peers
 
 import (
-	"os"
 	"strings"
 	"testing"
 )
 
 func TestParseToolsFile(t *testing.T) {
-	f, err := os.Open("tools.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tools, err := ParseTools(f)
+	tools, err := ParseTools(strings.NewReader(DefaultTools))
 	if err != nil {
 		t.Fatal(err)
 	}
