@@ -16,7 +16,9 @@
 //     shared libraries, testdata/), concatenated ([BuildBase], [Payload]);
 //  4. boot+tests: QEMU boots the uncompressed vmlinux through its PVH entry
 //     ([ExtractVmlinux]); /init runs each test binary and reports with a
-//     marker line on the console and in /dev/kmsg ([ParseMarker]).
+//     marker line on the console and in /dev/kmsg ([ParseMarker]); the
+//     console is scanned for kernel error reports ([ClassifyLine],
+//     [KernelLogScanner]), which fail the line whatever the tests said.
 //
 // The cache lives in /var/cache/pktfate-vm unless PKTFATE_VM_CACHE says
 // otherwise; it is kept between runs and is safe to delete.

@@ -8,12 +8,13 @@ import (
 
 // GuestEnv names the environment the guests' test binaries get.
 var GuestEnv = struct {
-	VM, Release, Bin, KmodDir string
+	VM, Release, Bin, KmodDir, Busy string
 }{
 	VM:      "PKTFATE_VM",             // the kernel line, e.g. "6.12"; unset on the host
 	Release: "PKTFATE_KERNEL_RELEASE", // uname -r of the guest
 	Bin:     "PKTFATE_BIN",            // the pktfate binary, when it was built
 	KmodDir: "PKTFATE_KMOD_DIR",       // modules built for this kernel, when any
+	Busy:    "PKTFATE_VM_BUSY",        // busy processes running beside the tests (vmtest -busy), when any
 }
 
 // runnerSpec is what the guest's /pktfate/run.sh does for one kernel.
@@ -25,7 +26,12 @@ type runnerSpec struct {
 	HasBin   bool
 	HasKmod  bool
 	Shell    bool
+	Busy     int    // CPU-burning processes running while the tests run
+	Script   string // run instead of the test binaries
 }
+
+// guestBusy is the busy loop -busy starts: its command line names it.
+const guestBusy = "/pktfate/busy.sh"
 
 // runnerScript renders /pktfate/run.sh: environment, then each test binary
 // with -test.v in its package folder (or an interactive shell). Its exit
@@ -46,21 +52,50 @@ func runnerScript(s runnerSpec) string {
 		b.WriteString("cd " + guestRepo + "\nif [ -x " + guestBash + " ]; then setsid cttyhack " + guestBash + " -i; else setsid cttyhack sh; fi\nexit 0\n")
 		return b.String()
 	}
+	if s.Script != "" {
+		busyStart(&b, s.Busy)
+		b.WriteString("cd " + guestRepo + "\n( " + "\n" + s.Script + "\n)\nrc=$?\n")
+		busyStop(&b, s.Busy)
+		b.WriteString("exit $rc\n")
+		return b.String()
+	}
 	b.WriteString(`rc=0
 run_pkg() {
-	echo "=== pktfate-vm: package $1"
+	echo "=== pktfate-vm: package $1$4"
 	start=$(date +%s)
 	( cd "$3" && "$2" -test.v` + testFlags(s) + ` )
 	r=$?
 	took="$(( $(date +%s) - start ))s"
-	if [ "$r" -eq 0 ]; then echo "--- pktfate-vm: ok $1 ($took)"; else echo "--- pktfate-vm: FAIL $1 (exit $r, $took)"; rc=1; fi
+	if [ "$r" -eq 0 ]; then echo "--- pktfate-vm: ok $1 ($took$4)"; else echo "--- pktfate-vm: FAIL $1 (exit $r, $took$4)"; rc=1; fi
 }
 `)
+	busyStart(&b, s.Busy)
 	for _, p := range s.Packages {
-		fmt.Fprintf(&b, "run_pkg %s %s %s\n", shQuote(p.ImportPath), shQuote(p.GuestBinary()), shQuote(p.GuestDir()))
+		race := "''"
+		if p.Race {
+			race = "', race detector'"
+		}
+		fmt.Fprintf(&b, "run_pkg %s %s %s %s\n", shQuote(p.ImportPath), shQuote(p.GuestBinary()), shQuote(p.GuestDir()), race)
 	}
+	busyStop(&b, s.Busy)
 	b.WriteString("exit $rc\n")
 	return b.String()
+}
+
+// busyStart starts the -busy loops and exports their number.
+func busyStart(b *strings.Builder, n int) {
+	if n <= 0 {
+		return
+	}
+	fmt.Fprintf(b, "export %s=%d\nbusy_pids=\n", GuestEnv.Busy, n)
+	fmt.Fprintf(b, "for i in $(seq %d); do sh %s & busy_pids=\"$busy_pids $!\"; done\n", n, guestBusy)
+	b.WriteString("echo \"pktfate-vm: $" + GuestEnv.Busy + " busy processes running beside the tests (pids$busy_pids)\"\n")
+}
+
+func busyStop(b *strings.Builder, n int) {
+	if n > 0 {
+		b.WriteString("kill $busy_pids\n")
+	}
 }
 
 func testFlags(s runnerSpec) string {

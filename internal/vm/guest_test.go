@@ -31,7 +31,7 @@ func TestRunnerScript(t *testing.T) {
 	s := runnerScript(runnerSpec{
 		Line: "6.12",
 		Packages: []TestPackage{
-			{ImportPath: "github.com/pktfate/pktfate/tracer", Rel: "tracer", Binary: "/tmp/w/tests/tracer.test"},
+			{ImportPath: "github.com/pktfate/pktfate/tracer", Rel: "tracer", Binary: "/tmp/w/tests/tracer.test", Race: true},
 		},
 		Run: "TestA|Test'B", Timeout: 9 * time.Minute, HasBin: true, HasKmod: true,
 	})
@@ -39,7 +39,7 @@ func TestRunnerScript(t *testing.T) {
 		"export PKTFATE_VM='6.12'", `export PKTFATE_KERNEL_RELEASE="$(uname -r)"`,
 		"export PKTFATE_BIN=/usr/local/bin/pktfate", "export PKTFATE_KMOD_DIR=/pktfate/kmod",
 		`-test.v -test.run 'TestA|Test'\''B' -test.timeout 9m0s`,
-		"run_pkg 'github.com/pktfate/pktfate/tracer' '/pktfate/tests/tracer.test' '/repo/tracer'",
+		"run_pkg 'github.com/pktfate/pktfate/tracer' '/pktfate/tests/tracer.test' '/repo/tracer' ', race detector'",
 		"exit $rc",
 	} {
 		if !strings.Contains(s, want) {
@@ -50,8 +50,17 @@ func TestRunnerScript(t *testing.T) {
 	if out, err := exec.Command("sh", "-n", "-c", s).CombinedOutput(); err != nil {
 		t.Errorf("sh -n: %v: %s", err, out)
 	}
+	busy := runnerScript(runnerSpec{Line: "6.1", Busy: 3})
+	for _, want := range []string{"export PKTFATE_VM_BUSY=3", "for i in $(seq 3); do sh /pktfate/busy.sh &", "kill $busy_pids\nexit $rc"} {
+		if !strings.Contains(busy, want) {
+			t.Errorf("run.sh with -busy 3 lacks %q:\n%s", want, busy)
+		}
+	}
+	if out, err := exec.Command("sh", "-n", "-c", busy).CombinedOutput(); err != nil {
+		t.Errorf("sh -n: %v: %s", err, out)
+	}
 	bare := runnerScript(runnerSpec{Line: "6.1"})
-	if strings.Contains(bare, "PKTFATE_BIN") || strings.Contains(bare, "PKTFATE_KMOD_DIR") {
+	if strings.Contains(bare, "PKTFATE_BIN") || strings.Contains(bare, "PKTFATE_KMOD_DIR") || strings.Contains(bare, "busy") {
 		t.Errorf("unset variables exported:\n%s", bare)
 	}
 }
@@ -92,5 +101,16 @@ func TestSymlinkChainKeepsNames(t *testing.T) {
 	want := []string{dir + "/iptables", dir + "/iptables-legacy", multi}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("chain = %q, want %q", got, want)
+	}
+}
+
+func TestQemuArgs(t *testing.T) {
+	def := strings.Join(qemuArgs(BootSpec{Kernel: "k", Initrd: "i"}), " ")
+	if !strings.Contains(def, "-m 1G -smp 2") || strings.Contains(def, "icount") {
+		t.Errorf("default machine: %s", def)
+	}
+	ic := strings.Join(qemuArgs(BootSpec{Kernel: "k", Initrd: "i", Machine: Machine{ICount: true, CPUs: 1, Memory: "2G"}}), " ")
+	if !strings.Contains(ic, "-m 2G -smp 1 -icount shift=0,sleep=off") {
+		t.Errorf("instruction-counting machine: %s", ic)
 	}
 }

@@ -80,8 +80,9 @@ if [ "$modfail" = 1 ] && [ "$rc" = 0 ]; then
 	rc=4
 fi
 sync
-echo "<2>` + markerPrefix + ` rc=$rc END" > /dev/kmsg
-echo "` + markerPrefix + ` rc=$rc END"
+taint=$(cat /proc/sys/kernel/tainted 2>/dev/null || echo 0)
+echo "<2>` + markerPrefix + ` rc=$rc taint=$taint END" > /dev/kmsg
+echo "` + markerPrefix + ` rc=$rc taint=$taint END"
 sleep 0.2
 poweroff -f
 `

@@ -14,7 +14,12 @@ import (
 // host binary as ldd prints it (the dynamic loader included), or nothing
 // for a static one.
 func sharedLibs(ctx context.Context, bin string) ([]string, error) {
-	out, err := runCmd(ctx, []string{"LC_ALL=C"}, "", "ldd", bin)
+	return sharedLibsEnv(ctx, nil, bin)
+}
+
+// sharedLibsEnv is sharedLibs with extra environment (LD_LIBRARY_PATH).
+func sharedLibsEnv(ctx context.Context, env []string, bin string) ([]string, error) {
+	out, err := runCmd(ctx, append([]string{"LC_ALL=C"}, env...), "", "ldd", bin)
 	if err != nil {
 		if bytes.Contains(out, []byte("not a dynamic executable")) || strings.Contains(err.Error(), "not a dynamic executable") {
 			return nil, nil

@@ -47,12 +47,12 @@ func TestMarkerFromConsole(t *testing.T) {
 
 func TestMarkerLineRoundTrip(t *testing.T) {
 	for _, rc := range []int{0, 1, 4, 255} {
-		got, ok := ParseMarker(markerLine(rc))
+		got, ok := ParseMarker(markerLine(rc, "12288"))
 		if !ok || got != rc {
 			t.Errorf("ParseMarker(markerLine(%d)) = %d, %v", rc, got, ok)
 		}
 	}
-	if !strings.Contains(initScript, `echo "<2>`+markerPrefix+` rc=$rc END" > /dev/kmsg`) {
+	if !strings.Contains(initScript, `echo "<2>`+markerPrefix+` rc=$rc taint=$taint END" > /dev/kmsg`) {
 		t.Error("/init does not write the marker to /dev/kmsg in the format ParseMarker reads")
 	}
 }

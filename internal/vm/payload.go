@@ -26,6 +26,7 @@ type TestPackage struct {
 	ImportPath string
 	Rel        string // folder relative to the repo root ("." for the root)
 	Binary     string // host path of the compiled test binary
+	Race       bool   // built with the race detector
 }
 
 // GuestBinary is where the test binary is in the guest.
@@ -52,21 +53,41 @@ type Payload struct {
 type PayloadConfig struct {
 	RepoDir  string
 	Patterns []string // go list patterns, default ./...
-	WorkDir  string
-	Log      io.Writer
+	// Race lists go list patterns of the packages whose test binaries are
+	// built with the race detector (go test -race -c, which needs cgo:
+	// the binaries link libc dynamically and ship it); none when empty.
+	Race    []string
+	WorkDir string
+	Log     io.Writer
+	NoTests bool        // build no test binary (Config.Script)
+	Files   []GuestFile // extra host files
+}
+
+// GuestFile is a host file shipped into the guests at Guest; an ELF
+// binary brings its shared libraries.
+type GuestFile struct {
+	Host, Guest string
 }
 
 // BuildPayload compiles the test binaries (go test -c) of every package
 // matching the patterns that has tests, and ./cmd/pktfate when it builds,
 // and writes the payload archive.
 func BuildPayload(ctx context.Context, cfg PayloadConfig) (Payload, error) {
-	pkgs, err := listTestPackages(ctx, cfg.RepoDir, cfg.Patterns)
-	if err != nil {
-		return Payload{}, err
+	var pkgs []TestPackage
+	var err error
+	if !cfg.NoTests {
+		if pkgs, err = listTestPackages(ctx, cfg.RepoDir, cfg.Patterns); err != nil {
+			return Payload{}, err
+		}
 	}
 	testDir := filepath.Join(cfg.WorkDir, "tests")
 	if err := os.MkdirAll(testDir, 0o755); err != nil {
 		return Payload{}, fmt.Errorf("creating test binary dir: %w", err)
+	}
+	if len(cfg.Race) > 0 {
+		if err := markRace(ctx, cfg.RepoDir, cfg.Race, pkgs); err != nil {
+			return Payload{}, err
+		}
 	}
 	if err := buildTests(ctx, cfg.RepoDir, testDir, pkgs); err != nil {
 		return Payload{}, err
@@ -77,7 +98,7 @@ func BuildPayload(ctx context.Context, cfg PayloadConfig) (Payload, error) {
 	if !p.HasBin {
 		bin = ""
 	}
-	if err := writePayload(ctx, p, cfg.RepoDir, bin, cfg.Log); err != nil {
+	if err := writePayload(ctx, p, cfg.RepoDir, bin, cfg.Files, cfg.Log); err != nil {
 		return Payload{}, err
 	}
 	return p, nil
@@ -112,6 +133,23 @@ func listTestPackages(ctx context.Context, repo string, patterns []string) ([]Te
 	return pkgs, nil
 }
 
+// markRace sets Race on the packages that the race patterns match.
+func markRace(ctx context.Context, repo string, patterns []string, pkgs []TestPackage) error {
+	args := append([]string{"list", "-f", "{{.ImportPath}}"}, patterns...)
+	out, err := runCmd(ctx, nil, repo, "go", args...)
+	if err != nil {
+		return fmt.Errorf("listing race-detector packages: %w", err)
+	}
+	race := map[string]bool{}
+	for _, ip := range strings.Fields(string(out)) {
+		race[ip] = true
+	}
+	for i := range pkgs {
+		pkgs[i].Race = race[pkgs[i].ImportPath]
+	}
+	return nil
+}
+
 // buildTests compiles the test binaries two at a time into dir.
 func buildTests(ctx context.Context, repo, dir string, pkgs []TestPackage) error {
 	g, ctx := errgroup.WithContext(ctx)
@@ -122,8 +160,15 @@ func buildTests(ctx context.Context, repo, dir string, pkgs []TestPackage) error
 			name = "root"
 		}
 		pkgs[i].Binary = filepath.Join(dir, name+".test")
+		args := []string{"test", "-c", "-o", pkgs[i].Binary}
+		var env []string
+		if pkgs[i].Race {
+			args = append(args, "-race")
+			env = []string{"CGO_ENABLED=1"}
+		}
+		args = append(args, "./"+filepath.ToSlash(pkgs[i].Rel))
 		g.Go(func() error {
-			if _, err := runCmd(ctx, nil, repo, "go", "test", "-c", "-o", pkgs[i].Binary, "./"+filepath.ToSlash(pkgs[i].Rel)); err != nil {
+			if _, err := runCmd(ctx, env, repo, "go", args...); err != nil {
 				return fmt.Errorf("building test binary of %s: %w", pkgs[i].ImportPath, err)
 			}
 			return nil
@@ -148,8 +193,17 @@ func buildPktfate(ctx context.Context, repo, out string, log io.Writer) bool {
 
 // writePayload writes the archive: binaries and their shared libraries,
 // host tools, and every testdata folder of the repo under /repo.
-func writePayload(ctx context.Context, p Payload, repo, bin string, log io.Writer) error {
+func writePayload(ctx context.Context, p Payload, repo, bin string, files []GuestFile, log io.Writer) error {
 	set := newFileSet()
+	for _, f := range files {
+		if !isELF(f.Host) {
+			set.add(f.Guest, f.Host)
+			continue
+		}
+		if err := set.addBinary(ctx, f.Guest, f.Host); err != nil {
+			return err
+		}
+	}
 	for _, pkg := range p.Packages {
 		if err := set.addBinary(ctx, pkg.GuestBinary(), pkg.Binary); err != nil {
 			return err

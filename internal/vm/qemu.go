@@ -16,7 +16,11 @@ import (
 
 // kernelCmdline is the guests' kernel command line: serial console, panic
 // powers off (-no-reboot turns the reboot into an exit), fast boot.
-const kernelCmdline = "console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off nokaslr"
+// loglevel=5 lets warnings (KERN_WARNING: WARN's "cut here" and "WARNING:
+// CPU:") and messages at the default level (the "Oops:" header) reach the
+// console, where the harness looks for them (ClassifyLine); notices and
+// info stay off it.
+const kernelCmdline = "console=ttyS0 panic=-1 quiet loglevel=5 mitigations=off nokaslr"
 
 // afterMarker is how long QEMU may take to exit after the marker.
 const afterMarker = 30 * time.Second
@@ -32,6 +36,33 @@ type BootSpec struct {
 	// Artifacts receives the files the guest's tests send over the
 	// console (package artifact); empty discards them.
 	Artifacts string
+	Machine   Machine
+}
+
+// Machine is the emulated machine; the zero value is the matrix's: two
+// vCPUs, 1 GiB, TCG as fast as it goes.
+type Machine struct {
+	// ICount counts instructions (-icount shift=0,sleep=off): one
+	// instruction is one nanosecond of guest time and idle time is
+	// skipped, so guest-measured durations and rates are the same
+	// whatever the host is doing. It implies one TCG thread.
+	ICount bool
+	CPUs   int    // vCPUs, default 2
+	Memory string // -m, default 1G
+}
+
+func (m Machine) cpus() int {
+	if m.CPUs > 0 {
+		return m.CPUs
+	}
+	return 2
+}
+
+func (m Machine) memory() string {
+	if m.Memory != "" {
+		return m.Memory
+	}
+	return "1G"
 }
 
 // qemuArgs are QEMU's arguments: TCG (the host's /dev/kvm is PVM, which
@@ -41,12 +72,20 @@ type BootSpec struct {
 // had already removed ("Oops: int3" in __schedule while modules and BPF
 // programs came and went), and with two VMs at a time on two host cores it
 // was no faster (cmd/pktfate's tests: 141 s single, 169 s multi).
+//
+// With Machine.ICount, sleep=off skips the guest's idle time instead of
+// waiting it out in real time: a guest that sleeps 1 ms between two probe
+// packets then costs no host time for it, and its clock never depends on
+// the host's speed.
 func qemuArgs(s BootSpec) []string {
-	return []string{
-		"-accel", "tcg,thread=single", "-cpu", "max", "-m", "1G", "-smp", "2",
+	args := []string{"-accel", "tcg,thread=single", "-cpu", "max", "-m", s.Machine.memory(), "-smp", fmt.Sprint(s.Machine.cpus())}
+	if s.Machine.ICount {
+		args = append(args, "-icount", "shift=0,sleep=off")
+	}
+	return append(args,
 		"-nographic", "-no-reboot", "-nic", "none",
 		"-kernel", s.Kernel, "-initrd", s.Initrd, "-append", kernelCmdline,
-	}
+	)
 }
 
 // BootResult is what one VM reported.
@@ -55,6 +94,10 @@ type BootResult struct {
 	Reported bool // a marker was seen; false means the VM itself failed
 	TimedOut bool
 	Tail     []string // last console lines, for error reports
+	// KernelErrors are the kernel's error reports on the console (oops,
+	// WARN, lockups, panic...), and a taint the reports do not explain.
+	KernelErrors []KernelError
+	Taint        string // /proc/sys/kernel/tainted at the end, "" when not reported
 }
 
 // Boot runs one VM to completion, copying its console line by line to
@@ -93,6 +136,7 @@ func Boot(ctx context.Context, spec BootSpec) (BootResult, error) {
 func copyConsole(r io.Reader, spec BootSpec, cmd *exec.Cmd) BootResult {
 	var res BootResult
 	var scan MarkerScanner
+	var klog KernelLogScanner
 	arts := artifact.Scanner{Dir: spec.Artifacts}
 	br := bufio.NewReaderSize(r, 64<<10)
 	var killer *time.Timer
@@ -102,6 +146,7 @@ func copyConsole(r io.Reader, spec BootSpec, cmd *exec.Cmd) BootResult {
 			line = strings.TrimRight(line, "\r\n")
 			fmt.Fprintf(spec.Out, "%s%s\n", spec.Prefix, line)
 			scan.Feed(line)
+			klog.Feed(line)
 			res.Tail = append(res.Tail, line)
 			if len(res.Tail) > 40 {
 				res.Tail = res.Tail[1:]
@@ -125,6 +170,11 @@ func copyConsole(r io.Reader, spec BootSpec, cmd *exec.Cmd) BootResult {
 		killer.Stop()
 	}
 	res.RC, res.Reported = scan.Result()
+	res.Taint = scan.Taint()
+	res.KernelErrors = klog.Errors
+	if e, ok := taintError(res.Taint, klog.Errors); ok {
+		res.KernelErrors = append(res.KernelErrors, e)
+	}
 	return res
 }
 

@@ -25,22 +25,44 @@ type Config struct {
 	Keep     bool          // keep the temporary folder
 	Verbose  bool          // progress notes
 	Patterns []string      // packages whose tests run, default ./...
+	Race     []string      // packages (go list patterns) whose test binaries have the race detector
 	KmodDirs []string      // out-of-tree module folders built per kernel
 	Modules  []string      // kernel modules loaded at boot besides GuestModules
 	Parallel int           // VMs at a time (1 or 2 on a 2-core host)
+	// Busy is how many CPU-burning processes each guest runs while its
+	// tests run (they see the number in PKTFATE_VM_BUSY).
+	Busy int
+	// Retries is how many times a VM that exited without a result marker
+	// and without a kernel error is booted again (see boot).
+	Retries int
 	// Artifacts receives, in a folder per line, the files the guests'
 	// tests send out (package artifact); empty discards them.
 	Artifacts string
 	Cache     Cache
 	RepoDir   string
 	Out       io.Writer
+
+	// Machine is the emulated machine (the zero value is the matrix's).
+	Machine Machine
+	// Script, when set, is what each guest runs (bash, in /repo, with
+	// GuestEnv set) instead of test binaries; its exit status is the
+	// guest's result. No test binary is built; pktfate still is.
+	Script string
+	// Files are host files shipped into every guest, binaries with their
+	// shared libraries.
+	Files []GuestFile
+	// GuestPackages are Debian packages shipped per kernel line (by line
+	// name), see FetchGuestPackages.
+	GuestPackages map[string]GuestPackages
 }
 
 // Run builds the payload, prepares every kernel line and runs the tests in
 // one VM per line, ending each line with "PASS kernel=<release>" or
 // "FAIL kernel=<release>" and a timing summary. It returns ErrFailed (wrapped)
-// when any line failed. A VM that does not report (no marker: hang, crash,
-// cut output) is booted once more; failed tests are never retried.
+// when any line failed: a test failed, the kernel reported an error (oops,
+// WARN, lockup... in any boot), or the VM never reported. Only a VM that
+// exited without reporting and without a kernel error is booted again
+// (Config.Retries); failed tests are never retried.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Shell && len(cfg.Lines) != 1 {
 		return errors.New("starting shell: name exactly one kernel line with -kernel")
@@ -168,11 +190,21 @@ func (r *runner) buildPayload(ctx context.Context) {
 	defer close(r.payloadDone)
 	start := time.Now()
 	r.payload, r.payloadErr = BuildPayload(ctx, PayloadConfig{
-		RepoDir: r.cfg.RepoDir, Patterns: r.cfg.Patterns, WorkDir: r.work, Log: r.out,
+		RepoDir: r.cfg.RepoDir, Patterns: r.cfg.Patterns, Race: r.cfg.Race, WorkDir: r.work, Log: r.out,
+		NoTests: r.cfg.Script != "", Files: r.cfg.Files,
 	})
 	r.payloadTime = time.Since(start)
 	if r.payloadErr == nil {
 		logf(r.info, "payload: %d test binaries built in %s", len(r.payload.Packages), round(r.payloadTime))
+		var race []string
+		for _, p := range r.payload.Packages {
+			if p.Race {
+				race = append(race, p.Rel)
+			}
+		}
+		if len(race) > 0 {
+			fmt.Fprintf(r.out, "race detector on in: %s\n", strings.Join(race, " "))
+		}
 	}
 }
 
@@ -183,6 +215,9 @@ type lineResult struct {
 	stages  []stage
 	err     error // harness failure (resolve, download, build, VM never reported)
 	rc      int   // guest status when the VM reported
+	// kernelErrors are the kernel error reports of every boot of the line.
+	kernelErrors []KernelError
+	retries      []string // why each retried boot was retried
 }
 
 type stage struct {
@@ -194,7 +229,9 @@ func (res *lineResult) timed(name string, start time.Time) {
 	res.stages = append(res.stages, stage{name, time.Since(start)})
 }
 
-func (res lineResult) passed() bool { return res.err == nil && res.rc == 0 }
+func (res lineResult) passed() bool {
+	return res.err == nil && res.rc == 0 && len(res.kernelErrors) == 0
+}
 
 // runLine takes one kernel line from resolution to its PASS/FAIL line.
 func (r *runner) runLine(ctx context.Context, line Line, turn <-chan struct{}) lineResult {
@@ -218,7 +255,12 @@ func (r *runner) runLine(ctx context.Context, line Line, turn <-chan struct{}) l
 	if !res.passed() {
 		verdict = "FAIL"
 	}
-	fmt.Fprintf(r.out, "%s kernel=%s\n", verdict, res.release)
+	// "PASS kernel=R", "PASS kernel=R (after 1 retry: ...)", "FAIL kernel=R why"
+	text := verdict + " kernel=" + res.release
+	if rest := strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(res.verdict(), verdict), ":")); rest != "" {
+		text += " " + rest
+	}
+	fmt.Fprintln(r.out, text)
 	return res
 }
 
@@ -252,27 +294,46 @@ func (r *runner) prepare(ctx context.Context, line Line, res *lineResult) (strin
 			return "", k, err
 		}
 	}
+	var pkgs guestPkgRoot
+	if gp, ok := r.cfg.GuestPackages[line.Name]; ok {
+		if pkgs, err = FetchGuestPackages(ctx, r.cfg.Cache, r.apt, gp, r.info); err != nil {
+			return "", k, err
+		}
+	}
 	spent := time.Since(start)
 	<-r.payloadDone
 	if r.payloadErr != nil {
 		return "", k, r.payloadErr
 	}
 	start = time.Now()
-	initrd, err := r.assemble(line, base, kmod)
+	initrd, err := r.assemble(ctx, line, base, kmod, pkgs)
 	res.stages = append(res.stages, stage{"initramfs", spent + time.Since(start)})
 	return initrd, k, err
 }
 
 // assemble concatenates the base archive, the shared payload and a small
 // per-kernel archive (run.sh, modules) into the VM's initrd.
-func (r *runner) assemble(line Line, base, kmod string) (string, error) {
+func (r *runner) assemble(ctx context.Context, line Line, base, kmod string, pkgs guestPkgRoot) (string, error) {
 	extra := filepath.Join(r.work, "extra-"+line.Name+".cpio")
 	script := runnerScript(runnerSpec{
 		Line: line.Name, Packages: r.payload.Packages, Run: r.cfg.Run, Timeout: testTimeout(r.cfg.Timeout),
 		HasBin: r.payload.HasBin, HasKmod: kmod != "" && len(listKos(kmod)) > 0, Shell: r.cfg.Shell,
+		Busy: r.cfg.Busy, Script: r.cfg.Script,
 	})
+	set := newFileSet()
+	if pkgs.Root != "" {
+		if err := set.addGuestPackages(ctx, pkgs, r.cfg.GuestPackages[line.Name].Dirs); err != nil {
+			return "", err
+		}
+	}
 	err := writeArchive(extra, func(c *CPIOWriter) error {
+		if err := set.write(c); err != nil {
+			return err
+		}
 		if err := c.File(guestRunner, 0o755, []byte(script)); err != nil {
+			return err
+		}
+		if err := c.File(guestBusy, 0o755, []byte("# a CPU-burning loop (vmtest -busy)\nwhile :; do :; done\n")); err != nil {
 			return err
 		}
 		if kmod == "" {
@@ -299,12 +360,18 @@ func testTimeout(vm time.Duration) time.Duration {
 	return vm - time.Minute
 }
 
-// boot runs the VM, once more if it did not report.
+// boot runs the VM. A boot whose console shows a kernel error (oops, WARN,
+// lockup, panic... see ClassifyLine) fails the line, whether or not its
+// tests passed, and is never retried. A VM that hangs until the limit is a
+// failure too (a second boot would cost another limit). Only a VM that
+// exited without a result marker and without a kernel error (QEMU died,
+// the console was cut) is booted again, up to Config.Retries times; a pass
+// after that is reported as one ("PASS (after 1 retry: why)").
 func (r *runner) boot(ctx context.Context, line Line, k Kernel, initrd string, res *lineResult) error {
 	start := time.Now()
 	defer res.timed("boot+tests", start)
 	spec := BootSpec{Kernel: k.BootImage(), Initrd: initrd, Prefix: "[" + line.Name + "] ",
-		Out: r.out, Shell: r.cfg.Shell, Limit: r.cfg.Timeout}
+		Out: r.out, Shell: r.cfg.Shell, Limit: r.cfg.Timeout, Machine: r.cfg.Machine}
 	if r.cfg.Artifacts != "" {
 		// No stale file from an earlier run may stand in for this one's.
 		spec.Artifacts = filepath.Join(r.cfg.Artifacts, line.Name)
@@ -321,22 +388,96 @@ func (r *runner) boot(ctx context.Context, line Line, k Kernel, initrd string, r
 		if err != nil {
 			return err
 		}
-		if br.Reported {
-			res.rc = br.RC
+		res.rc = br.RC
+		if len(br.KernelErrors) > 0 {
+			r.quoteKernelErrors(line, attempt, br.KernelErrors)
+			res.kernelErrors = append(res.kernelErrors, br.KernelErrors...)
+			if !br.Reported {
+				return fmt.Errorf("running tests on %s: VM did not report a result after a kernel error", k.Release)
+			}
 			return nil
 		}
-		why := "qemu exited"
+		if br.Reported {
+			return nil
+		}
 		if br.TimedOut {
-			why = fmt.Sprintf("timed out after %s", r.cfg.Timeout)
+			return fmt.Errorf("running tests on %s: VM hung: no result within %s and no kernel error on the console (last line: %q)",
+				k.Release, r.cfg.Timeout, lastLine(br.Tail))
 		}
-		if attempt == 2 || ctx.Err() != nil {
-			return fmt.Errorf("running tests on %s: VM did not report a result (%s)", k.Release, why)
+		why := fmt.Sprintf("boot %d: qemu exited without a result marker (last console line: %q)", attempt, lastLine(br.Tail))
+		if attempt > r.cfg.Retries || ctx.Err() != nil {
+			return fmt.Errorf("running tests on %s: VM did not report a result: %s", k.Release, why)
 		}
-		fmt.Fprintf(r.out, "[%s] VM did not report a result (%s); retrying once\n", line.Name, why)
+		res.retries = append(res.retries, why)
+		fmt.Fprintf(r.out, "[%s] RETRY: %s, no kernel error; booting again (retry %d of %d)\n", line.Name, why, attempt, r.cfg.Retries)
 	}
 }
 
-// summary prints the stage timings of every line and the overall verdict.
+// quoteKernelErrors prints each kernel error report of one boot: the kind,
+// the headline and the lines that follow it.
+func (r *runner) quoteKernelErrors(line Line, attempt int, errs []KernelError) {
+	p := "[" + line.Name + "] "
+	for _, e := range errs {
+		fmt.Fprintf(r.out, "%sKERNEL ERROR (boot %d): %s\n", p, attempt, e)
+		for _, c := range e.Context {
+			fmt.Fprintf(r.out, "%s    | %s\n", p, c)
+		}
+	}
+}
+
+func lastLine(tail []string) string {
+	for i := len(tail) - 1; i >= 0; i-- {
+		if t := strings.TrimSpace(tail[i]); t != "" {
+			return t
+		}
+	}
+	return ""
+}
+
+// maxQuoted is how many kernel errors a line's verdict and summary name.
+const maxQuoted = 5
+
+// verdict is a line's result in one line: PASS, PASS (after N retries:
+// why), or FAIL: why.
+func (res lineResult) verdict() string {
+	if res.passed() {
+		if len(res.retries) == 0 {
+			return "PASS"
+		}
+		return fmt.Sprintf("PASS (after %d %s: %s)", len(res.retries), plural(len(res.retries), "retry", "retries"), strings.Join(res.retries, "; "))
+	}
+	var why []string
+	if n := len(res.kernelErrors); n > 0 {
+		kinds := map[KernelErrorKind]bool{}
+		var names []string
+		for _, e := range res.kernelErrors {
+			if !kinds[e.Kind] {
+				kinds[e.Kind] = true
+				names = append(names, string(e.Kind))
+			}
+		}
+		why = append(why, fmt.Sprintf("%d kernel %s (%s)", n, plural(n, "error", "errors"), strings.Join(names, ", ")))
+	}
+	if res.err != nil {
+		why = append(why, res.err.Error())
+	} else if res.rc != 0 {
+		why = append(why, fmt.Sprintf("tests failed (guest status %d)", res.rc))
+	}
+	if len(res.retries) > 0 {
+		why = append(why, fmt.Sprintf("after %d %s: %s", len(res.retries), plural(len(res.retries), "retry", "retries"), strings.Join(res.retries, "; ")))
+	}
+	return "FAIL: " + strings.Join(why, "; ")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// summary prints the stage timings of every line, then each line's result
+// with the kernel errors it saw, and the overall verdict.
 func (r *runner) summary(results []lineResult) error {
 	fmt.Fprintf(r.out, "timings: build (go test -c, payload) %s\n", round(r.payloadTime))
 	var failed []string
@@ -348,6 +489,16 @@ func (r *runner) summary(results []lineResult) error {
 		fmt.Fprintf(r.out, "timings: %-5s %s: %s\n", res.line.Name, res.release, strings.Join(parts, ", "))
 		if !res.passed() {
 			failed = append(failed, res.release)
+		}
+	}
+	for _, res := range results {
+		fmt.Fprintf(r.out, "result: %-5s %s: %s\n", res.line.Name, res.release, res.verdict())
+		for i, e := range res.kernelErrors {
+			if i == maxQuoted {
+				fmt.Fprintf(r.out, "result: %-5s   ... and %d more kernel errors (quoted above)\n", res.line.Name, len(res.kernelErrors)-maxQuoted)
+				break
+			}
+			fmt.Fprintf(r.out, "result: %-5s   %s\n", res.line.Name, e)
 		}
 	}
 	if len(failed) > 0 {

@@ -50,6 +50,10 @@ func parseFlags(args []string) (vm.Config, error) {
 	kmod := fs.String("kmod", "", "comma-separated out-of-tree module folders to build per kernel, or none (default: internal/vm/testdata/hellomod and kmod/ when present)")
 	modules := fs.String("modules", "", "comma-separated kernel modules to load at boot besides the default set (see vm.GuestModules)")
 	artifacts := fs.String("artifacts", "", "folder that receives the files the guests' tests send out, in a folder per kernel line (e.g. 6.12/capture.pcapng); default: discard them")
+	var race raceFlag
+	fs.Var(&race, "race", "build the test binaries with the race detector: -race for every package, -race=PATTERNS (comma-separated go package patterns) for some")
+	busy := fs.Int("busy", 0, "CPU-burning processes each guest runs while its tests run (tests see PKTFATE_VM_BUSY)")
+	retries := fs.Int("retries", 1, "times a VM that exited without a result and without a kernel error is booted again (a hang or a kernel error is never retried)")
 	parallel := fs.Int("parallel", 2, "VMs at a time (1 or 2; 2 is faster on a 2-core host: TCG does not keep both cores busy)")
 	if err := fs.Parse(args); err != nil {
 		return vm.Config{}, err
@@ -65,12 +69,19 @@ func parseFlags(args []string) (vm.Config, error) {
 	if err != nil {
 		return vm.Config{}, err
 	}
+	if *busy < 0 || *busy > 64 {
+		return vm.Config{}, fmt.Errorf("-busy %d: want 0 to 64", *busy)
+	}
+	if *retries < 0 {
+		return vm.Config{}, fmt.Errorf("-retries %d: want 0 or more", *retries)
+	}
 	if *parallel < 1 || *parallel > 2 {
 		return vm.Config{}, fmt.Errorf("-parallel %d: want 1 or 2", *parallel)
 	}
 	return vm.Config{
 		Lines: lines, Run: *run, Timeout: *timeout, Shell: *shell, Keep: *keep, Verbose: *verbose,
 		Patterns: splitList(*pkgs), KmodDirs: kmodDirs(repo, *kmod), Modules: splitList(*modules), Parallel: *parallel,
+		Retries: *retries, Race: race.patterns, Busy: *busy,
 		Artifacts: *artifacts,
 		Cache:     vm.Cache{Dir: vm.CacheDir()}, RepoDir: repo, Out: os.Stdout,
 	}, nil
@@ -132,4 +143,29 @@ func splitList(s string) []string {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// raceFlag is -race: alone (or =true, =all) every package, =false none,
+// else a comma-separated list of package patterns.
+type raceFlag struct{ patterns []string }
+
+func (r *raceFlag) IsBoolFlag() bool { return true }
+
+func (r *raceFlag) String() string {
+	if r == nil {
+		return ""
+	}
+	return strings.Join(r.patterns, ",")
+}
+
+func (r *raceFlag) Set(v string) error {
+	switch v {
+	case "true", "all":
+		r.patterns = []string{"./..."}
+	case "false", "", "none":
+		r.patterns = nil
+	default:
+		r.patterns = splitList(v)
+	}
+	return nil
 }
