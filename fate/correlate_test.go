@@ -504,6 +504,7 @@ func TestCorrelateOverrunIsLoss(t *testing.T) {
 // as the clock advances, records are emitted and recycled) joining a
 // packet's sightings allocates nothing.
 func TestCorrelateAllocsNothing(t *testing.T) {
+	testutil.RequireNoRace(t)
 	c, packet := liveStream(time.Millisecond)
 	for range 20000 { // warm: pools, maps and slices at their size
 		packet()

@@ -473,6 +473,7 @@ func TestAppendHex(t *testing.T) {
 // rendering it as NDJSON, or a fate record as a fate line, allocate
 // nothing once the caches are warm.
 func TestDecodeRenderAllocsNothing(t *testing.T) {
+	testutil.RequireNoRace(t)
 	recs := loadRecords(t)
 	d := recordsDecoder(t)
 	r := NewNDJSON(io.Discard)

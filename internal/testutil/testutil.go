@@ -68,6 +68,8 @@ func ReadHex(tb testing.TB, path string) []byte {
 // Mallocs counts the heap allocations of n runs of f, exactly:
 // testing.AllocsPerRun rounds the average down to an integer, which hides
 // an allocation every few runs.
+// Under the race detector allocation counts mean nothing: callers skip
+// (see RequireNoRace).
 func Mallocs(n int, f func()) uint64 {
 	// One P, as testing.AllocsPerRun does: no other goroutine allocates
 	// while f runs.
@@ -80,4 +82,14 @@ func Mallocs(n int, f func()) uint64 {
 	}
 	runtime.ReadMemStats(&after)
 	return after.Mallocs - before.Mallocs
+}
+
+// RequireNoRace skips a test whose claim the race detector's
+// instrumentation changes (allocation counts): the plain run of the same
+// test binary makes the claim (make test runs both).
+func RequireNoRace(tb testing.TB) {
+	tb.Helper()
+	if Race {
+		tb.Skip("allocation counts are not meaningful under the race detector; the plain run checks them")
+	}
 }
