@@ -352,31 +352,8 @@ static __always_inline __u32 sk_netns(const struct sock *sk)
 	return sk->__sk_common.skc_net.net->ns.inum;
 }
 
-/*
- * The trailing pcap-filter expression, run before the ring reserve:
- * user space replaces the body of these placeholders with the expression
- * translated from libpcap's classic BPF (internal/cbpf), for bytes from
- * the network header (l3, with a synthetic Ethernet header in front) or
- * from a real MAC header (l2). Unspliced they match everything; emit calls
- * them only when filter_pcap is set. __noinline keeps each a BPF-to-BPF
- * call with its own symbol; the empty asm keeps clang from dropping an
- * argument or folding the result.
- */
-static __noinline int pktfate_filter_l3(__u64 data, __u32 len, __u32 proto, __u32 pktlen)
-{
-	int match = 1;
-
-	asm volatile("" : "+r"(match) : "r"(data), "r"(len), "r"(proto), "r"(pktlen));
-	return match;
-}
-
-static __noinline int pktfate_filter_l2(__u64 data, __u32 len, __u32 proto, __u32 pktlen)
-{
-	int match = 1;
-
-	asm volatile("" : "+r"(match) : "r"(data), "r"(len), "r"(proto), "r"(pktlen));
-	return match;
-}
+/* The trailing pcap-filter expression, run before the ring reserve. */
+#include "pktfate_filter.h"
 
 /*
  * tp_btf arguments are typed kernel pointers: plain member accesses compile

@@ -59,7 +59,8 @@
 //
 // # Placeholder
 //
-// The BPF C declares one placeholder per variant, and calls it before it
+// The BPF C declares one placeholder per variant (bpf/include/pktfate_filter.h,
+// shared by the tracer's programs and this package's test harness), and calls it before it
 // reserves ring-buffer space:
 //
 //	static __noinline int pktfate_filter_l3(__u64 data, __u32 len, __u32 proto, __u32 pktlen)

@@ -17,30 +17,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* include/uapi/linux/bpf.h: vmlinux_min.h has only the types pktfate uses. */
 #define BPF_MAP_TYPE_ARRAY 2
 
-/*
- * The placeholders, as the package documentation gives them: static and
- * not inlined, so each stays a BPF-to-BPF call the verifier checks in its
- * caller's context (a global function would need scalar arguments, and
- * skb->head is a typed pointer from 6.18 on); the empty asm uses every
- * argument and makes the result unknown to the compiler, so callers keep
- * the call, pass every argument and test the result. cbpf.Splice replaces
- * the bodies.
- */
-static __noinline int pktfate_filter_l3(__u64 data, __u32 len, __u32 proto, __u32 pktlen)
-{
-	int match = 1;
-
-	asm volatile("" : "+r"(match) : "r"(data), "r"(len), "r"(proto), "r"(pktlen));
-	return match;
-}
-
-static __noinline int pktfate_filter_l2(__u64 data, __u32 len, __u32 proto, __u32 pktlen)
-{
-	int match = 1;
-
-	asm volatile("" : "+r"(match) : "r"(data), "r"(len), "r"(proto), "r"(pktlen));
-	return match;
-}
+/* The placeholders, as the tracer's programs declare them. */
+#include "pktfate_filter.h"
 
 /* One packet for the BPF_PROG_TEST_RUN programs, written by the test. */
 struct pkt {
