@@ -34,10 +34,9 @@ const kmodDrain = 200 * time.Millisecond
 type Kmod struct {
 	cfg     KmodConfig
 	c       *kmod.Client
-	ev      *kmod.Events
+	ev      *kmod.Session
 	decoder *Decoder
-	base    kmod.Stats // counters when Start enabled reporting
-	enabled bool
+	last    kmod.Counters // the session's counters when last read
 }
 
 // NewKmod returns a kmod source; nothing happens until Start.
@@ -64,8 +63,8 @@ func (s *Kmod) CanRun() error {
 	return c.Close()
 }
 
-// Start implements Source: it sets the filter, joins the events group and
-// enables reporting.
+// Start implements Source: it opens a session of its own in the module
+// (another pktfate's filter and switch stay as they are) and enables it.
 func (s *Kmod) Start() error {
 	s.decoder = s.cfg.Decoder
 	if s.decoder == nil {
@@ -76,19 +75,12 @@ func (s *Kmod) Start() error {
 		return err
 	}
 	s.c = c
-	if err := c.SetFilter(s.cfg.Filter); err != nil {
-		return fmt.Errorf("setting the module's filter: %w", err)
+	if s.ev, err = c.NewSession(kmod.SessionConfig{Filter: s.cfg.Filter, ReadBuffer: s.cfg.ReadBuffer}); err != nil {
+		return fmt.Errorf("opening a session in the module: %w", err)
 	}
-	if s.ev, err = c.Listen(kmod.ListenConfig{ReadBuffer: s.cfg.ReadBuffer}); err != nil {
-		return err
-	}
-	if s.base, err = c.Stats(); err != nil {
-		return err
-	}
-	if err := c.Enable(s.cfg.Enable); err != nil {
+	if err := s.ev.Enable(s.cfg.Enable); err != nil {
 		return fmt.Errorf("enabling the module's reports: %w", err)
 	}
-	s.enabled = true
 	return nil
 }
 
@@ -135,55 +127,50 @@ func (s *Kmod) fill(e *Event, d *kmod.Drop) {
 	e.Mark = d.Mark
 	e.Len = d.Len
 	e.EtherType = d.Protocol
-	e.Hook = NetfilterHook(d.Hook)
-	e.Family = NetfilterFamily(d.Family)
+	e.Hook = kmod.HookName(d.Family, d.Hook)
+	e.Family = kmod.FamilyName(d.Family)
 	e.Data = append(e.Data, d.Payload...)
 	e.MACHeader = false
 	s.decoder.pkt.decode(&e.Packet, e.EtherType, e.Data, false)
 }
 
 // Losses implements Source: drops the module saw but did not report (rate
-// limit, queue, memory, send), packets it could not track, and overruns of
-// the events socket, since Start.
+// limit, queue, memory, send), packets it could not track or attribute, and
+// overruns of the events socket, since Start (the session's own counters).
+// When the counters cannot be read, the last ones read are given with
+// kmod_stats_unreadable set: unknown is not zero.
 func (s *Kmod) Losses() []Counter {
-	var st kmod.Stats
-	if s.c != nil {
-		st, _ = s.c.Stats()
-	}
-	b := s.base
+	var unreadable uint64
 	var overruns, decode uint64
 	if s.ev != nil {
+		if st, err := s.ev.Stats(); err == nil {
+			s.last = st.Counters
+		} else {
+			unreadable = 1
+		}
 		overruns, decode = s.ev.Overruns(), s.ev.DecodeErrors()
 	}
-	// The module's counters count since it was loaded; one reloaded
-	// meanwhile starts again from zero.
-	since := func(now, start uint64) uint64 {
-		if now < start {
-			return now
-		}
-		return now - start
-	}
-	return []Counter{
-		{Name: "kmod_rate_limited", Value: since(st.RateLimited, b.RateLimited)},
-		{Name: "kmod_queue_full", Value: since(st.QueueFull, b.QueueFull)},
-		{Name: "kmod_alloc_failed", Value: since(st.AllocFailed, b.AllocFailed)},
-		{Name: "kmod_send_failed", Value: since(st.SendFailed, b.SendFailed)},
-		{Name: "kmod_untracked", Value: since(st.TableFull, b.TableFull)},
+	st := s.last
+	c := []Counter{
+		{Name: "kmod_rate_limited", Value: st.RateLimited},
+		{Name: "kmod_queue_full", Value: st.QueueFull},
+		{Name: "kmod_alloc_failed", Value: st.AllocFailed},
+		{Name: "kmod_send_failed", Value: st.SendFailed},
+		{Name: "kmod_untracked", Value: st.TableFull},
+		{Name: "kmod_stale_dropped", Value: st.StaleDropped},
 		{Name: "kmod_socket_overrun", Value: overruns},
 		{Name: "kmod_decode_errors", Value: decode},
 	}
+	if unreadable != 0 {
+		c = append(c, Counter{Name: "kmod_stats_unreadable", Value: unreadable})
+	}
+	return c
 }
 
-// Close implements Source: it disables reporting if Start enabled it, and
-// closes the sockets.
+// Close implements Source: closing the session's socket ends the session
+// in the module; then the command socket.
 func (s *Kmod) Close() error {
 	var errs []error
-	if s.enabled {
-		if err := s.c.Disable(); err != nil {
-			errs = append(errs, fmt.Errorf("disabling the module's reports: %w", err))
-		}
-		s.enabled = false
-	}
 	if s.ev != nil {
 		errs = append(errs, s.ev.Close())
 		s.ev = nil
