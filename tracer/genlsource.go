@@ -127,3 +127,8 @@ var (
 	_ fate.Noticer  = (*Dropmon)(nil)
 	_ fate.Informer = (*EBPF)(nil)
 )
+
+var (
+	_ fate.Noticer  = (*Kmod)(nil)
+	_ fate.Informer = (*Kmod)(nil)
+)

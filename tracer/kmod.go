@@ -29,10 +29,10 @@ type KmodConfig struct {
 type Kmod struct {
 	cfg     KmodConfig
 	c       *kmod.Client
-	ev      *kmod.Events
+	ev      *kmod.Session
 	decoder *Decoder
-	base    kmod.Stats // counters when Start enabled reporting
-	enabled bool
+	last    kmod.Counters // the session's counters when last read
+	shared  uint32        // the most sessions seen in the module at once
 	drain   drainState
 }
 
@@ -74,8 +74,8 @@ func (s *Kmod) CanRun(f fate.Filters) error {
 	return c.Close()
 }
 
-// Start implements Source: it sets the filter, joins the events group and
-// enables reporting.
+// Start implements Source: it opens a session of its own in the module
+// (another pktfate's filter and switch stay as they are) and enables it.
 func (s *Kmod) Start() error {
 	s.decoder = s.cfg.Decoder
 	if s.decoder == nil {
@@ -86,19 +86,12 @@ func (s *Kmod) Start() error {
 		return err
 	}
 	s.c = c
-	if err := c.SetFilter(s.cfg.Filter); err != nil {
-		return fmt.Errorf("setting the module's filter: %w", err)
+	if s.ev, err = c.NewSession(kmod.SessionConfig{Filter: s.cfg.Filter, ReadBuffer: s.cfg.ReadBuffer}); err != nil {
+		return fmt.Errorf("opening a session in the module: %w", err)
 	}
-	if s.ev, err = c.Listen(kmod.ListenConfig{ReadBuffer: s.cfg.ReadBuffer}); err != nil {
-		return err
-	}
-	if s.base, err = c.Stats(); err != nil {
-		return err
-	}
-	if err := c.Enable(s.cfg.Enable); err != nil {
+	if err := s.ev.Enable(s.cfg.Enable); err != nil {
 		return fmt.Errorf("enabling the module's reports: %w", err)
 	}
-	s.enabled = true
 	return nil
 }
 
@@ -149,56 +142,64 @@ func (s *Kmod) fill(e *fate.Event, d *kmod.Drop) {
 }
 
 // Losses implements Source: drops the module saw but did not report (rate
-// limit, queue, memory, send), packets it could not track, and overruns of
-// the events socket, since Start.
+// limit, queue, memory, send), packets it could not track or attribute, and
+// overruns of the session's socket, since Start (the session's own
+// counters). Counters that cannot be read are unknown, not zero.
 func (s *Kmod) Losses() []fate.Loss {
-	var st kmod.Stats
 	var err error = errors.New("the module source was not started")
-	if s.c != nil {
-		st, err = s.c.Stats()
-	}
-	b := s.base
 	var overruns, decode uint64
 	if s.ev != nil {
+		var st kmod.Stats
+		if st, err = s.ev.Stats(); err == nil {
+			s.last = st.Counters
+			s.shared = max(s.shared, st.Module.Sessions)
+		}
 		overruns, decode = s.ev.Overruns(), s.ev.DecodeErrors()
 	}
-	// The module's counters count since it was loaded; one reloaded
-	// meanwhile starts again from zero.
-	since := func(now, start uint64) uint64 {
-		if now < start {
-			return now
-		}
-		return now - start
-	}
-	stat := func(name string, now, start uint64) fate.Loss {
-		l := fate.Loss{Observer: fate.ObserverKmod, Name: name, Value: since(now, start)}
+	st := s.last
+	stat := func(name string, v uint64) fate.Loss {
+		l := fate.Loss{Observer: fate.ObserverKmod, Name: name, Value: v}
 		if err != nil {
-			l.Value, l.Unknown = 0, fmt.Sprintf("reading the module's statistics: %v", err)
+			l.Unknown = fmt.Sprintf("reading the module's statistics: %v", err)
 		}
 		return l
 	}
 	return []fate.Loss{
-		stat("rate_limited", st.RateLimited, b.RateLimited),
-		stat("queue_full", st.QueueFull, b.QueueFull),
-		stat("alloc_failed", st.AllocFailed, b.AllocFailed),
-		stat("send_failed", st.SendFailed, b.SendFailed),
-		stat("untracked", st.TableFull, b.TableFull),
+		stat("rate_limited", st.RateLimited),
+		stat("queue_full", st.QueueFull),
+		stat("alloc_failed", st.AllocFailed),
+		stat("send_failed", st.SendFailed),
+		stat("untracked", st.TableFull),
+		stat("stale_dropped", st.StaleDropped),
 		{Observer: fate.ObserverKmod, Name: "socket_overrun", Value: overruns},
 		{Observer: fate.ObserverKmod, Name: "decode_errors", Value: decode},
 		s.drain.loss(fate.ObserverKmod),
 	}
 }
 
-// Close implements Source: it disables reporting if Start enabled it, and
-// closes the sockets.
+// Notices implements fate.Noticer: other users of the module share its
+// hooks and its in-flight table (each session keeps its own filter,
+// reports and counters).
+func (s *Kmod) Notices() []string {
+	if s.shared > 1 {
+		return []string{fmt.Sprintf("pktfate.ko had %d sessions at once (another pktfate): each has its own filter and reports; they share the in-flight table, whose losses (untracked) count for all", s.shared)}
+	}
+	return nil
+}
+
+// Information implements fate.Informer: packets that left a chain without
+// passing its end (stolen, queued) and entries that expired, since Start.
+func (s *Kmod) Information() []fate.Loss {
+	return []fate.Loss{
+		{Observer: fate.ObserverKmod, Name: "stolen", Value: s.last.Stolen},
+		{Observer: fate.ObserverKmod, Name: "stale_expired", Value: s.last.StaleExpired},
+	}
+}
+
+// Close implements Source: closing the session's socket ends the session
+// in the module; then the command socket.
 func (s *Kmod) Close() error {
 	var errs []error
-	if s.enabled {
-		if err := s.c.Disable(); err != nil {
-			errs = append(errs, fmt.Errorf("disabling the module's reports: %w", err))
-		}
-		s.enabled = false
-	}
 	if s.ev != nil {
 		errs = append(errs, s.ev.Close())
 		s.ev = nil

@@ -11,9 +11,13 @@ import (
 // Drop is one packet the module saw freed inside a netfilter hook's chain
 // (a DROP event).
 type Drop struct {
-	// Hook is the NF_INET_* hook (HookName), Family its NFPROTO_* family
-	// (FamilyName).
+	// Hook is the hook in its family's numbering (NF_INET_*, NF_ARP_*,
+	// NF_BR_*, NF_NETDEV_*; HookName), Family its NFPROTO_* family
+	// (FamilyName). Inet ingress chains run in the device's ingress list:
+	// NFProtoNetdev, NetdevIngress.
 	Hook, Family uint8
+	// Where says where in the chain the packet was freed.
+	Where Where
 	// Netns is the inode of the packet's network namespace.
 	Netns uint32
 	// InIfindex and OutIfindex are the hook's devices (0: none), in Netns.
@@ -46,14 +50,18 @@ func (d *Drop) decode(gm genetlink.Message) error {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	*d = Drop{Payload: d.Payload[:0]}
-	var have uint32
+	var have uint64
 	for ad.Next() {
-		have |= 1 << ad.Type()
+		if ad.Type() < 64 {
+			have |= 1 << ad.Type()
+		}
 		switch ad.Type() {
 		case attrHook:
 			d.Hook = ad.Uint8()
 		case attrFamily:
 			d.Family = ad.Uint8()
+		case attrWhere:
+			d.Where = Where(ad.Uint8())
 		case attrNetns:
 			d.Netns = ad.Uint32()
 		case attrInIfindex:
@@ -89,9 +97,9 @@ func (d *Drop) decode(gm genetlink.Message) error {
 	if err := ad.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	const required = 1<<attrHook | 1<<attrFamily | 1<<attrSkb | 1<<attrTimestamp
+	const required = 1<<attrHook | 1<<attrFamily | 1<<attrWhere | 1<<attrSkb | 1<<attrTimestamp
 	if have&required != required {
-		return fmt.Errorf("%w: DROP without hook, family, skb or timestamp", ErrMalformed)
+		return fmt.Errorf("%w: DROP without hook, family, where, skb or timestamp", ErrMalformed)
 	}
 	return nil
 }

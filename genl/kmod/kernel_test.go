@@ -4,10 +4,16 @@ package kmod
 // load modules (see KERNELS.md): there, TestDialKernel asserts that the
 // family's absence surfaces as os.ErrNotExist, and the other tests skip.
 // Inside the kernel matrix (PKTFATE_VM set, the module built for the guest's
-// kernel in PKTFATE_KMOD_DIR) they all run, one after the other: the
-// module's state is global, and each test loads and unloads it.
+// kernel in PKTFATE_KMOD_DIR) they all run, one after the other, each
+// loading and unloading the module.
+//
+// kernel_test.go: sessions, errors, privileges, the inet hooks;
+// kernel_coverage_test.go: bridge, arp, netdev, extreme priorities;
+// kernel_losses_test.go: every loss and information counter;
+// kernel_leak_test.go: load cycles, memory, cost.
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -17,18 +23,14 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
+	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
@@ -55,25 +57,51 @@ func TestDialKernel(t *testing.T) {
 	if _, err := Dial(); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Dial before insmod: %v, want os.ErrNotExist", err)
 	}
-	testutil.LoadModule(t)
-	c, err := Dial()
+	c := kernelClient(t)
+	m, err := c.ModuleStats()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	st, err := c.Stats()
+	t.Logf("fresh module: %+v", m)
+	if m.Sessions != 0 || m.QueueLen != 256 || m.SessionsMax != SessionsMax || m.TableSize != 2048 || m.Stale != time.Second ||
+		m.Families != FamilyMask || m.NetdevHooks != 1<<NetdevIngress|1<<NetdevEgress || m.HookFailures != 0 {
+		t.Errorf("fresh module's stats %+v", m)
+	}
+	if b, o := m.Memory[MemTable].InUse(); o != 1 || b < 2048*64 {
+		t.Errorf("table memory in use: %d bytes, %d objects", b, o)
+	}
+	for _, k := range []MemKind{MemRing, MemSession, MemFilter, MemMessage} {
+		if m.Memory[k] != (Memory{}) {
+			t.Errorf("%s memory before any session: %+v", k, m.Memory[k])
+		}
+	}
+	recordStats(t, c, 0, "stats.hex", "GET_STATS reply of a fresh module")
+	s, _ := startSession(t, c, SessionConfig{}, nil)
+	st, err := s.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Enabled || st.QueueLen != 256 || st.Rate != 10000 || st.Burst != 1000 {
-		t.Errorf("fresh module's stats %+v", st)
+	if st.Session != s.ID() || st.Enabled || st.Rate != 10000 || st.Burst != 1000 || st.Module.Sessions != 1 {
+		t.Errorf("fresh session's stats %+v", st)
 	}
-	recordRaw(t, c, "stats.hex", "GET_STATS reply of a fresh module")
+	recordStats(t, c, s.ID(), "session_stats.hex", "GET_STATS reply for a fresh session")
 }
 
-func kernelClient(t testing.TB) *Client {
+// loadModule loads pktfate.ko with params for the rest of the test.
+func loadModule(t testing.TB, params string) {
 	t.Helper()
-	testutil.LoadModule(t)
+	if err := testutil.InsertModule(testutil.ModulePath(t), params); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := testutil.UnloadModule(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+func dial(t testing.TB) *Client {
+	t.Helper()
 	c, err := Dial()
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +109,31 @@ func kernelClient(t testing.TB) *Client {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+func kernelClient(t testing.TB) *Client {
+	t.Helper()
+	testutil.LoadModule(t)
+	return dial(t)
+}
+
+// startSession opens a session, reads its events in the background, and
+// enables it with en unless en is nil.
+func startSession(t *testing.T, c *Client, cfg SessionConfig, en *EnableConfig) (*Session, *dropCollector) {
+	t.Helper()
+	s, err := c.NewSession(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := collect(t, s)
+	if en != nil {
+		if err := s.Enable(*en); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s, dc
+}
+
+var unlimited = &EnableConfig{Unlimited: true}
 
 // record prints a raw netlink message between markers, to be copied into
 // testdata/kmod/<line>/<name>.
@@ -102,47 +155,49 @@ func rawMessage(m netlink.Message) []byte {
 	return b
 }
 
-// recordRaw records a GET_STATS exchange on a plain netlink socket.
-func recordRaw(t *testing.T, c *Client, name, comment string) {
+// recordStats records a GET_STATS exchange (for session id unless 0) on a
+// plain netlink socket.
+func recordStats(t *testing.T, c *Client, id uint32, name, comment string) {
 	t.Helper()
 	conn, err := netlink.Dial(unix.NETLINK_GENERIC, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	req := netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(c.conn.Family.ID), Flags: netlink.Request},
-		Data:   []byte{cmdGetStats, familyVersion, 0, 0},
+	ae := netlink.NewAttributeEncoder()
+	if id != 0 {
+		ae.Uint32(attrSession, id)
 	}
-	msgs, err := conn.Execute(req)
+	attrs, _ := ae.Encode()
+	data, _ := (&genetlink.Message{Header: genetlink.Header{Command: cmdGetStats, Version: familyVersion}, Data: attrs}).MarshalBinary()
+	msgs, err := conn.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(c.conn.Family.ID), Flags: netlink.Request},
+		Data:   data,
+	})
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("raw GET_STATS: %d messages, %v", len(msgs), err)
 	}
 	record(t, name, comment, rawMessage(msgs[0]))
 }
 
-// dropCollector reads events in the background.
+// dropCollector reads a session's events in the background.
 type dropCollector struct {
-	ev   *Events
+	s    *Session
 	mu   sync.Mutex
 	got  []Drop
 	raws [][]byte
 	done chan error
 }
 
-func listen(t *testing.T, c *Client) *dropCollector {
+func collect(t *testing.T, s *Session) *dropCollector {
 	t.Helper()
-	ev, err := c.Listen(ListenConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dc := &dropCollector{ev: ev, done: make(chan error, 1)}
+	dc := &dropCollector{s: s, done: make(chan error, 1)}
 	var last []byte
-	ev.r.Tap = func(m netlink.Message) { last = rawMessage(m) }
+	s.r.Tap = func(m netlink.Message) { last = rawMessage(m) }
 	go func() {
 		var d Drop
 		for {
-			err := ev.Read(&d)
+			err := s.Read(&d)
 			if err != nil {
 				if errors.Is(err, ErrClosed) {
 					err = nil
@@ -158,13 +213,17 @@ func listen(t *testing.T, c *Client) *dropCollector {
 			dc.mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() {
-		ev.Close()
-		if err := <-dc.done; err != nil {
-			t.Error(err)
-		}
-	})
+	t.Cleanup(dc.close)
 	return dc
+}
+
+// close closes the session (if still open) and waits for the reader.
+func (dc *dropCollector) close() {
+	dc.s.Close()
+	if dc.done != nil {
+		<-dc.done
+		dc.done = nil
+	}
 }
 
 // find returns the first event matching, waiting up to d, and its raw bytes.
@@ -185,21 +244,56 @@ func (dc *dropCollector) find(d time.Duration, match func(*Drop) bool) (*Drop, [
 	}
 }
 
-// udpDst returns the destination of a UDP packet from its network header.
-func udpDst(p []byte) (netip.AddrPort, bool) {
-	switch {
-	case len(p) >= 28 && p[0]>>4 == 4 && p[9] == unix.IPPROTO_UDP:
-		ihl := int(p[0]&0xf) * 4
-		if len(p) < ihl+4 {
-			return netip.AddrPort{}, false
+// count returns how many events match.
+func (dc *dropCollector) count(match func(*Drop) bool) int {
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	n := 0
+	for i := range dc.got {
+		if match(&dc.got[i]) {
+			n++
 		}
-		a, _ := netip.AddrFromSlice(p[16:20])
-		return netip.AddrPortFrom(a, binary.BigEndian.Uint16(p[ihl+2:])), true
-	case len(p) >= 48 && p[0]>>4 == 6 && p[6] == unix.IPPROTO_UDP:
-		a, _ := netip.AddrFromSlice(p[24:40])
-		return netip.AddrPortFrom(a, binary.BigEndian.Uint16(p[42:])), true
 	}
-	return netip.AddrPort{}, false
+	return n
+}
+
+// toPort matches UDP events to port.
+func toPort(port uint16) func(*Drop) bool {
+	return func(d *Drop) bool {
+		a, ok := udpDst(d.Payload)
+		return ok && a.Port() == port
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
+}
+
+// sessionStats reads a session's stats or fails the test.
+func sessionStats(t *testing.T, s *Session) Stats {
+	t.Helper()
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func moduleStats(t *testing.T, c *Client) ModuleStats {
+	t.Helper()
+	m, err := c.ModuleStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // families are the router's address families with their NFPROTO value.
@@ -226,12 +320,84 @@ func udpSocket(t testing.TB, ns *netns.NS, network string) *net.UDPConn {
 	return conn
 }
 
+// sink opens a UDP socket in ns that reads and counts what arrives.
+func sink(t testing.TB, ns *netns.NS, network string) (uint16, func() int) {
+	t.Helper()
+	conn := udpSocket(t, ns, network)
+	var mu sync.Mutex
+	n := 0
+	go func() {
+		b := make([]byte, 65536)
+		for {
+			if _, err := conn.Read(b); err != nil {
+				return
+			}
+			mu.Lock()
+			n++
+			mu.Unlock()
+		}
+	}()
+	return conn.LocalAddr().(*net.UDPAddr).AddrPort().Port(), func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return n
+	}
+}
+
 func send(t testing.TB, conn *net.UDPConn, dst netip.AddrPort) {
 	t.Helper()
-	// A drop in LOCAL_OUT fails the send with EPERM: that is the drop.
-	if _, err := conn.WriteToUDPAddrPort([]byte("pktfate kmod"), dst); err != nil && !errors.Is(err, syscall.EPERM) {
-		t.Fatalf("sending to %v: %v", dst, err)
+	sendN(t, conn, dst, 1, 12)
+}
+
+// sendN sends n datagrams of size bytes.
+func sendN(t testing.TB, conn *net.UDPConn, dst netip.AddrPort, n, size int) {
+	t.Helper()
+	payload := make([]byte, size)
+	copy(payload, "pktfate kmod")
+	for range n {
+		// A drop in LOCAL_OUT fails the send with EPERM: that is the drop.
+		if _, err := conn.WriteToUDPAddrPort(payload, dst); err != nil && !errors.Is(err, syscall.EPERM) {
+			t.Fatalf("sending to %v: %v", dst, err)
+		}
 	}
+}
+
+// nft loads a ruleset into ns.
+func nft(t testing.TB, ns *netns.NS, rules string) {
+	t.Helper()
+	if out, err := ns.Exec(context.Background(), rules, "nft", "-f", "-"); err != nil {
+		t.Fatalf("nft: %v: %s\n%s", err, out, rules)
+	}
+}
+
+// dropPath is a sender in one namespace and a receiving namespace that
+// drops UDP to port in its input chain, joined by a veth pair.
+type dropPath struct {
+	from *net.UDPConn
+	to   netip.Addr
+	port uint16
+	dst  *netns.NS
+}
+
+func newDropPath(t *testing.T, subnet byte, port uint16) *dropPath {
+	t.Helper()
+	a, b := testutil.NewNS(t), testutil.NewNS(t)
+	if err := netns.Veth(a, "a0", b, "b0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddAddr("a0", fmt.Sprintf("10.9.%d.1/24", subnet)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddAddr("b0", fmt.Sprintf("10.9.%d.2/24", subnet)); err != nil {
+		t.Fatal(err)
+	}
+	nft(t, b, fmt.Sprintf("table inet pf {\n chain in { type filter hook input priority 0; udp dport %d drop; }\n}\n", port))
+	return &dropPath{from: udpSocket(t, a, "udp4"), to: netip.AddrFrom4([4]byte{10, 9, subnet, 2}), port: port, dst: b}
+}
+
+func (p *dropPath) send(t *testing.T, n int) {
+	t.Helper()
+	sendN(t, p.from, netip.AddrPortFrom(p.to, p.port), n, 12)
 }
 
 // TestKernelHookDrops puts a DROP rule on LOCAL_IN, FORWARD and LOCAL_OUT
@@ -243,19 +409,13 @@ func send(t testing.TB, conn *net.UDPConn, dst netip.AddrPort) {
 func TestKernelHookDrops(t *testing.T) {
 	c := kernelClient(t)
 	top := testutil.NewRouter(t)
-	if err := c.SetFilter(Filter{Netns: top.Router.Inode}); err != nil {
-		t.Fatal(err)
-	}
-	dc := listen(t, c)
-	if err := c.Enable(EnableConfig{Unlimited: true}); err != nil {
-		t.Fatal(err)
-	}
+	s, dc := startSession(t, c, SessionConfig{Filter: Filter{Netns: top.Router.Inode}}, unlimited)
 	r0, _ := top.Router.Ifindex("r0")
 	r1, _ := top.Router.Ifindex("r1")
 	ctx := context.Background()
 	port := uint16(30000)
 	recorded := map[string]bool{}
-	for _, tool := range []string{"iptables-legacy", "iptables-nft", "nftables"} {
+	for _, tool := range testutil.FirewallTools {
 		for _, f := range families {
 			fromClient := udpSocket(t, top.Client, f.Network)
 			fromRouter := udpSocket(t, top.Router, f.Network)
@@ -278,15 +438,11 @@ func TestKernelHookDrops(t *testing.T) {
 				}
 				send(t, conn, netip.AddrPortFrom(dst, port))
 				send(t, conn, netip.AddrPortFrom(dst, port+1))
-				d, raw := dc.find(5*time.Second, func(d *Drop) bool {
-					a, ok := udpDst(d.Payload)
-					return ok && a.Port() == port
-				})
+				d, raw := dc.find(5*time.Second, toPort(port))
 				if d == nil {
-					st, _ := c.Stats()
-					t.Errorf("%s: no drop reported (stats %+v)", name, st)
+					t.Errorf("%s: no drop reported (stats %+v)", name, sessionStats(t, s))
 				} else {
-					if HookName(d.Hook) != hook || d.Family != f.pf || d.Netns != top.Router.Inode ||
+					if HookName(d.Family, d.Hook) != hook || d.Family != f.pf || d.Where != WhereChain || d.Netns != top.Router.Inode ||
 						d.InIfindex != in || d.OutIfindex != out || d.Skb == 0 || d.Mono == 0 || d.Reason == 0 || d.Location == 0 {
 						t.Errorf("%s: drop %+v, want hook %s family %d netns %d in %d out %d", name, d, hook, f.pf, top.Router.Inode, in, out)
 					}
@@ -298,10 +454,7 @@ func TestKernelHookDrops(t *testing.T) {
 						record(t, "drop_"+key+".hex", "DROP event of UDP to port "+strconv.Itoa(int(port))+" dropped by nftables in "+hook, raw)
 					}
 				}
-				if d, _ := dc.find(300*time.Millisecond, func(d *Drop) bool {
-					a, ok := udpDst(d.Payload)
-					return ok && a.Port() == port+1
-				}); d != nil {
+				if d, _ := dc.find(300*time.Millisecond, toPort(port+1)); d != nil {
 					t.Errorf("%s: accepted packet reported: %+v", name, d)
 				}
 			}
@@ -310,64 +463,305 @@ func TestKernelHookDrops(t *testing.T) {
 			}
 		}
 	}
-	st, err := c.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := sessionStats(t, s)
 	t.Logf("stats %+v", st)
-	if st.Seen < 18 || st.Reported < 18 || st.Lost() != 0 || !st.Enabled || st.Filter.Netns != top.Router.Inode {
+	if st.Seen < 18 || st.Reported < 18 || st.Lost() != 0 || st.Unattributed() != 0 || !st.Enabled || st.Filter.Netns != top.Router.Inode {
 		t.Errorf("stats %+v, want 18 seen and reported, nothing lost", st)
 	}
-	if err := c.Disable(); err != nil {
+	if err := s.Disable(); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := c.Stats(); st.Enabled {
+	if st := sessionStats(t, s); st.Enabled {
 		t.Error("still enabled after Disable")
 	}
 }
 
-// TestKernelFilterAndErrors: the filter's mark and family apply, strict
-// policy refuses what it does not know, with the module's message.
-func TestKernelFilterAndErrors(t *testing.T) {
+// TestKernelTwoSessions: two sessions whose filters select different
+// namespaces each get exactly their own drops; closing one (its socket,
+// without DISABLE) ends it in the module and leaves the other's reports
+// flowing, and nothing of the closed one stays enabled.
+func TestKernelTwoSessions(t *testing.T) {
 	c := kernelClient(t)
-	err := c.SetFilter(Filter{Families: 4})
-	if !errors.Is(err, unix.EINVAL) {
-		t.Errorf("SetFilter with an unknown family bit: %v, want EINVAL", err)
+	pa, pb := newDropPath(t, 1, 30201), newDropPath(t, 2, 30202)
+	a, da := startSession(t, c, SessionConfig{Filter: Filter{Netns: pa.dst.Inode}}, unlimited)
+	b, db := startSession(t, c, SessionConfig{Filter: Filter{Netns: pb.dst.Inode}}, unlimited)
+	if m := moduleStats(t, c); m.Sessions != 2 {
+		t.Fatalf("%d sessions, want 2", m.Sessions)
 	}
-	if err := c.Enable(EnableConfig{Burst: 2 << 20}); !errors.Is(err, unix.ERANGE) {
-		t.Errorf("Enable with a burst over the limit: %v, want ERANGE", err)
+	pa.send(t, 5)
+	pb.send(t, 5)
+	for name, x := range map[string]struct {
+		dc   *dropCollector
+		s    *Session
+		mine *dropPath
+	}{"a": {da, a, pa}, "b": {db, b, pb}} {
+		mine := func(d *Drop) bool { return d.Netns == x.mine.dst.Inode && toPort(x.mine.port)(d) }
+		if !waitFor(5*time.Second, func() bool { return x.dc.count(mine) == 5 }) {
+			t.Errorf("session %s: %d of its 5 drops", name, x.dc.count(mine))
+		}
+		if n := x.dc.count(func(d *Drop) bool { return !mine(d) }); n != 0 {
+			t.Errorf("session %s got %d drops of the other's", name, n)
+		}
+		if st := sessionStats(t, x.s); st.Seen != 5 || st.Reported != 5 {
+			t.Errorf("session %s: %+v, want 5 seen and reported", name, st.Counters)
+		}
 	}
-	// An attribute the command does not take is refused too.
-	_, err = c.conn.Execute(cmdEnable, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) { ae.Uint32(attrMax+1, 1) })
-	if !errors.Is(err, unix.EINVAL) {
-		t.Errorf("Enable with an unknown attribute: %v, want EINVAL", err)
+
+	// Close a's socket: no DISABLE, the module ends the session.
+	seen := moduleStats(t, c).Seen
+	da.close()
+	if !waitFor(5*time.Second, func() bool { return moduleStats(t, c).Sessions == 1 }) {
+		t.Fatalf("a's session still exists after its socket closed: %+v", moduleStats(t, c))
 	}
-	err = c.SetFilter(Filter{Mark: 7, MarkMask: 0xff, Families: FamilyIPv6})
-	if err != nil {
-		t.Fatal(err)
+	if _, err := a.Stats(); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("stats of the closed session: %v, want ENOENT", err)
 	}
-	st, err := c.Stats()
-	if err != nil {
-		t.Fatal(err)
+	pa.send(t, 5)
+	pb.send(t, 5)
+	mineB := func(d *Drop) bool { return d.Netns == pb.dst.Inode && toPort(pb.port)(d) }
+	if !waitFor(5*time.Second, func() bool { return db.count(mineB) == 10 }) {
+		t.Errorf("b after a closed: %d of its 10 drops", db.count(mineB))
 	}
-	if st.Filter != (Filter{Mark: 7, MarkMask: 0xff, Families: FamilyIPv6}) {
-		t.Errorf("filter read back %+v", st.Filter)
+	// a's namespace is tracked no more: only b's 5 new drops were seen.
+	if m := moduleStats(t, c); m.Seen != seen+5 {
+		t.Errorf("module saw %d drops after a closed, want b's 5 only", m.Seen-seen)
 	}
 }
 
-// helperEnv makes the test binary act as an unprivileged client.
-const helperEnv = "PKTFATE_KMOD_UNPRIV_HELPER"
+// sessionHelperEnv makes the test binary a process holding a session.
+const sessionHelperEnv = "PKTFATE_KMOD_SESSION_HELPER"
+
+// sessionHelper opens a session for the namespace in its environment,
+// enables it, says so on stdout, and waits to be killed.
+func sessionHelper() int {
+	netnsInode, _ := strconv.ParseUint(os.Getenv(sessionHelperEnv), 10, 32)
+	c, err := Dial()
+	if err != nil {
+		fmt.Println("dial:", err)
+		return 1
+	}
+	s, err := c.NewSession(SessionConfig{Filter: Filter{Netns: uint32(netnsInode)}})
+	if err != nil {
+		fmt.Println("session:", err)
+		return 1
+	}
+	if err := s.Enable(EnableConfig{Unlimited: true}); err != nil {
+		fmt.Println("enable:", err)
+		return 1
+	}
+	fmt.Printf("ready %d\n", s.ID())
+	var d Drop
+	for s.Read(&d) == nil {
+	}
+	return 0
+}
+
+// startSessionProcess runs sessionHelper for ns and returns it once its
+// session is enabled.
+func startSessionProcess(t *testing.T, ns uint32) (*exec.Cmd, uint32) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), sessionHelperEnv+"="+strconv.FormatUint(uint64(ns), 10))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	var id uint32
+	if _, serr := fmt.Sscanf(line, "ready %d", &id); err != nil || serr != nil {
+		t.Fatalf("session helper: %q, %v", line, err)
+	}
+	return cmd, id
+}
+
+// TestKernelSessionKilled: a process holding an enabled session is killed
+// with SIGKILL; the module ends its session, and its namespace's drops are
+// neither tracked nor seen any more.
+func TestKernelSessionKilled(t *testing.T) {
+	c := kernelClient(t)
+	p := newDropPath(t, 3, 30301)
+	cmd, id := startSessionProcess(t, p.dst.Inode)
+	m0 := moduleStats(t, c)
+	if m0.Sessions != 1 {
+		t.Fatalf("%d sessions with the helper's, want 1", m0.Sessions)
+	}
+	p.send(t, 3)
+	if !waitFor(5*time.Second, func() bool { return moduleStats(t, c).Seen == m0.Seen+3 }) {
+		t.Fatalf("the helper's session did not see its drops: %+v", moduleStats(t, c))
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if !waitFor(5*time.Second, func() bool { return moduleStats(t, c).Sessions == 0 }) {
+		t.Fatalf("session %d survived its process: %+v", id, moduleStats(t, c))
+	}
+	m1 := moduleStats(t, c)
+	p.send(t, 3)
+	time.Sleep(300 * time.Millisecond) // nothing should come: give it the chance
+	if m2 := moduleStats(t, c); m2.Seen != m1.Seen || m2.Tracked != m1.Tracked {
+		t.Errorf("after the kill: seen %d -> %d, tracked %d -> %d, want nothing", m1.Seen, m2.Seen, m1.Tracked, m2.Tracked)
+	}
+}
+
+// TestKernelSessionLimit: SessionsMax sessions at once, the next refused
+// with ENOSPC and a message; one closed, the next fits.
+func TestKernelSessionLimit(t *testing.T) {
+	c := kernelClient(t)
+	var ss []*Session
+	for range SessionsMax {
+		s, err := c.NewSession(SessionConfig{ReadBuffer: 1 << 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		ss = append(ss, s)
+	}
+	_, err := c.NewSession(SessionConfig{ReadBuffer: 1 << 16})
+	if !errors.Is(err, unix.ENOSPC) || !strings.Contains(err.Error(), strconv.Itoa(SessionsMax)+" sessions exist") {
+		t.Fatalf("session %d: %v, want ENOSPC saying %d sessions exist", SessionsMax+1, err, SessionsMax)
+	}
+	t.Logf("refused: %v", err)
+	ss[3].Close()
+	var s *Session
+	if !waitFor(5*time.Second, func() bool {
+		s, err = c.NewSession(SessionConfig{ReadBuffer: 1 << 16})
+		return err == nil
+	}) {
+		t.Fatalf("no session after one closed: %v", err)
+	}
+	s.Close()
+}
+
+// TestKernelFilterAndErrors: each filter field selects (and rejects) what
+// it says; strict policy refuses what it does not know, with the module's
+// message; a command naming no session or one that does not exist fails.
+func TestKernelFilterAndErrors(t *testing.T) {
+	c := kernelClient(t)
+	top := testutil.NewRouter(t)
+	s, dc := startSession(t, c, SessionConfig{}, nil)
+	if err := s.SetFilter(Filter{Families: 1 << 5}); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("SetFilter with an unknown family bit: %v, want EINVAL", err)
+	}
+	if err := s.Enable(EnableConfig{Burst: 2 << 20}); !errors.Is(err, unix.ERANGE) {
+		t.Errorf("Enable with a burst over the limit: %v, want ERANGE", err)
+	}
+	_, err := c.conn.Execute(cmdEnable, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(attrSession, s.ID())
+		ae.Uint32(attrMax+1, 1)
+	})
+	if !errors.Is(err, unix.EINVAL) {
+		t.Errorf("Enable with an unknown attribute: %v, want EINVAL", err)
+	}
+	_, err = c.conn.Execute(cmdDisable, netlink.Acknowledge, nil)
+	if !errors.Is(err, unix.ENOENT) || !strings.Contains(err.Error(), "no session") {
+		t.Errorf("DISABLE from a socket without a session: %v, want ENOENT saying so", err)
+	}
+	_, err = c.conn.Execute(cmdDisable, netlink.Acknowledge, func(ae *netlink.AttributeEncoder) { ae.Uint32(attrSession, 1) })
+	if !errors.Is(err, unix.ENOENT) || !strings.Contains(err.Error(), "no such session") {
+		t.Errorf("DISABLE of session 1: %v, want ENOENT, no such session", err)
+	}
+	// SESSION_NEW twice from one socket, and with an attribute.
+	raw, err := netlink.Dial(unix.NETLINK_GENERIC, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetOption(netlink.ExtendedAcknowledge, true)
+	if _, err := c.sessionNew(raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.sessionNew(raw); !errors.Is(err, unix.EEXIST) {
+		t.Errorf("second SESSION_NEW on one socket: %v, want EEXIST", err)
+	}
+
+	// Marks: prerouting marks port+1, the input chain drops both ports,
+	// IPv4 and IPv6; the filter takes IPv6 with mark 7 only.
+	port := uint16(30400)
+	nft(t, top.Router, fmt.Sprintf("table inet pf {\n chain pre { type filter hook prerouting priority 0; udp dport %d meta mark set 7; }\n"+
+		" chain in { type filter hook input priority 0; udp dport { %d, %d } drop; }\n}\n", port+1, port, port+1))
+	want := Filter{Netns: top.Router.Inode, Mark: 7, MarkMask: 0xff, Families: FamilyIPv6}
+	if err := s.SetFilter(want); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Enable(EnableConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := sessionStats(t, s); st.Filter != want {
+		t.Errorf("filter read back %+v", st.Filter)
+	}
+	for _, f := range families {
+		conn := udpSocket(t, top.Client, f.Network)
+		send(t, conn, netip.AddrPortFrom(f.RouterIn, port))
+		send(t, conn, netip.AddrPortFrom(f.RouterIn, port+1))
+	}
+	d, _ := dc.find(5*time.Second, toPort(port+1))
+	if d == nil || d.Family != NFProtoIPv6 || d.Mark != 7 {
+		t.Fatalf("IPv6 drop with mark 7: %+v", d)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := dc.count(func(d *Drop) bool { return true }); n != 1 {
+		t.Errorf("%d events, want the one the filter selects", n)
+	}
+}
+
+// capsHelperEnv makes the test binary act as an unprivileged client: its
+// value says how ("nobody", "no-net-admin", "no-sys-admin") and, after a
+// colon, the session it tries to change.
+const capsHelperEnv = "PKTFATE_KMOD_CAPS_HELPER"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) != "" {
-		os.Exit(unprivilegedHelper())
+	if os.Getenv(sessionHelperEnv) != "" {
+		os.Exit(sessionHelper())
+	}
+	if v := os.Getenv(capsHelperEnv); v != "" {
+		os.Exit(capsHelper(v))
 	}
 	os.Exit(m.Run())
 }
 
-// unprivilegedHelper runs as nobody: every command and joining the events
-// group must fail with EPERM.
-func unprivilegedHelper() int {
+// dropCap removes a capability from this thread's effective, permitted
+// and inheritable sets.
+func dropCap(c uint) error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return err
+	}
+	data[c/32].Effective &^= 1 << (c % 32)
+	data[c/32].Permitted &^= 1 << (c % 32)
+	data[c/32].Inheritable &^= 1 << (c % 32)
+	return unix.Capset(&hdr, &data[0])
+}
+
+// capsHelper runs every command and a session's creation without one
+// capability (or as nobody, without all): each must fail with EPERM. The
+// thread that drops it does all the netlink work (capabilities are per
+// thread, and the socket remembers who opened it).
+func capsHelper(v string) int {
+	mode, target, _ := strings.Cut(v, ":")
+	id64, _ := strconv.ParseUint(target, 10, 32)
+	id := uint32(id64)
+	runtime.LockOSThread()
+	switch mode {
+	case "no-net-admin":
+		if err := dropCap(unix.CAP_NET_ADMIN); err != nil {
+			fmt.Println("capset:", err)
+			return 1
+		}
+	case "no-sys-admin":
+		if err := dropCap(unix.CAP_SYS_ADMIN); err != nil {
+			fmt.Println("capset:", err)
+			return 1
+		}
+	}
 	c, err := Dial()
 	if err != nil {
 		fmt.Println("dial:", err)
@@ -375,559 +769,56 @@ func unprivilegedHelper() int {
 	}
 	defer c.Close()
 	rc := 0
-	check := func(what string, err error) {
-		if errors.Is(err, unix.EPERM) && errors.Is(err, os.ErrPermission) {
+	check := func(what string, err error, word string) {
+		if errors.Is(err, unix.EPERM) && errors.Is(err, os.ErrPermission) && strings.Contains(err.Error(), word) {
 			fmt.Printf("%s: EPERM\n", what)
 			return
 		}
-		fmt.Printf("%s: %v, want EPERM\n", what, err)
+		fmt.Printf("%s: %v, want EPERM naming %s\n", what, err, word)
 		rc = 1
 	}
-	check("ENABLE", c.Enable(EnableConfig{}))
-	check("DISABLE", c.Disable())
-	check("SET_FILTER", c.SetFilter(Filter{}))
-	_, err = c.Stats()
-	check("GET_STATS", err)
-	ev, err := c.Listen(ListenConfig{ReadBuffer: 1 << 16})
-	if err == nil {
-		ev.Close()
+	_, err = c.NewSession(SessionConfig{ReadBuffer: 1 << 16})
+	check("SESSION_NEW", err, map[string]string{"no-sys-admin": "CAP_SYS_ADMIN"}[mode])
+	if mode == "no-sys-admin" {
+		return rc
 	}
-	check("join events", err)
+	other := &Session{c: c, id: id}
+	check("ENABLE", other.Enable(EnableConfig{}), "CAP_NET_ADMIN")
+	check("DISABLE", other.Disable(), "CAP_NET_ADMIN")
+	check("SET_FILTER", other.SetFilter(Filter{Netns: 1}), "CAP_NET_ADMIN")
+	_, err = other.Stats()
+	check("GET_STATS", err, "CAP_NET_ADMIN")
 	return rc
 }
 
-// TestKernelUnprivileged: a process running as nobody, without
-// capabilities, can neither send commands nor join the events group.
+// TestKernelUnprivileged: a process running as nobody, one without
+// CAP_NET_ADMIN and one without CAP_SYS_ADMIN cannot create a session,
+// and the first two cannot change or read another's; the other's session
+// stays enabled with its filter.
 func TestKernelUnprivileged(t *testing.T) {
-	kernelClient(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	out, err := cmd.CombinedOutput()
-	t.Logf("as nobody:\n%s", out)
-	if err != nil {
-		t.Fatalf("unprivileged helper: %v", err)
-	}
-	if n := strings.Count(string(out), ": EPERM"); n != 5 {
-		t.Errorf("%d of 5 operations refused with EPERM", n)
-	}
-}
-
-// flood sends UDP from the client through the router to the server until
-// stopped: to a port the router drops in FORWARD, and to an open port.
-type flood struct {
-	stop chan struct{}
-	wg   sync.WaitGroup
-	sent atomic.Uint64
-}
-
-func startFlood(t *testing.T, top *testutil.Router, dropPort uint16) *flood {
-	t.Helper()
-	f := families[0]
-	if err := testutil.AddRule(context.Background(), top.Router, "nftables", f.Network, "FORWARD", "DROP", dropPort); err != nil {
-		t.Fatal(err)
-	}
-	sink := udpSocket(t, top.Server, f.Network)
-	go func() {
-		b := make([]byte, 2048)
-		for {
-			if _, err := sink.Read(b); err != nil {
-				return
-			}
-		}
-	}()
-	open := sink.LocalAddr().(*net.UDPAddr).AddrPort().Port()
-	conn := udpSocket(t, top.Client, f.Network)
-	fl := &flood{stop: make(chan struct{})}
-	fl.wg.Add(1)
-	go func() {
-		defer fl.wg.Done()
-		payload := make([]byte, 64)
-		for i := 0; ; i++ {
-			select {
-			case <-fl.stop:
-				return
-			default:
-			}
-			port := dropPort
-			if i%2 == 1 {
-				port = open
-			}
-			if _, err := conn.WriteToUDPAddrPort(payload, netip.AddrPortFrom(f.Server, port)); err == nil {
-				fl.sent.Add(1)
-			}
-		}
-	}()
-	t.Cleanup(fl.halt)
-	return fl
-}
-
-func (fl *flood) halt() {
-	select {
-	case <-fl.stop:
-	default:
-		close(fl.stop)
-	}
-	fl.wg.Wait()
-}
-
-// holdStaticKeys keeps the kernel text that the module's (un)registration
-// would patch unchanged for the rest of the test. The kfree_skb tracepoint
-// gets two probes of its own (its tracefs event and a BPF raw tracepoint
-// program), so that adding and removing the module's probe leaves both its
-// static key and its static call (which points at the only probe while
-// there is one) as they are; netfilter's per-hook keys (nf_hooks_needed) get
-// an nftables table in ns with a base chain on every inet hook. Reason:
-// under QEMU's multi-threaded TCG, live text patching (text_poke_bp) of
-// those sites while the other vCPU executes them oopsed with "int3" in
-// sk_skb_reason_drop on 6.12 (at the static_call site and at the static
-// branch), in kernel code the module does not touch; with the text held,
-// loading and unloading only swaps RCU-protected arrays, which is what
-// these tests are about.
-func holdStaticKeys(t *testing.T, ns *netns.NS) {
-	t.Helper()
-	tracefs := "/sys/kernel/tracing"
-	if _, err := os.Stat(tracefs + "/events"); err != nil {
-		if err := unix.Mount("nodev", tracefs, "tracefs", 0, ""); err != nil {
-			t.Fatalf("mounting tracefs: %v", err)
-		}
-	}
-	ev := tracefs + "/events/skb/kfree_skb/enable"
-	if err := os.WriteFile(ev, []byte("1"), 0); err != nil {
-		t.Fatalf("enabling the kfree_skb trace event: %v", err)
-	}
-	t.Cleanup(func() { _ = os.WriteFile(ev, []byte("0"), 0) })
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.RawTracepoint,
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
-	if err != nil {
-		t.Fatalf("loading a no-op raw tracepoint program: %v", err)
-	}
-	t.Cleanup(func() { prog.Close() })
-	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "kfree_skb", Program: prog})
-	if err != nil {
-		t.Fatalf("attaching a no-op program to kfree_skb: %v", err)
-	}
-	t.Cleanup(func() { l.Close() })
-	var b strings.Builder
-	b.WriteString("table inet pktfate_kmod_keys {\n")
-	for _, h := range []string{"prerouting", "input", "forward", "output", "postrouting"} {
-		fmt.Fprintf(&b, " chain %s { type filter hook %s priority 0; policy accept; }\n", h, h)
-	}
-	b.WriteString("}\n")
-	if out, err := ns.Exec(context.Background(), b.String(), "nft", "-f", "-"); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
-	}
-}
-
-// Taint bits allowed after loading an out-of-tree, unsigned module:
-// TAINT_OOT_MODULE (O, 12) and TAINT_UNSIGNED_MODULE (E, 13).
-const allowedTaint = 1<<12 | 1<<13
-
-func readTaint(t *testing.T) uint64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/sys/kernel/tainted")
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-// meminfo returns a /proc/meminfo field in KiB.
-func meminfo(t *testing.T, field string) int64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if name, rest, ok := strings.Cut(l, ":"); ok && name == field {
-			v, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
-			return v
-		}
-	}
-	t.Fatalf("no %s in /proc/meminfo", field)
-	return 0
-}
-
-// kernelLog returns the kernel log lines (dmesg) from the ring buffer.
-func kernelLog(t *testing.T) []string {
-	t.Helper()
-	n, err := unix.Klogctl(unix.SYSLOG_ACTION_SIZE_BUFFER, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, n)
-	n, err = unix.Klogctl(unix.SYSLOG_ACTION_READ_ALL, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Split(string(b[:n]), "\n")
-}
-
-// TestKernelLoadCycles loads, enables (with a listener) and unloads the
-// module 50 times under a UDP flood whose half the router drops: no oops,
-// no warning, taint only from an out-of-tree unsigned module, no slab
-// growth (and no kmemleak report where the kernel has kmemleak).
-func TestKernelLoadCycles(t *testing.T) {
-	path := testutil.ModulePath(t)
-	if taint := readTaint(t); taint&^allowedTaint != 0 {
-		t.Fatalf("kernel tainted %#x before the test", taint)
-	}
-	logBefore := len(kernelLog(t))
-	top := testutil.NewRouter(t)
-	holdStaticKeys(t, top.Server)
-	fl := startFlood(t, top, 31000)
-	kmemleak := "/sys/kernel/debug/kmemleak"
-	hasKmemleak := os.WriteFile(kmemleak, []byte("clear"), 0) == nil
-	cycle := func(i int) uint64 {
-		if err := testutil.InsertModule(path, ""); err != nil {
-			t.Fatalf("cycle %d: %v", i, err)
-		}
-		c, err := Dial()
-		if err != nil {
-			t.Fatalf("cycle %d: %v", i, err)
-		}
-		ev, err := c.Listen(ListenConfig{ReadBuffer: 1 << 20})
-		if err != nil {
-			t.Fatalf("cycle %d: %v", i, err)
-		}
-		if err := c.Enable(EnableConfig{}); err != nil {
-			t.Fatalf("cycle %d: %v", i, err)
-		}
-		var n uint64
-		_ = ev.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		var d Drop
-		for ev.Read(&d) == nil {
-			n++
-		}
-		// Unload while enabled, with packets in flight and a listener.
-		if err := testutil.UnloadModule(); err != nil {
-			t.Fatalf("cycle %d: %v", i, err)
-		}
-		ev.Close()
-		c.Close()
-		return n
-	}
-	cycle(0) // warm up: first-use allocations are no leak
-	slab0 := meminfo(t, "Slab")
-	var events uint64
-	for i := 1; i <= 50; i++ {
-		events += cycle(i)
-	}
-	fl.halt()
-	slab1 := meminfo(t, "Slab")
-	t.Logf("50 cycles: %d packets sent, %d drop events read; Slab %d -> %d KiB", fl.sent.Load(), events, slab0, slab1)
-	if events == 0 {
-		t.Error("no drop events during the cycles")
-	}
-	// A leak of one object per packet or per cycle would show in megabytes;
-	// the flood's own sockets and caches move the figure by less.
-	if slab1-slab0 > 4096 {
-		t.Errorf("Slab grew by %d KiB over 50 cycles", slab1-slab0)
-	}
-	if hasKmemleak {
-		_ = os.WriteFile(kmemleak, []byte("scan"), 0)
-		b, _ := os.ReadFile(kmemleak)
-		if strings.Contains(string(b), "pktfate") {
-			t.Errorf("kmemleak:\n%s", b)
-		}
-	} else {
-		t.Log("kernel without kmemleak: slab figures only")
-	}
-	if taint := readTaint(t); taint&^allowedTaint != 0 {
-		t.Errorf("kernel tainted %#x, allowed only %#x (out-of-tree, unsigned)", taint, allowedTaint)
-	}
-	for _, l := range kernelLog(t)[logBefore:] {
-		if strings.Contains(l, "module verification failed") {
-			continue // the unsigned module's taint (E), allowed
-		}
-		if strings.Contains(l, "WARNING") || strings.Contains(l, "BUG") || strings.Contains(l, "Oops") ||
-			strings.Contains(l, "Call Trace") || strings.Contains(l, "pktfate") {
-			t.Errorf("kernel log: %s", l)
-		}
-	}
-}
-
-// vethPath is a sender in one namespace and a reading sink in another,
-// joined by a veth pair.
-type vethPath struct {
-	src *net.UDPConn
-	dst netip.AddrPort
-}
-
-func newVethPath(t *testing.T, subnet byte) (*vethPath, *netns.NS, *netns.NS) {
-	t.Helper()
-	a, b := testutil.NewNS(t), testutil.NewNS(t)
-	if err := netns.Veth(a, "a0", b, "b0"); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.AddAddr("a0", fmt.Sprintf("10.9.%d.1/24", subnet)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.AddAddr("b0", fmt.Sprintf("10.9.%d.2/24", subnet)); err != nil {
-		t.Fatal(err)
-	}
-	sink := udpSocket(t, b, "udp4")
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			if _, err := sink.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
-	p := &vethPath{src: udpSocket(t, a, "udp4")}
-	p.dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, subnet, 2}), sink.LocalAddr().(*net.UDPAddr).AddrPort().Port())
-	return p, a, b
-}
-
-// threadNanos returns the calling thread's CPU time.
-func threadNanos() int64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
-	return ts.Nano()
-}
-
-// batchSender returns a function sending a batch of 20 packets over p.
-func batchSender(p *vethPath) func() {
-	payload := make([]byte, 64)
-	return func() {
-		for range 20 {
-			_, _ = p.src.WriteToUDPAddrPort(payload, p.dst)
-		}
-	}
-}
-
-// yardstick is work no netfilter hook touches (200 getppid system calls):
-// it follows only the speed TCG has at the moment.
-func yardstick() {
-	for range 200 {
-		unix.Getppid()
-	}
-}
-
-// costRatio runs the batches x and y alternately and returns the median,
-// over the rounds, of y's CPU time over x's, and the mean nanoseconds of
-// each batch. Each send runs the whole path on the sending thread
-// (LOCAL_OUT, POST_ROUTING, the veth, and in the softirq that runs when the
-// send re-enables bottom halves, PRE_ROUTING, LOCAL_IN and the socket);
-// thread CPU time leaves out what else the guest runs, and short
-// alternating batches cancel most of TCG's drift with the host's load.
-func costRatio(x, y func(), rounds int) (ratio, nsX, nsY float64) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	timed := func(f func()) int64 {
-		t0 := threadNanos()
-		f()
-		return threadNanos() - t0
-	}
-	for range 20 { // warm up
-		x()
-		y()
-	}
-	ratios := make([]float64, 0, rounds)
-	var sumX, sumY int64
-	for i := range rounds {
-		var dx, dy int64
-		if i%2 == 0 {
-			dx, dy = timed(x), timed(y)
-		} else {
-			dy, dx = timed(y), timed(x)
-		}
-		if dx > 0 && dy > 0 {
-			ratios = append(ratios, float64(dy)/float64(dx))
-		}
-		sumX += dx
-		sumY += dy
-	}
-	slices.Sort(ratios)
-	return ratios[len(ratios)/2], float64(sumX) / float64(rounds), float64(sumY) / float64(rounds)
-}
-
-func median(v []float64) float64 {
-	slices.Sort(v)
-	return v[len(v)/2]
-}
-
-// TestKernelHookCost measures the CPU cost per packet of UDP through a veth
-// pair (four hook chains crossed: LOCAL_OUT and POST_ROUTING in the
-// sender's namespace, PRE_ROUTING and LOCAL_IN in the receiver's), always
-// against a second, identical pair in the same moments:
-//   - reference: nftables accept chains on those hooks of one pair;
-//   - module loaded and disabled, against the same pair without the module
-//     (this one cannot alternate per batch: load and unload alternate
-//     between rounds, so it is the noisiest figure);
-//   - module enabled, one pair's receiving namespace tracked (the filter
-//     selects it), the other's not.
-//
-// Figures only: TCG makes absolute numbers meaningless.
-func TestKernelHookCost(t *testing.T) {
-	path := testutil.ModulePath(t)
-	holdStaticKeys(t, testutil.NewNS(t))
-	p1, _, _ := newVethPath(t, 1)
-	p2, a2, b2 := newVethPath(t, 2)
-
-	chains := "table inet pktfate_kmod_ref {\n" +
-		" chain out { type filter hook output priority 0; policy accept; }\n" +
-		" chain post { type filter hook postrouting priority 0; policy accept; }\n" +
-		" chain pre { type filter hook prerouting priority 0; policy accept; }\n" +
-		" chain in { type filter hook input priority 0; policy accept; }\n}\n"
-	for _, ns := range []*netns.NS{a2, b2} {
-		if out, err := ns.Exec(context.Background(), chains, "nft", "-f", "-"); err != nil {
-			t.Fatalf("nft: %v: %s", err, out)
-		}
-	}
-	s1, s2 := batchSender(p1), batchSender(p2)
-	rNft, ns1, ns2 := costRatio(s1, s2, 2000)
-	t.Logf("hook cost reference, nftables accept chains on the 4 hooks: %.0f -> %.0f ns per 20 packets, median ratio %.3f", ns1, ns2, rNft)
-	for _, ns := range []*netns.NS{a2, b2} {
-		if out, err := ns.Exec(context.Background(), "", "nft", "delete", "table", "inet", "pktfate_kmod_ref"); err != nil {
-			t.Fatalf("nft: %v: %s", err, out)
-		}
-	}
-
-	// Loaded vs not cannot alternate per batch: phases alternate, and
-	// within each the cost is taken relative to the yardstick.
-	var without, loaded []float64
-	for i := range 12 {
-		if i%2 == 1 {
-			if err := testutil.InsertModule(path, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
-		r, _, _ := costRatio(yardstick, s1, 300)
-		if i%2 == 1 {
-			loaded = append(loaded, r)
-			if err := testutil.UnloadModule(); err != nil {
-				t.Fatal(err)
-			}
-		} else {
-			without = append(without, r)
-		}
-	}
-	rLoaded := median(loaded) / median(without)
-	t.Logf("hook cost module loaded and disabled: packet/yardstick cost %.3f -> %.3f (median of 6 phases each), ratio %.3f", median(without), median(loaded), rLoaded)
-
-	if err := testutil.InsertModule(path, ""); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := testutil.UnloadModule(); err != nil {
-			t.Error(err)
-		}
-	}()
-	c, err := Dial()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.SetFilter(Filter{Netns: b2.Inode}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Enable(EnableConfig{}); err != nil {
-		t.Fatal(err)
-	}
-	rTrack, nsOff, nsOn := costRatio(s1, s2, 2000)
-	st, err := c.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("hook cost module enabled, tracking in 2 of the 4 hooks (the receiver's namespace): %.0f -> %.0f ns per 20 packets, median ratio %.3f", nsOff, nsOn, rTrack)
-	t.Logf("hook cost summary, CPU per packet relative to no hooks: nftables accept chains x%.3f, module loaded and disabled x%.3f, enabled x%.3f (tracking on all 4 hooks, extrapolated)",
-		rNft, rLoaded, rLoaded*(1+2*(rTrack-1)))
-	if st.Seen != 0 || st.TableFull != 0 {
-		t.Errorf("accepted traffic: stats %+v, want nothing seen and nothing untracked", st)
-	}
-}
-
-// TestKernelRateLimit: over the rate limit, drops are counted as rate
-// limited instead of reported, and what is reported arrives.
-func TestKernelRateLimit(t *testing.T) {
 	c := kernelClient(t)
-	top := testutil.NewRouter(t)
-	if err := c.SetFilter(Filter{Netns: top.Router.Inode}); err != nil {
-		t.Fatal(err)
-	}
-	dc := listen(t, c)
-	// One token a second per CPU, five in the bucket.
-	if err := c.Enable(EnableConfig{Rate: 1, Burst: 5}); err != nil {
-		t.Fatal(err)
-	}
-	f := families[0]
-	if err := testutil.AddRule(context.Background(), top.Router, "nftables", f.Network, "FORWARD", "DROP", 31500); err != nil {
-		t.Fatal(err)
-	}
-	conn := udpSocket(t, top.Client, f.Network)
-	const n = 200
-	start := time.Now()
-	for range n {
-		send(t, conn, netip.AddrPortFrom(f.Server, 31500))
-	}
-	elapsed := time.Since(start)
-	dc.find(time.Second, func(*Drop) bool { return false })
-	st, err := c.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dc.mu.Lock()
-	got := len(dc.got)
-	dc.mu.Unlock()
-	t.Logf("%d drops in %s: %+v, %d events read", n, elapsed, st, got)
-	// Each CPU may report its burst plus a token a second.
-	limit := uint64(2 * (5 + int(elapsed.Seconds()) + 1))
-	// (A few of the first packets may wait for ARP and overflow its queue.)
-	if st.Seen < n*9/10 || st.Reported > limit || st.Reported+st.RateLimited != st.Seen || st.RateLimited == 0 {
-		t.Errorf("stats %+v: want %d seen, at most %d reported, the rest rate limited", st, n, limit)
-	}
-	if st.Seen != st.Reported+st.Lost() {
-		t.Errorf("stats %+v: seen is not reported + lost", st)
-	}
-	if uint64(got) != st.Reported {
-		t.Errorf("%d events read, %d reported", got, st.Reported)
-	}
-}
-
-// TestKernelQueueFull: with a per-CPU queue of 2 and a burst of drops, the
-// overflow is counted, and every seen drop is either reported or counted.
-func TestKernelQueueFull(t *testing.T) {
-	if err := testutil.InsertModule(testutil.ModulePath(t), "queue_len=2"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := testutil.UnloadModule(); err != nil {
-			t.Error(err)
+	s, _ := startSession(t, c, SessionConfig{Filter: Filter{Netns: 4242}}, &EnableConfig{})
+	for _, c := range []struct {
+		mode  string
+		nobdy bool
+		n     int
+	}{{"nobody", true, 5}, {"no-net-admin", false, 5}, {"no-sys-admin", false, 1}} {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s:%d", capsHelperEnv, c.mode, s.ID()))
+		if c.nobdy {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		}
-	})
-	c, err := Dial()
-	if err != nil {
-		t.Fatal(err)
+		out, err := cmd.CombinedOutput()
+		t.Logf("%s:\n%s", c.mode, out)
+		if err != nil {
+			t.Errorf("%s: %v", c.mode, err)
+		}
+		if n := strings.Count(string(out), ": EPERM"); n != c.n {
+			t.Errorf("%s: %d of %d operations refused with EPERM", c.mode, n, c.n)
+		}
 	}
-	defer c.Close()
-	top := testutil.NewRouter(t)
-	if err := c.SetFilter(Filter{Netns: top.Router.Inode}); err != nil {
-		t.Fatal(err)
-	}
-	listen(t, c)
-	if err := c.Enable(EnableConfig{Unlimited: true}); err != nil {
-		t.Fatal(err)
-	}
-	fl := startFlood(t, top, 31600)
-	time.Sleep(time.Second)
-	fl.halt()
-	time.Sleep(500 * time.Millisecond) // the work item drains the queues
-	st, err := c.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d packets: %+v", fl.sent.Load(), st)
-	if st.QueueLen != 2 || st.QueueFull == 0 || st.Reported == 0 || st.Seen != st.Reported+st.Lost() {
-		t.Errorf("stats %+v: want queue overflows counted and seen = reported + lost", st)
+	st := sessionStats(t, s)
+	if !st.Enabled || st.Filter != (Filter{Netns: 4242}) || st.Module.Sessions != 1 {
+		t.Errorf("the session after the unprivileged attempts: %+v", st)
 	}
 }

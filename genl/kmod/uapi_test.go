@@ -104,13 +104,26 @@ func TestUAPIHeader(t *testing.T) {
 		"PKTFATE_GENL_VERSION":      n(familyVersion),
 		"PKTFATE_GENL_MCGRP_EVENTS": q(eventsGroup),
 		"PKTFATE_PAYLOAD_MAX":       n(PayloadMax),
+		"PKTFATE_SESSIONS_MAX":      n(SessionsMax),
 		"PKTFATE_FAMILY_IPV4":       n(int(FamilyIPv4)),
 		"PKTFATE_FAMILY_IPV6":       n(int(FamilyIPv6)),
-		"PKTFATE_FAMILY_ALL":        n(int(FamilyIPv4 | FamilyIPv6)),
+		"PKTFATE_FAMILY_ALL":        n(int(FamilyInet)),
+		"PKTFATE_FAMILY_ARP":        n(int(FamilyARP)),
+		"PKTFATE_FAMILY_BRIDGE":     n(int(FamilyBridge)),
+		"PKTFATE_FAMILY_NETDEV":     n(int(FamilyNetdev)),
+		"PKTFATE_FAMILY_MASK":       n(int(FamilyMask)),
+
+		"PKTFATE_WHERE_CHAIN": n(int(WhereChain)), "PKTFATE_WHERE_TAIL": n(int(WhereTail)), "PKTFATE_WHERE_QUEUE": n(int(WhereQueue)),
+
+		"PKTFATE_MEM_UNSPEC": "0", "PKTFATE_MEM_TABLE": n(int(MemTable)), "PKTFATE_MEM_PERCPU": n(int(MemPercpu)),
+		"PKTFATE_MEM_RING": n(int(MemRing)), "PKTFATE_MEM_SESSION": n(int(MemSession)), "PKTFATE_MEM_FILTER": n(int(MemFilter)),
+		"PKTFATE_MEM_HOOKS": n(int(MemHooks)), "PKTFATE_MEM_MESSAGE": n(int(MemMessage)),
+		"__PKTFATE_MEM_MAX": n(memKinds), "PKTFATE_MEM_MAX": n(memKinds - 1),
 
 		"PKTFATE_CMD_UNSPEC": n(cmdUnspec), "PKTFATE_CMD_ENABLE": n(cmdEnable), "PKTFATE_CMD_DISABLE": n(cmdDisable),
 		"PKTFATE_CMD_SET_FILTER": n(cmdSetFilter), "PKTFATE_CMD_GET_STATS": n(cmdGetStats), "PKTFATE_CMD_DROP": n(cmdDrop),
-		"__PKTFATE_CMD_MAX": n(cmdDrop + 1), "PKTFATE_CMD_MAX": n(cmdDrop),
+		"PKTFATE_CMD_SESSION_NEW": n(cmdSessionNew),
+		"__PKTFATE_CMD_MAX":       n(cmdSessionNew + 1), "PKTFATE_CMD_MAX": n(cmdSessionNew),
 
 		"PKTFATE_ATTR_UNSPEC": n(attrUnspec), "PKTFATE_ATTR_PAD": n(attrPad), "PKTFATE_ATTR_HOOK": n(attrHook),
 		"PKTFATE_ATTR_FAMILY": n(attrFamily), "PKTFATE_ATTR_NETNS": n(attrNetns), "PKTFATE_ATTR_IN_IFINDEX": n(attrInIfindex),
@@ -125,7 +138,18 @@ func TestUAPIHeader(t *testing.T) {
 		"PKTFATE_ATTR_STAT_RATE_LIMITED": n(attrStatRateLimited), "PKTFATE_ATTR_STAT_QUEUE_FULL": n(attrStatQueueFull),
 		"PKTFATE_ATTR_STAT_ALLOC_FAILED": n(attrStatAllocFailed), "PKTFATE_ATTR_STAT_SEND_FAILED": n(attrStatSendFailed),
 		"PKTFATE_ATTR_STAT_TABLE_FULL": n(attrStatTableFull),
-		"__PKTFATE_ATTR_MAX":           n(attrMax + 1), "PKTFATE_ATTR_MAX": n(attrMax),
+		"PKTFATE_ATTR_SESSION":         n(attrSession), "PKTFATE_ATTR_SESSIONS": n(attrSessions),
+		"PKTFATE_ATTR_SESSIONS_MAX": n(attrSessionsMax), "PKTFATE_ATTR_WHERE": n(attrWhere),
+		"PKTFATE_ATTR_TABLE_SIZE": n(attrTableSize), "PKTFATE_ATTR_TABLE_USED": n(attrTableUsed),
+		"PKTFATE_ATTR_STALE_MS": n(attrStaleMs), "PKTFATE_ATTR_FAMILIES_COVERED": n(attrFamiliesCovered),
+		"PKTFATE_ATTR_NETDEV_HOOKS_COVERED": n(attrNetdevHooksCovered), "PKTFATE_ATTR_TAIL_CHAINS": n(attrTailChains),
+		"PKTFATE_ATTR_HOOK_FAILURES": n(attrHookFailures), "PKTFATE_ATTR_MODULE_STATS": n(attrModuleStats),
+		"PKTFATE_ATTR_STAT_STOLEN": n(attrStatStolen), "PKTFATE_ATTR_STAT_STALE_EXPIRED": n(attrStatStaleExpired),
+		"PKTFATE_ATTR_STAT_STALE_DROPPED": n(attrStatStaleDropped), "PKTFATE_ATTR_STAT_TRACKED": n(attrStatTracked),
+		"PKTFATE_ATTR_STAT_REBRACKETED": n(attrStatRebracketed), "PKTFATE_ATTR_MEMORY": n(attrMemory),
+		"PKTFATE_ATTR_MEM_ALLOC_BYTES": n(attrMemAllocBytes), "PKTFATE_ATTR_MEM_FREED_BYTES": n(attrMemFreedBytes),
+		"PKTFATE_ATTR_MEM_ALLOC_OBJECTS": n(attrMemAllocObjects), "PKTFATE_ATTR_MEM_FREED_OBJECTS": n(attrMemFreedObjects),
+		"__PKTFATE_ATTR_MAX": n(attrMax + 1), "PKTFATE_ATTR_MAX": n(attrMax),
 	}
 	for name, v := range want {
 		if got, ok := h[name]; !ok {
@@ -139,7 +163,7 @@ func TestUAPIHeader(t *testing.T) {
 			t.Errorf("%s = %s in the header has no Go counterpart: add it to uapi.go and this test", name, v)
 		}
 	}
-	if len(h) < 40 {
+	if len(h) < 80 {
 		t.Errorf("parsed only %d names from the header: parser broken?", len(h))
 	}
 }

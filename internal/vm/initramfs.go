@@ -25,6 +25,9 @@ var GuestModules = []string{
 	// vishvananda/netlink's NewHandle opens NETLINK_XFRM sockets too; the
 	// guests have no modprobe, so nothing is autoloaded on demand.
 	"xfrm_user", "dummy", "sch_ingress", "cls_bpf", "act_bpf",
+	// genl/kmod's kernel tests: bridge-family chains, packets held by an
+	// NFQUEUE reader.
+	"bridge", "nfnetlink_queue", "nft_queue",
 }
 
 // guest paths
