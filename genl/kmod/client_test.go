@@ -501,7 +501,7 @@ func TestHookNames(t *testing.T) {
 	}{
 		{NFProtoIPv4, 1, "LOCAL_IN"}, {NFProtoIPv6, 4, "POST_ROUTING"}, {NFProtoARP, 0, "IN"}, {NFProtoARP, 1, "OUT"},
 		{NFProtoARP, 2, "FORWARD"}, {NFProtoBridge, 2, "FORWARD"}, {NFProtoBridge, 5, "BROUTING"},
-		{NFProtoNetdev, NetdevIngress, "INGRESS"}, {NFProtoNetdev, NetdevEgress, "EGRESS"}, {NFProtoARP, 3, "hook(3)"},
+		{NFProtoNetdev, NetdevIngress, "INGRESS"}, {NFProtoNetdev, NetdevEgress, "EGRESS"}, {NFProtoARP, 3, "HOOK_3"},
 		{NFProtoInet, 5, "INGRESS"},
 	} {
 		if got := HookName(c.family, c.hook); got != c.want {

@@ -1,6 +1,10 @@
 package kmod
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/pktfate/pktfate/fate"
+)
 
 // The pktfate generic netlink protocol, mirrored from
 // kmod/include/uapi/linux/pktfate.h (TestUAPIHeader compares every value).
@@ -175,52 +179,12 @@ func (k MemKind) String() string {
 	return "mem(" + strconv.Itoa(int(k)) + ")"
 }
 
-// Hook names per family, as the kernel's enums spell them (NF_INET_*,
-// NF_ARP_*, NF_BR_*, NF_NETDEV_*), without the prefix.
-var (
-	inetHooks   = []string{"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING", "INGRESS"}
-	arpHooks    = []string{"IN", "OUT", "FORWARD"}
-	bridgeHooks = []string{"PRE_ROUTING", "LOCAL_IN", "FORWARD", "LOCAL_OUT", "POST_ROUTING", "BROUTING"}
-	netdevHooks = []string{"INGRESS", "EGRESS"}
-)
-
 // HookName returns the name of hook in family's numbering (an NFPROTO_*
 // value): "LOCAL_IN" for NFPROTO_IPV4 1, "OUT" for NFPROTO_ARP 1, "EGRESS"
-// for NFPROTO_NETDEV 1. The inet names are those the ebpf source uses.
-func HookName(family, hook uint8) string {
-	var names []string
-	switch family {
-	case NFProtoIPv4, NFProtoIPv6, NFProtoInet:
-		names = inetHooks
-	case NFProtoARP:
-		names = arpHooks
-	case NFProtoBridge:
-		names = bridgeHooks
-	case NFProtoNetdev:
-		names = netdevHooks
-	}
-	if int(hook) < len(names) {
-		return names[hook]
-	}
-	return "hook(" + strconv.Itoa(int(hook)) + ")"
-}
+// for NFPROTO_NETDEV 1: fate's one table of hook names, which every
+// observer uses.
+func HookName(family, hook uint8) string { return fate.NetfilterHook(family, hook) }
 
 // FamilyName returns "ipv4", "ipv6", "arp", "bridge", "netdev" or "inet"
 // for an NFPROTO_* value.
-func FamilyName(pf uint8) string {
-	switch pf {
-	case NFProtoIPv4:
-		return "ipv4"
-	case NFProtoIPv6:
-		return "ipv6"
-	case NFProtoARP:
-		return "arp"
-	case NFProtoBridge:
-		return "bridge"
-	case NFProtoNetdev:
-		return "netdev"
-	case NFProtoInet:
-		return "inet"
-	}
-	return "nfproto(" + strconv.Itoa(int(pf)) + ")"
-}
+func FamilyName(pf uint8) string { return fate.NetfilterFamily(pf) }
