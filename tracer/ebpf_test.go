@@ -290,11 +290,9 @@ func TestStopReadsEverySubmitted(t *testing.T) {
 			}
 		}()
 	}
-	// Stop once the flood is well under way, while it goes on.
-	for deadline := time.Now().Add(10 * time.Second); delivered.Load() < 2000; {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d events during the flood", delivered.Load())
-		}
+	// Stop once the flood is under way, while it goes on (a slow guest
+	// under the race detector sends a few hundred a second).
+	for deadline := time.Now().Add(time.Minute); delivered.Load() < 200 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
 	cancel()
@@ -303,6 +301,9 @@ func TestStopReadsEverySubmitted(t *testing.T) {
 	senders.Wait()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if delivered.Load() < 200 {
+		t.Fatalf("only %d events in a minute of flood", delivered.Load())
 	}
 	submitted, err := src.Submitted()
 	if err != nil {
