@@ -318,13 +318,16 @@ static __always_inline struct cpu_state *cpu_state(void)
  *    bit set (a black node) or the node itself (RB_CLEAR_NODE, a fragment
  *    appended to a run) says the skb is or was in a tree;
  *  - TCP sets it to NULL once a socket has the segment.
- * A received skb that a socket holds with no route left may still carry a
- * tree pointer (a red out-of-order node): it is taken as a device only if
- * it is the one the skb arrived on. Following anything else costs an
- * exception-table fixup per load (several microseconds) and reads garbage.
+ * A red node of TCP's out-of-order tree passes those tests with a child
+ * skb in place of the device. A net_device starts with its name (ASCII,
+ * NUL-padded), an sk_buff with a pointer (the kernel's half: top byte
+ * 0xff): the first word tells them apart. (Comparing with the interface
+ * the skb arrived on, as before, took every bridged or forwarded packet
+ * that still carries its sender's socket for one whose device is gone.)
+ * Following anything else costs an exception-table fixup per load
+ * (several microseconds) and reads garbage.
  */
-static __always_inline struct net_device *skb_device(struct sk_buff *skb, bool owned, __u32 iif,
-						    __u64 *slot)
+static __always_inline struct net_device *skb_device(struct sk_buff *skb, __u64 *slot)
 {
 	/*
 	 * The verifier types a load at these offsets as the unions' first
@@ -342,7 +345,7 @@ static __always_inline struct net_device *skb_device(struct sk_buff *skb, bool o
 	if (skb->next == skb)
 		return NULL;
 	dev = skb->dev;
-	if (owned && iif && !skb->_skb_refdst && dev->ifindex != iif)
+	if ((((__u64 *)dev->name)[0] >> 56) == 0xff)
 		return NULL;
 	return dev;
 }
@@ -368,7 +371,6 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 	__u32 iif = skb->skb_iif;
 	struct net_device *dev;
 	struct cpu_state *c;
-	bool owned = false;
 	__u32 netns = 0, ifindex = 0;
 	__u8 netns_from = FROM_NONE, if_from = FROM_NONE, sk_family = 0;
 	__u32 mark = skb->mark;
@@ -380,12 +382,6 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 	__u32 off, tail, n;
 	__u8 nf_hook = 0, nf_pf = 0;
 
-	/* Pointers may not be OR-ed: test them one by one. */
-	if (sk)
-		owned = true;
-	barrier_var(owned);
-	if (rx_sk)
-		owned = true;
 	c = cpu_state();
 	if (!c)
 		return 0;
@@ -401,7 +397,7 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 		count(CNT_FREED_AFTER_READ);
 		return 0;
 	}
-	dev = skb_device(skb, owned, iif, &c->scratch);
+	dev = skb_device(skb, &c->scratch);
 	if (rx_sk) {
 		netns = sk_netns(rx_sk);
 		netns_from = FROM_RX_SK;

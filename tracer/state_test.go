@@ -195,12 +195,15 @@ func TestSocketLevelDropsKeepNetns(t *testing.T) {
 		match := func(e *fate.Event) bool {
 			return e.Fate == fate.FateDrop && e.Packet.Proto == "tcp" && e.Packet.Dport == port
 		}
-		for end := time.Now().Add(5 * time.Second); r.col.find(0, match) == nil && time.Now().Before(end); {
+		for end := time.Now().Add(30 * time.Second); r.col.find(0, match) == nil && time.Now().Before(end); {
 			c.Write([]byte("after close"))
 			time.Sleep(20 * time.Millisecond)
 		}
 		e := r.col.find(time.Second, match)
 		if e == nil {
+			for _, x := range r.col.all(func(e *fate.Event) bool { return e.Packet.Proto == "tcp" }) {
+				t.Logf("seen: %s %s %s at %s netns %d (%s) dport %d flags %s", x.Probe, x.Fate, x.Reason, x.Location, x.Netns, x.NetnsFrom, x.Packet.Dport, fate.TCPFlagString(x.Packet.TCPFlags))
+			}
 			t.Fatal("no socket-level TCP drop reported in the namespace")
 		}
 		if !inNS(e) {
@@ -554,8 +557,38 @@ func TestBridgeDropAttribution(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The bridge forwards: a datagram to an open port of b arrives.
+	var rx *net.UDPConn
+	if err := b.Do(func() error {
+		var err error
+		rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(203, 0, 113, 2), Port: 8})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	arrived := make(chan error, 1)
+	go func() {
+		rx.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := rx.Read(make([]byte, 64))
+		arrived <- err
+	}()
+	for forwarded := false; !forwarded; {
+		if err := a.SendUDP("udp4", netip.MustParseAddrPort("203.0.113.2:8"), 1, []byte("bridged")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-arrived:
+			if err != nil {
+				out, _ := br.Exec(ctx, "", "ip", "-d", "link", "show")
+				t.Fatalf("the bridge does not forward: %v\n%s", err, out)
+			}
+			forwarded = true
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	const port = 7
-	ruleset := fmt.Sprintf("table bridge pktfate_br {\n chain brfwd {\n  type filter hook forward priority 0; policy accept;\n  udp dport %d drop\n }\n}\n", port)
+	ruleset := fmt.Sprintf("table bridge pktfate_br {\n chain brfwd {\n  type filter hook forward priority 0; policy accept;\n  udp dport %d counter drop\n  counter\n }\n}\n", port)
 	if out, err := br.Exec(ctx, ruleset, "nft", "-f", "-"); err != nil {
 		t.Fatalf("nft bridge table: %v: %s", err, out)
 	}
@@ -575,6 +608,11 @@ func TestBridgeDropAttribution(t *testing.T) {
 				e = r.col.find(200*time.Millisecond, match)
 			}
 			if e == nil {
+				for _, x := range r.col.all(func(*fate.Event) bool { return true }) {
+					t.Logf("seen: %s %s %s at %s netns %d dev %q %s", x.Probe, x.Fate, x.Reason, x.Location, x.Netns, x.Ifname, x.Packet.Proto)
+				}
+				out, _ := br.Exec(ctx, "", "nft", "list", "ruleset")
+				t.Logf("ruleset:\n%s", out)
 				t.Fatal("no drop of the bridged datagram")
 			}
 			if e.Reason != "NETFILTER_DROP" {

@@ -27,7 +27,7 @@ var GuestModules = []string{
 	"xfrm_user", "dummy", "sch_ingress", "cls_bpf", "act_bpf",
 	// genl/kmod's kernel tests: bridge-family chains, packets held by an
 	// NFQUEUE reader.
-	"bridge", "nfnetlink_queue", "nft_queue",
+	"bridge", "nfnetlink_queue", "nft_queue", "nft_meta_bridge", "nft_reject_bridge",
 }
 
 // guest paths
