@@ -451,7 +451,13 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 		return 0;
 
 	mh = skb->mac_header;
-	if (!protocol && mh == (__u16)~0U) {
+	/*
+	 * Not a network packet: no protocol and no MAC header, or a buffer a
+	 * local socket of another kind holds (netlink, unix, vsock: their
+	 * reads pass skb_copy_datagram_iovec too).
+	 */
+	if ((!protocol && mh == (__u16)~0U) || sk_family == 1 /* AF_UNIX */ ||
+	    sk_family == 16 /* AF_NETLINK */ || sk_family == 40 /* AF_VSOCK */) {
 		if (!show_non_packets) {
 			count(CNT_NOT_PACKET);
 			return 0;

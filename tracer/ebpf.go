@@ -118,6 +118,7 @@ type EBPF struct {
 	// this kernel. Valid after Start.
 	Deliveries      []string
 	DeliveriesBlind string
+	deliveriesWhy   error
 	// netnsIfindexes: the interface indexes of FilterNetns's namespace
 	// that the kernel filter knows (see filter_netns_ifindexes).
 	netnsIfindexes map[uint32]bool
@@ -360,8 +361,10 @@ func (s *EBPF) Start() error {
 	if s.cfg.Consumes {
 		s.Deliveries = []string{"read"}
 		if err := s.attachDeferFree(spec, opts); err != nil {
-			s.DeliveriesBlind = "delivered packets are seen when a socket reads them (skb_copy_datagram_iovec); " +
-				"one freed by skb_attempt_defer_free unread is not seen: that function has no tracepoint, and fentry on it failed here (" + err.Error() + ")"
+			s.DeliveriesBlind = "some delivered TCP and UDP packets are not seen on this kernel: the free that " +
+				"follows their delivery (skb_attempt_defer_free) passes no tracepoint and fentry is not available here; " +
+				"they are seen only when a socket reads them through skb_copy_datagram_iovec, which a small UDP datagram does not take"
+			s.deliveriesWhy = err
 		} else {
 			s.Deliveries = append(s.Deliveries, "defer_free")
 		}

@@ -292,6 +292,9 @@ func (s *EBPF) Notices() []string {
 	if s.KernelFilter != "" {
 		out = append(out, s.KernelFilter)
 	}
+	if s.DeliveriesBlind != "" {
+		out = append(out, s.DeliveriesBlind)
+	}
 	if syms := s.decoder.Symbols; syms.Ready() {
 		if err := syms.Err(); err != nil {
 			out = append(out, fmt.Sprintf("locations are shown as addresses: %v (reading /proc/kallsyms needs CAP_SYSLOG)", err))

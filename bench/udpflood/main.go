@@ -38,6 +38,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/netns"
 )
 
@@ -522,16 +523,16 @@ func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []
 	if err != nil {
 		return r, err
 	}
-	var s struct {
-		ByReason map[string]uint64 `json:"by_reason"`
-		Lost     map[string]uint64 `json:"lost"`
-	}
+	var s fate.SummaryLine
 	if err := json.Unmarshal(sum, &s); err != nil {
 		return r, fmt.Errorf("parsing summary: %w", err)
 	}
-	r.captured = s.ByReason["NO_SOCKET"]
-	for _, v := range s.Lost {
-		r.lost += v
+	r.captured = s.ByReason.Map()["NO_SOCKET"]
+	for _, l := range s.Lost {
+		if l.Unknown != "" {
+			return r, fmt.Errorf("pktfate could not read its loss counter %s: %s", l.Key(), l.Unknown)
+		}
+		r.lost += l.Value
 	}
 	return r, nil
 }
