@@ -188,7 +188,7 @@ func (b *builder) finish(final *fate.Summary) *fate.Summary {
 	}
 	if final != nil {
 		s.Start, s.End, s.Lost, s.Sources, s.Events = final.Start, final.End, final.Lost, final.Sources, final.Events
-		s.Ignored, s.Unknowns = final.Ignored, final.Unknowns
+		s.Ignored, s.Unknowns, s.Notes = final.Ignored, final.Unknowns, final.Notes
 	}
 	if b.fates {
 		for v := fate.VerdictSingle; v <= fate.VerdictUnconfirmed; v++ {
