@@ -112,6 +112,12 @@ type EBPF struct {
 	nfRescan bool
 	nfClosed bool
 	nfObjs   nfLinkObjects
+	// nfLinks holds the netfilter links of each namespace (links method),
+	// released when the namespace goes away (see rescanNetns); nfHeld
+	// says when a namespace that no mount or process names was last found
+	// held open by a descriptor.
+	nfLinks map[uint32][]link.Link
+	nfHeld  map[uint32]time.Time
 }
 
 // NetfilterCovers reports whether the netfilter attribution could see a
@@ -699,6 +705,12 @@ func (s *EBPF) Close() error {
 		errs = append(errs, l.Close())
 	}
 	s.links = nil
+	for _, ls := range s.nfLinks {
+		for _, l := range ls {
+			errs = append(errs, l.Close())
+		}
+	}
+	s.nfLinks = nil
 	s.nfMu.Unlock()
 	if s.ring != nil {
 		errs = append(errs, s.ring.Close())
