@@ -19,7 +19,7 @@ const (
 	NameVerdicts       = "pktfate_fate_verdicts_total"
 	NameObserver       = "pktfate_observer_packets_total"
 	NameLost           = "pktfate_lost_events_total"
-	NameUnreadable     = "pktfate_loss_counter_unreadable"
+	NameUnreadable     = "pktfate_loss_unreadable"
 	NameComplete       = "pktfate_source_complete"
 	NameUp             = "pktfate_source_up"
 	NameLate           = "pktfate_correlator_late_records_total"
@@ -112,7 +112,7 @@ func New(cfg Config) *Metrics {
 		buildInfo:      prometheus.NewDesc(NameBuildInfo, "Always 1: the pktfate version, the Go version it was built with and the running kernel's release.", []string{"version", "go_version", "kernel"}, nil),
 		verdictDesc:    prometheus.NewDesc(NameVerdicts, "Packets by how far the observers agree on their fate: confirmed, single, conflict, unconfirmed (only while two or more observers run).", []string{"verdict"}, nil),
 		observerDesc:   prometheus.NewDesc(NameObserver, "Each observer's part in the packets counted: saw, blind (cannot see such a packet), lost (lost events around it), missed (could have seen it and did not).", []string{"observer", "status"}, nil),
-		lostDesc:       prometheus.NewDesc(NameLost, "Events an observer lost, by counter (the summary's loss ledger); a counter that cannot be read has no sample here and pktfate_loss_counter_unreadable 1.", []string{"observer", "name"}, nil),
+		lostDesc:       prometheus.NewDesc(NameLost, "Events an observer lost, by counter (the summary's loss ledger); a counter that cannot be read has no sample here and pktfate_loss_unreadable 1.", []string{"observer", "name"}, nil),
 		unreadableDesc: prometheus.NewDesc(NameUnreadable, "1 when the loss counter could not be read at the last look (its value is unknown, so is completeness), else 0.", []string{"observer", "name"}, nil),
 		completeDesc:   prometheus.NewDesc(NameComplete, "1 when every loss counter of the observer was read and is zero since pktfate started (its counts prove every packet it could see), else 0.", []string{"observer"}, nil),
 		upDesc:         prometheus.NewDesc(NameUp, "1 while the source is attached and delivering; 0 for a source asked for that is not (yet) running.", []string{"observer"}, nil),
