@@ -366,6 +366,17 @@ func TestServeMetrics(t *testing.T) {
 		t.Errorf("build info: %v", fams[metrics.NameBuildInfo])
 	}
 
+	// Every metric of pktfate's own is documented.
+	doc, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range fams {
+		if strings.HasPrefix(name, "pktfate_") && !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("%s is exported but docs/metrics.md does not document it", name)
+		}
+	}
+
 	// Content negotiation: OpenMetrics when asked for, else the text format.
 	code, ctype, body := p.get(t, "/metrics", "application/openmetrics-text; version=1.0.0")
 	if code != 200 || !strings.HasPrefix(ctype, "application/openmetrics-text") || !strings.HasSuffix(body, "# EOF\n") ||
@@ -703,6 +714,15 @@ scrape_configs:
 		t.Errorf("min(pktfate_source_complete) = %v, want 1", got)
 	}
 
+	// Every query of the Grafana dashboard runs, and the drop panels
+	// show the drops.
+	for _, q := range dashboardQueries(t) {
+		got := query(strings.NewReplacer("$host", ".*", "$reason", ".*", "$__rate_interval", "1m").Replace(q))
+		if strings.Contains(q, "pktfate_packets_dropped_total") && len(got) == 0 {
+			t.Errorf("dashboard query %s: no result", q)
+		}
+	}
+
 	_, text := p.scrape(t)
 	check := exec.Command(promtool, "check", "metrics")
 	check.Stdin = strings.NewReader(text)
@@ -913,4 +933,54 @@ func TestServeUnitCapabilities(t *testing.T) {
 		t.Error("nf does not run on the host as nobody with the unit's capabilities")
 	}
 	p.stop(t)
+}
+
+// dashboardQueries returns the PromQL of every panel of the Grafana
+// dashboard.
+func dashboardQueries(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("../../contrib/grafana/pktfate.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("contrib/grafana/pktfate.json: %v", err)
+	}
+	var out []string
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			out = append(out, tg.Expr)
+		}
+	}
+	return out
+}
+
+// TestGrafanaDashboard: the dashboard is JSON Grafana can import and
+// queries only metrics docs/metrics.md documents (TestServePrometheus
+// runs every query against a real Prometheus).
+func TestGrafanaDashboard(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs := dashboardQueries(t)
+	if len(qs) < 10 {
+		t.Fatalf("%d queries in the dashboard", len(qs))
+	}
+	names := regexp.MustCompile(`pktfate_[a-z_]+`)
+	for _, q := range qs {
+		for _, n := range names.FindAllString(q, -1) {
+			if !strings.Contains(string(doc), "`"+n+"`") {
+				t.Errorf("dashboard query %s uses %s, which docs/metrics.md does not document", q, n)
+			}
+		}
+	}
 }
