@@ -241,22 +241,6 @@ func TestNetfilterRescan(t *testing.T) {
 	}
 }
 
-// bpfLinkFDs counts this process's open BPF link descriptors.
-func bpfLinkFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "anon_inode:bpf_link" {
-			n++
-		}
-	}
-	return n
-}
-
 // TestNetfilterReleasesGoneNamespaces: the links of a namespace that went
 // away are closed within a few rescans. The kernel's netfilter link holds
 // a reference on its namespace, so until they are, the deleted namespace
@@ -302,16 +286,15 @@ func TestNetfilterReleasesGoneNamespaces(t *testing.T) {
 		}
 	}
 	wait("the new namespace covered", func() bool { return src.NetfilterCovers(ns.Inode, tracer.MonoNow()) })
-	links := bpfLinkFDs(t)
 	ino := ns.Inode
 	if err := ns.Close(); err != nil {
 		t.Fatal(err)
 	}
 	closed = true
 	wait("the gone namespace released", func() bool { return !src.NetfilterCovers(ino, tracer.MonoNow()) })
-	if now := bpfLinkFDs(t); now >= links {
-		t.Errorf("%d BPF link descriptors after the namespace went, %d before: its links are still open", now, links)
-	}
+	// (Counting this process's link descriptors proves less: namespaces
+	// other tests make meanwhile are attached too.) The namespace is freed
+	// only once no link holds it: its veth goes with it.
 	wait("the veth of the gone namespace removed", func() bool {
 		_, err := here.Ifindex("pfrel0")
 		return err != nil
