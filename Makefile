@@ -10,7 +10,7 @@ ARTIFACTS ?= $(CURDIR)/.matrix-artifacts
 RUN_DEPS  := gcc make libpcap-dev iproute2 nftables
 TEST_DEPS := $(RUN_DEPS) clang llvm libbpf-dev tcpdump tshark iptables \
              qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap dwarves \
-             kmod bpftool debian-archive-keyring gnupg
+             kmod bpftool debian-archive-keyring gnupg prometheus
 GOFILES := $(shell find . -name '*.go' -not -path './.git/*' 2>/dev/null)
 
 .PHONY: kmod kmod-clean all deps deps-run install-pkgs build demo generate check-generate check-deps check-schema test test-unit vmtest matrix-check vmshell bench bench-peers clean
@@ -73,7 +73,7 @@ test-unit: check-deps check-schema
 
 # The model (fate/) and the stages that only consume it link no kernel
 # code: no BPF, no netlink, no namespaces (see fate/doc.go).
-MODEL_PKGS := ./fate ./internal/render ./internal/report ./internal/capture
+MODEL_PKGS := ./fate ./internal/render ./internal/report ./internal/capture ./internal/metrics ./internal/rotate
 KERNEL_DEPS := ^github.com/(cilium/ebpf|mdlayher/(genetlink|netlink)|vishvananda/)|^github.com/pktfate/pktfate/(genl|tracer)
 check-deps:
 	@bad=$$($(GO) list -deps $(MODEL_PKGS) | grep -E '$(KERNEL_DEPS)' || true); \

@@ -138,6 +138,12 @@ type EBPF struct {
 	nfRescanErrs int
 	nfRescanLast error
 	nfObjs       nfLinkObjects
+	// nfLinks holds the netfilter links of each namespace (links method),
+	// released when the namespace goes away (see rescanNetns); nfHeld
+	// says when a namespace that no mount or process names was last found
+	// held open by a descriptor.
+	nfLinks map[uint32][]link.Link
+	nfHeld  map[uint32]time.Time
 }
 
 // NetfilterCovers reports whether the netfilter attribution could see a
@@ -618,7 +624,7 @@ const stopDrainMax = time.Second
 // stopDrainMax passed), and counts what is left unread (unread_at_stop).
 func (s *EBPF) stop(handle func([]byte)) error {
 	s.nfMu.Lock()
-	for i := range s.eventLinks {
+	for i := range min(s.eventLinks, len(s.links)) { // Close may have run
 		if s.links[i] != nil {
 			s.links[i].Close()
 			s.links[i] = nil
@@ -782,6 +788,12 @@ func (s *EBPF) Close() error {
 		}
 	}
 	s.links = nil
+	for _, ls := range s.nfLinks {
+		for _, l := range ls {
+			errs = append(errs, l.Close())
+		}
+	}
+	s.nfLinks = nil
 	s.nfMu.Unlock()
 	if s.ring != nil {
 		errs = append(errs, s.ring.Close())

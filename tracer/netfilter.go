@@ -192,27 +192,70 @@ func (s *EBPF) attachNetfilterLinks(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 	s.nfObjs = o
 	s.nfRescan = s.cfg.NetfilterAllNetns && s.cfg.NetfilterNetns == ""
 	s.nfNetns = map[uint32]uint64{}
+	s.nfLinks = map[uint32][]link.Link{}
+	s.nfHeld = map[uint32]time.Time{}
 	for ino, path := range targets {
-		if err := netns.DoPath(path, func() error { return s.attachNetfilterHere(o) }); err != nil {
+		if err := s.attachNetfilterIn(ino, path, nil); err != nil {
 			if len(targets) > 1 && errors.Is(err, os.ErrNotExist) {
 				continue // the namespace went away since it was listed
 			}
 			return err
 		}
-		s.nfNetns[ino] = 0 // covered from the start
 	}
 	return nil
+}
+
+// attachNetfilterIn attaches the netfilter programs in the namespace at
+// path (inode ino), covered from the time since returns after the attach
+// (nil: from the start). On failure nothing stays attached there.
+func (s *EBPF) attachNetfilterIn(ino uint32, path string, since func() uint64) error {
+	var links []link.Link
+	err := netns.DoPath(path, func() error {
+		var err error
+		links, err = attachNetfilterHere(s.nfObjs)
+		return err
+	})
+	s.nfMu.Lock()
+	closed := s.nfClosed
+	if err == nil && !closed {
+		s.nfLinks[ino] = links
+		s.nfNetns[ino] = 0
+		if since != nil {
+			s.nfNetns[ino] = since()
+		}
+	}
+	s.nfMu.Unlock()
+	if err != nil || closed {
+		for _, l := range links {
+			l.Close()
+		}
+	}
+	if err == nil && closed {
+		err = errors.New("ebpf source closed")
+	}
+	return err
 }
 
 // nfRescanEvery is how often a capture over every namespace looks for
 // namespaces created since (containers come and go).
 const nfRescanEvery = time.Second
 
+// nfHeldRecheck is how long a namespace found held only by another
+// process's descriptor is kept before it is looked for again.
+const nfHeldRecheck = 30 * time.Second
+
 // rescanNetns attaches the netfilter programs in namespaces created since
-// the last look; a namespace that cannot be entered
-// (gone already) is skipped. The scan reads mounts and processes, not
-// every open file: a namespace held only by a descriptor is found at the
-// start, not later.
+// the last look; a namespace that cannot be entered (gone already) is
+// skipped. The scan reads mounts and processes, not every open file: a
+// namespace held only by a descriptor is found at the start, not later.
+//
+// It also releases the links of namespaces that went away. The kernel's
+// netfilter link holds a reference on its namespace (bpf_nf_link_attach:
+// get_net_track), so without this a deleted namespace, its interfaces
+// (a container's veth) and 20 descriptors of ours would live as long as
+// the capture. A namespace that no mount or process names any more is
+// looked for among every process's descriptors before it is let go (and
+// then not again for nfHeldRecheck); let go, it is no longer covered.
 func (s *EBPF) rescanNetns() {
 	targets, err := listNetns(false)
 	if err != nil {
@@ -226,28 +269,50 @@ func (s *EBPF) rescanNetns() {
 		if known {
 			continue
 		}
-		if err := netns.DoPath(path, func() error { return s.attachNetfilterHere(s.nfObjs) }); err != nil {
-			if !errors.Is(err, os.ErrNotExist) { // not gone since it was listed
-				s.nfRescanFailed(err)
-			}
-			continue
+		if err := s.attachNetfilterIn(ino, path, MonoNow); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.nfRescanFailed(err) // not gone since it was listed
 		}
-		s.nfMu.Lock()
-		s.nfNetns[ino] = MonoNow()
-		s.nfMu.Unlock()
 	}
-}
-
-// attachNetfilterHere attaches the netfilter programs in the calling
-// thread's network namespace, all or none: an nf_enter without its nf_exit
-// would take every packet of that hook for one inside a chain.
-func (s *EBPF) attachNetfilterHere(o nfLinkObjects) error {
-	var links []link.Link
-	undo := func() {
+	now := time.Now()
+	var missing []uint32
+	s.nfMu.Lock()
+	for ino := range s.nfLinks {
+		if _, ok := targets[ino]; !ok && now.Sub(s.nfHeld[ino]) >= nfHeldRecheck {
+			missing = append(missing, ino)
+		}
+	}
+	s.nfMu.Unlock()
+	if len(missing) == 0 {
+		return
+	}
+	all, err := listNetns(true)
+	if err != nil {
+		return
+	}
+	for _, ino := range missing {
+		s.nfMu.Lock()
+		var links []link.Link
+		if _, held := all[ino]; held {
+			s.nfHeld[ino] = now
+		} else {
+			links = s.nfLinks[ino]
+			delete(s.nfLinks, ino)
+			delete(s.nfNetns, ino)
+			delete(s.nfHeld, ino)
+		}
+		s.nfMu.Unlock()
 		for _, l := range links {
 			l.Close()
 		}
 	}
+}
+
+// attachNetfilterHere attaches the netfilter programs in the calling
+// thread's network namespace and returns them, all or none: an nf_enter
+// without its nf_exit would take every packet of that hook for one inside
+// a chain.
+func attachNetfilterHere(o nfLinkObjects) ([]link.Link, error) {
+	var links []link.Link
 	for _, pf := range nfFamilies {
 		for _, hook := range nfHooks {
 			for _, p := range []struct {
@@ -256,21 +321,16 @@ func (s *EBPF) attachNetfilterHere(o nfLinkObjects) error {
 			}{{o.Enter, nfPriorityFirst, 1}, {o.Exit, nfPriorityLast, -1}} {
 				l, err := attachNetfilterNear(p.prog, pf, hook, p.prio, p.step)
 				if err != nil {
-					undo()
-					return err
+					for _, l := range links {
+						l.Close()
+					}
+					return nil, err
 				}
 				links = append(links, l)
 			}
 		}
 	}
-	s.nfMu.Lock()
-	defer s.nfMu.Unlock()
-	if s.nfClosed {
-		undo()
-		return errors.New("ebpf source closed")
-	}
-	s.links = append(s.links, links...)
-	return nil
+	return links, nil
 }
 
 // nfRescanFailed keeps a failure to attach in a namespace created during

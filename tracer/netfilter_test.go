@@ -240,3 +240,66 @@ func TestNetfilterRescan(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestNetfilterReleasesGoneNamespaces: the links of a namespace that went
+// away are closed within a few rescans. The kernel's netfilter link holds
+// a reference on its namespace, so until they are, the deleted namespace
+// and its interfaces live on: here a veth whose other end is in the
+// namespace stays in the test's own namespace until the links go.
+func TestNetfilterReleasesGoneNamespaces(t *testing.T) {
+	testutil.RequireRoot(t)
+	if err := tracer.NetfilterLinksSupported(); err != nil {
+		t.Skipf("kernel without BPF netfilter links: %v", err)
+	}
+	// The veth's near end lives in here, an anonymous namespace only a
+	// descriptor holds: found at the start, it must stay covered.
+	here := testutil.NewNS(t)
+	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, Netfilter: true, NetfilterAllNetns: true, NetfilterMethod: tracer.NetfilterLinks})
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go src.Run(ctx, fate.EventFunc(func(*fate.Event) {}))
+	ns, err := netns.New(fmt.Sprintf("pktfate-release-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			ns.Close()
+		}
+	}()
+	if err := netns.Veth(here, "pfrel0", ns, "pfrel1"); err != nil {
+		t.Fatal(err)
+	}
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 20 s", what)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	wait("the new namespace covered", func() bool { return src.NetfilterCovers(ns.Inode, tracer.MonoNow()) })
+	ino := ns.Inode
+	if err := ns.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed = true
+	wait("the gone namespace released", func() bool { return !src.NetfilterCovers(ino, tracer.MonoNow()) })
+	// (Counting this process's link descriptors proves less: namespaces
+	// other tests make meanwhile are attached too.) The namespace is freed
+	// only once no link holds it: its veth goes with it.
+	wait("the veth of the gone namespace removed", func() bool {
+		_, err := here.Ifindex("pfrel0")
+		return err != nil
+	})
+	if !src.NetfilterCovers(here.Inode, tracer.MonoNow()) {
+		t.Error("a namespace held only by a descriptor was released (or never covered)")
+	}
+}

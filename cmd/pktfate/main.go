@@ -23,6 +23,7 @@ const usage = `pktfate: what happened to the packet?
 
 Usage:
   pktfate trace [flags] [pcap-filter]   show every packet the kernel frees, live
+  pktfate serve [flags] [pcap-filter]   count fates for Prometheus (/metrics on 127.0.0.1:9816)
   pktfate report [flags] FILE           summarise a capture (NDJSON or pcapng written by trace)
   pktfate demo                          a self-contained demonstration (needs root)
   pktfate check [flags] SCENARIO...     run fate scenarios and report regressions (needs root)
@@ -90,6 +91,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		return runTrace(ctx, cfg, stdout, stderr)
+	case "serve":
+		cfg, err := parseServe(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return runServe(ctx, cfg, stderr)
 	case "report":
 		cfg, err := parseReport(args[1:], stderr)
 		if err != nil {

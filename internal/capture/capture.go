@@ -62,6 +62,25 @@ type Config struct {
 	// Now reads the clock of the sources' events (CLOCK_MONOTONIC ns,
 	// tracer.MonoNow); it drives the correlation windows.
 	Now func() uint64
+	// OnTick, when set, is called after every tick (FlushEvery) with the
+	// loss counters just read and the correlator's statistics: a live view
+	// of the ledger for a capture that never ends (pktfate serve's
+	// metrics). It runs on the tick goroutine after the pipeline's lock is
+	// released, so it may take its time, but it delays the next tick; it
+	// must not keep Tick.Losses.
+	OnTick func(Tick)
+}
+
+// Tick is what Config.OnTick receives.
+type Tick struct {
+	// Losses holds every loss counter of every running source, as
+	// fate.Source.Losses returned it (Unknown set where it could not be
+	// read).
+	Losses []fate.Loss
+	// Correlation is the correlator's statistics so far (its Forced
+	// records are the summary's correlator reported_early loss), nil when
+	// only one observer runs.
+	Correlation *fate.CorrelatorStats
 }
 
 // Stats are live counters, safe to read while the capture runs.
@@ -333,11 +352,15 @@ func (p *pipeline) tick() {
 		losses = append(losses, s.Losses()...)
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.notices()
 	p.noteLosses(losses, now)
+	var corr *fate.CorrelatorStats
 	if p.corr != nil {
 		p.corr.Advance(now)
+		if p.cfg.OnTick != nil {
+			st := p.corr.Stats()
+			corr = &st
+		}
 	}
 	var lost uint64
 	for _, l := range losses {
@@ -349,6 +372,10 @@ func (p *pipeline) tick() {
 	p.publish()
 	if err := p.cfg.Renderer.Flush(); err != nil {
 		p.fail(err)
+	}
+	p.mu.Unlock()
+	if p.cfg.OnTick != nil {
+		p.cfg.OnTick(Tick{Losses: losses, Correlation: corr})
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 // fakeSource replays events, then waits for ctx like a live source.
 type fakeSource struct {
+	observer         string // "fake" when empty
 	events           []fate.Event
 	lost             uint64
 	startErr, runErr error
@@ -23,13 +24,19 @@ type fakeSource struct {
 }
 
 func (f *fakeSource) Name() string                          { return "fake" }
-func (f *fakeSource) Observers() []string                   { return []string{"fake"} }
+func (f *fakeSource) Observers() []string                   { return []string{f.obs()} }
 func (f *fakeSource) CanRun(fate.Filters) error             { return nil }
 func (f *fakeSource) Blind(string, *fate.FateRecord) string { return "" }
 func (f *fakeSource) Start() error                          { f.started = true; return f.startErr }
 func (f *fakeSource) Close() error                          { f.closed = true; return nil }
 func (f *fakeSource) Losses() []fate.Loss {
-	return []fate.Loss{{Observer: "fake", Name: "lost", Value: f.lost}}
+	return []fate.Loss{{Observer: f.obs(), Name: "lost", Value: f.lost}}
+}
+func (f *fakeSource) obs() string {
+	if f.observer == "" {
+		return "fake"
+	}
+	return f.observer
 }
 func (f *fakeSource) Run(ctx context.Context, h fate.Sink) error {
 	for i := range f.events {
@@ -163,5 +170,49 @@ func TestCopiesAreNotFates(t *testing.T) {
 	}
 	if strings.Count(out, `"type":"event"`) != 1 {
 		t.Errorf("copies rendered:\n%s", out)
+	}
+}
+
+// TestOnTick: a capture that never ends shows its ledger while it runs:
+// every tick passes the loss counters just read, and with two observers
+// the correlator's statistics.
+func TestOnTick(t *testing.T) {
+	for _, srcs := range [][]*fakeSource{
+		{{lost: 7}},
+		{{observer: "a", lost: 7}, {observer: "b"}},
+	} {
+		ticks := make(chan Tick, 1)
+		cfg := Config{Renderer: render.NewNDJSON(&bytes.Buffer{}), Now: testNow, FlushEvery: time.Millisecond,
+			OnTick: func(tk Tick) {
+				select {
+				case ticks <- Tick{Losses: append([]fate.Loss(nil), tk.Losses...), Correlation: tk.Correlation}:
+				default:
+				}
+			}}
+		for _, s := range srcs {
+			cfg.Sources = append(cfg.Sources, s)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { _, err := Run(ctx, cfg, nil); done <- err }()
+		var tk Tick
+		select {
+		case tk = <-ticks:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no tick within 10s")
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if len(tk.Losses) != len(srcs) || tk.Losses[0].Value != 7 || tk.Losses[0].Observer != srcs[0].obs() {
+			t.Errorf("%d sources: tick losses %+v, want one counter per source, the first 7", len(srcs), tk.Losses)
+		}
+		if correlated := tk.Correlation != nil; correlated != (len(srcs) > 1) {
+			t.Errorf("%d sources: correlation stats %v", len(srcs), tk.Correlation)
+		}
+		if tk.Correlation != nil && len(tk.Correlation.Observers) != 2 {
+			t.Errorf("correlator observers %v, want a and b", tk.Correlation.Observers)
+		}
 	}
 }

@@ -13,7 +13,7 @@ import (
 // xtables-*-multi binaries, which dispatch on argv[0]: the symlink names
 // are kept.
 var HostTools = []string{
-	"ip", "tc", "nft", "tcpdump",
+	"ip", "tc", "nft", "tcpdump", "prometheus",
 	"iptables", "ip6tables",
 	"iptables-legacy", "ip6tables-legacy", "iptables-legacy-save", "iptables-legacy-restore",
 	"ip6tables-legacy-save", "ip6tables-legacy-restore",
