@@ -2,6 +2,8 @@
 // and never came out: dropped or consumed, where, and why.
 //
 //	sudo pktfate trace [flags] [pcap-filter]
+//	sudo pktfate top [flags] [pcap-filter]
+//	pktfate report [flags] FILE [pcap-filter]
 //	sudo pktfate demo
 package main
 
@@ -23,7 +25,8 @@ const usage = `pktfate: what happened to the packet?
 
 Usage:
   pktfate trace [flags] [pcap-filter]   show every packet the kernel frees, live
-  pktfate report [flags] FILE           summarise a capture (NDJSON or pcapng written by trace)
+  pktfate top [flags] [pcap-filter]     a live table of drops by reason and location
+  pktfate report [flags] FILE [filter]  summarise or list a capture (NDJSON, pcapng, recording)
   pktfate demo                          a self-contained demonstration (needs root)
   pktfate check [flags] SCENARIO...     run fate scenarios and report regressions (needs root)
   pktfate --version
@@ -53,9 +56,21 @@ func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// stopSignals end a capture cleanly: the summary is written and every
+// file finished. SIGHUP is a closed terminal (an ssh session gone), as
+// tcpdump takes it.
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
 func realMain(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
+	// A write to a closed pipe (pktfate trace | head) must fail with
+	// EPIPE, which ends the capture like a signal, instead of killing the
+	// process: Go's runtime raises SIGPIPE for writes to stdout and
+	// stderr unless the program asks for the signal itself.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	err := dispatch(ctx, args, stdout, stderr)
 	switch {
 	case err == nil:
@@ -90,6 +105,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		return runTrace(ctx, cfg, stdout, stderr)
+	case "top":
+		cfg, err := parseTraceOrTop(args[1:], stderr, true)
+		if err != nil {
+			return err
+		}
+		return runTop(ctx, cfg, stdout, stderr)
 	case "report":
 		cfg, err := parseReport(args[1:], stderr)
 		if err != nil {

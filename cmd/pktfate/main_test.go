@@ -75,7 +75,7 @@ func TestParseMark(t *testing.T) {
 
 func TestOutputFileNotWritable(t *testing.T) {
 	cfg := traceConfig{OutputFile: filepath.Join(t.TempDir(), "missing-dir", "out.ndjson")}
-	_, err := openSinks(cfg, []string{"ebpf"}, io.Discard, io.Discard)
+	_, err := openSinks(cfg, []string{"ebpf"}, 0, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "output file not writable") || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("openSinks to a missing directory: %v", err)
 	}

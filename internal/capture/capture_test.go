@@ -99,12 +99,14 @@ func TestFiltersCountAndSummary(t *testing.T) {
 		t.Errorf("%d lines, want 3 events + summary:\n%s", n, out)
 	}
 
-	// Reason filter keeps consumes, and Count stops the capture by itself.
-	sum, _, err = run(t, Config{Reasons: map[string]bool{"NETFILTER_DROP": true}, Count: 2}, src)
+	// A reason filter keeps only the drops with those reasons (no
+	// consume: it has no drop reason), and Count stops the capture by
+	// itself.
+	sum, _, err = run(t, Config{Reasons: map[string]bool{"NO_SOCKET": true}, Count: 2}, src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Events != 2 || sum.ByReason["NETFILTER_DROP"] != 1 || sum.Consumed != 1 {
+	if sum.Events != 2 || sum.ByReason["NO_SOCKET"] != 2 || sum.Consumed != 0 || sum.ByReason["NETFILTER_DROP"] != 0 {
 		t.Errorf("reason filter + count: %+v", sum)
 	}
 }
