@@ -296,8 +296,8 @@ func TestTextLocalTime(t *testing.T) {
 func TestShortReason(t *testing.T) {
 	for in, want := range map[string]string{
 		"generic netlink family NET_DM not registered (kernel without CONFIG_NET_DROP_MONITOR, drop_monitor module not loaded, or not in the initial network namespace): netlink receive: no such file or directory": "this kernel has no drop monitor (NET_DM)",
-		"generic netlink family pktfate not registered: the pktfate kernel module is not loaded (or this is not the initial network namespace)":                                                                   "the pktfate kernel module is not loaded",
-		"dropmon needs CAP_NET_ADMIN and CAP_SYS_ADMIN: run as root: permission denied":                                                                                                                             "dropmon needs CAP_NET_ADMIN and CAP_SYS_ADMIN",
+		"generic netlink family pktfate not registered: the pktfate kernel module is not loaded (or this is not the initial network namespace)":                                                                      "the pktfate kernel module is not loaded",
+		"dropmon needs CAP_NET_ADMIN and CAP_SYS_ADMIN: run as root: permission denied":                                                                                                                              "dropmon needs CAP_NET_ADMIN and CAP_SYS_ADMIN",
 		"plain": "plain",
 	} {
 		if got := ShortReason(in); got != want {
