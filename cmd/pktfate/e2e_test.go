@@ -36,6 +36,10 @@ func pktfateBinary(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Tests run it as another user too.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	bin := filepath.Join(dir, "pktfate")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {

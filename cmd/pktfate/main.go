@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -33,6 +34,9 @@ Usage:
 
 Run "pktfate <command> -h" for the flags of a command.
 `
+
+// commands are pktfate's commands.
+var commands = []string{"trace", "top", "report", "demo", "check"}
 
 // usageError marks command-line mistakes (exit status 2).
 type usageError struct{ msg string }
@@ -136,6 +140,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return usageErrorf("unknown command %q", args[0])
+	msg := fmt.Sprintf("unknown command %q", args[0])
+	if near := nearest(args[0], commands, 2); len(near) > 0 {
+		msg += "; did you mean " + orList(near) + "?"
+	}
+	return usageErrorf("%s (commands: %s; pktfate -h says more)", msg, strings.Join(commands, ", "))
 }

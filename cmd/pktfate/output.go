@@ -89,6 +89,20 @@ func (n named) Flush() error                  { return n.wrap(n.r.Flush()) }
 
 func outputName(flagName, path string) string { return flagName + " " + path }
 
+// namedWriter names a file in its write errors.
+type namedWriter struct {
+	what string
+	w    io.Writer
+}
+
+func (n namedWriter) Write(p []byte) (int, error) {
+	k, err := n.w.Write(p)
+	if err != nil {
+		err = fmt.Errorf("%s: %w", n.what, err)
+	}
+	return k, err
+}
+
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
@@ -143,7 +157,7 @@ func openSinks(cfg traceConfig, observers []string, home uint32, stdout, stderr 
 			s.Close()
 			return nil, err
 		}
-		s.rec = fate.NewRecorder(rf)
+		s.rec = fate.NewRecorder(namedWriter{outputName("--record", cfg.Record), rf})
 	}
 	return s, nil
 }

@@ -325,7 +325,7 @@ func (p *pipeline) tick() {
 	// does (the recorder keeps its first error).
 	if p.cfg.Record != nil && p.sinkErr == nil {
 		if err := p.cfg.Record.Flush(); err != nil {
-			p.fail(fmt.Errorf("the recording: %w", err))
+			p.fail(err)
 		}
 	}
 }

@@ -515,6 +515,7 @@ func readRecording(r io.Reader, opt Options) (*Result, error) {
 		return nil, errStop{stop}
 	}
 	b.events.Events = uint64(events)
+	b.fates = true // a recording correlates, with or without records
 	st := c.Stats()
 	res.Summary = b.finish(nil)
 	res.Summary.Correlation.Observers, res.Summary.Correlation.Late, res.Summary.Correlation.Forced = st.Observers, st.Late, st.Forced
