@@ -165,6 +165,9 @@ func runReport(_ context.Context, cfg reportConfig, stdout, stderr io.Writer) er
 			return fmt.Errorf("writing report: %w", err)
 		}
 	}
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("writing report: %w", err)
+	}
 	if res.Format == "recording" && !cfg.OutputJSON {
 		fmt.Fprintf(stdout, "\n%s is a recording (trace --record): its events were replayed through the correlator\n", cfg.File)
 	}
