@@ -263,3 +263,31 @@ func TestDemoJSON(t *testing.T) {
 		t.Errorf("the demo's banner and table are not on stderr: %s", errOut)
 	}
 }
+
+// TestFilterSeveralNetns: --filter-netns repeated keeps the packets of
+// each namespace named (by name, by inode) and no other; lines name the
+// namespace of each packet.
+func TestFilterSeveralNetns(t *testing.T) {
+	testutil.RequireRoot(t)
+	a, nameA := namedNS(t, "pktfate-ma-")
+	b, nameB := namedNS(t, "pktfate-mb-")
+	c := testutil.NewNS(t)
+	r := startTrace(t, "--utc", "--filter-netns", nameA, "--filter-netns", fmt.Sprint(b.Inode), "udp")
+	sendUDP(t, a, "udp4", netip.MustParseAddrPort("127.0.0.1:9"), 2)
+	sendUDP(t, b, "udp4", netip.MustParseAddrPort("127.0.0.1:9"), 3)
+	sendUDP(t, c, "udp4", netip.MustParseAddrPort("127.0.0.1:9"), 4)
+	r.stop(t, os.Interrupt)
+	out := r.stdout.String()
+	lines := strings.Join(packetLines(out), "\n") + "\n"
+	for name, want := range map[string]int{nameA: 2, nameB: 3} {
+		if got := strings.Count(lines, " lo@"+name+"\n"); got != want {
+			t.Errorf("%d lines of %s, want %d:\n%s", got, name, want, out)
+		}
+	}
+	if strings.Count(lines, " NO_SOCKET ") != 5 || !strings.Contains(out, "5 dropped") {
+		t.Errorf("packets of the third namespace shown, or some lost:\n%s", out)
+	}
+	if testutil.InVM() == "" && !strings.Contains(r.stderr.String(), "dropmon not running") {
+		t.Errorf("stderr: %s", r.stderr.String())
+	}
+}
