@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -290,4 +292,60 @@ func TestFilterSeveralNetns(t *testing.T) {
 	if testutil.InVM() == "" && !strings.Contains(r.stderr.String(), "dropmon not running") {
 		t.Errorf("stderr: %s", r.stderr.String())
 	}
+}
+
+// TestTopNotTerminal: off a terminal pktfate top prints one table after
+// the other, no escape sequences, then the summary.
+func TestTopNotTerminal(t *testing.T) {
+	testutil.RequireRoot(t)
+	ns := testutil.NewNS(t)
+	dir := t.TempDir()
+	ready := filepath.Join(dir, "ready")
+	cmd := exec.Command(pktfateBinary(t), "top", "--ready-file", ready, "--interval", "100ms", "--filter-netns", fmt.Sprint(ns.Inode), "udp")
+	var o lockedBuffer
+	var e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFile(t, ready)
+	sendUDP(t, ns, "udp4", netip.MustParseAddrPort("127.0.0.1:9"), 4)
+	counted := regexp.MustCompile(`(?m)^ +[0-9.]+ +4  NO_SOCKET `)
+	for deadline := time.Now().Add(60 * time.Second); !counted.MatchString(o.String()); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no table counts the 4 drops:\n%s", o.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("top: %v: %s", err, e.String())
+	}
+	out := o.String()
+	if strings.Contains(out, "\033") || strings.Count(out, "pktfate top ") < 2 || !strings.Contains(out, "drops by reason:") {
+		t.Errorf("off a terminal:\n%q", out)
+	}
+	last := out[strings.LastIndex(out, "pktfate top "):]
+	if !counted.MatchString(last) {
+		t.Errorf("the last table does not count the 4 drops:\n%s", last)
+	}
+}
+
+// lockedBuffer is a buffer a process writes while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
