@@ -23,7 +23,7 @@ type fakeSource struct {
 	observers        []string // default: "fake"
 }
 
-func (f *fakeSource) Name() string                          { return "fake" }
+func (f *fakeSource) Name() string { return "fake" }
 func (f *fakeSource) Observers() []string {
 	if f.observers != nil {
 		return f.observers
