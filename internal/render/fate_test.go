@@ -157,3 +157,19 @@ func TestFateLineContract(t *testing.T) {
 		t.Fatalf("%d records, want 2", n)
 	}
 }
+
+// TestFateTextGolden: fate records as default and wide text lines.
+func TestFateTextGolden(t *testing.T) {
+	var out bytes.Buffer
+	for _, wide := range []bool{false, true} {
+		r := goldenText(&out, wide)
+		fateRecords(t, func(f *fate.FateRecord) {
+			if err := r.Fate(f); err != nil {
+				t.Fatal(err)
+			}
+		})
+		r.Flush()
+		out.WriteString("\n")
+	}
+	checkGolden(t, "trace-fates.txt", out.Bytes())
+}
