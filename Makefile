@@ -10,7 +10,7 @@ ARTIFACTS ?= $(CURDIR)/.matrix-artifacts
 RUN_DEPS  := gcc make libpcap-dev iproute2 nftables
 TEST_DEPS := $(RUN_DEPS) clang llvm libbpf-dev tcpdump tshark iptables \
              qemu-system-x86 busybox-static cpio xz-utils zstd debootstrap dwarves \
-             kmod bpftool debian-archive-keyring gnupg prometheus
+             kmod bpftool debian-archive-keyring gnupg prometheus tmux
 GOFILES := $(shell find . -name '*.go' -not -path './.git/*' 2>/dev/null)
 
 .PHONY: kmod kmod-clean all deps deps-run install-pkgs build demo generate check-generate check-deps check-schema test test-unit vmtest matrix-check vmshell bench bench-peers clean

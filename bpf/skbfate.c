@@ -115,7 +115,13 @@ struct event {
 const volatile __u32 snap_len = 128;
 /* The placeholders above hold the user's pcap-filter expression. */
 const volatile bool filter_pcap = false;
-const volatile __u32 filter_netns = 0;
+/*
+ * The network namespaces kept (inodes): the first filter_netns_n entries
+ * of filter_netns; none keeps all.
+ */
+#define FILTER_NETNS_MAX 8
+const volatile __u32 filter_netns_n = 0;
+const volatile __u32 filter_netns[FILTER_NETNS_MAX] = {};
 const volatile __u32 filter_ifindex = 0;
 const volatile __u32 filter_mark = 0;
 const volatile __u32 filter_mark_mask = 0;
@@ -144,17 +150,31 @@ struct {
 } counters SEC(".maps");
 
 /*
- * The interface indexes of filter_netns's namespace, filled by user space:
- * an skb whose namespace nothing in it names (a datagram queued on a UDP
- * socket, a fragment in a reassembly queue) passes the netns filter when
- * the interface it arrived on (skb_iif) is one of them.
+ * The interface indexes of filter_netns's namespaces, filled by user
+ * space: an skb whose namespace nothing in it names (a datagram queued on
+ * a UDP socket, a fragment in a reassembly queue) passes the netns filter
+ * when the interface it arrived on (skb_iif) is one of them. The value is
+ * the namespace's inode, 0 when several of them have an interface of that
+ * index.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u32);
 } filter_netns_ifindexes SEC(".maps");
+
+/* Whether netns is one of the namespaces kept (filter_netns_n > 0). */
+static __always_inline bool netns_kept(__u32 netns)
+{
+	for (int i = 0; i < FILTER_NETNS_MAX; i++) {
+		if (i >= filter_netns_n)
+			break;
+		if (filter_netns[i] == netns)
+			return true;
+	}
+	return false;
+}
 
 /* Per-CPU scratch: the last skb a socket read on this CPU. */
 struct cpu_state {
@@ -438,11 +458,15 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 			flags |= EVF_NF;
 	}
 
-	if (filter_netns && netns != filter_netns) {
-		if (netns_from != FROM_NONE || !iif ||
-		    !bpf_map_lookup_elem(&filter_netns_ifindexes, &iif))
+	if (filter_netns_n && !netns_kept(netns)) {
+		__u32 *in;
+
+		if (netns_from != FROM_NONE || !iif)
 			return 0;
-		netns = filter_netns;
+		in = bpf_map_lookup_elem(&filter_netns_ifindexes, &iif);
+		if (!in)
+			return 0;
+		netns = *in;
 		netns_from = FROM_IIF;
 	}
 	if (filter_ifindex && ifindex != filter_ifindex)
@@ -645,6 +669,9 @@ static __always_inline bool nf_wanted(const struct bpf_nf_ctx *ctx)
 		if (!dev || dev->ifindex != filter_ifindex)
 			return false;
 	}
+	/* Links in every namespace when several are kept: skip the others. */
+	if (filter_netns_n > 1 && !netns_kept(state->net->ns.inum))
+		return false;
 	return true;
 }
 
@@ -730,7 +757,7 @@ int BPF_PROG(nf_hook_slow_enter, struct sk_buff *skb, const struct nf_hook_state
 {
 	struct net_device *dev;
 
-	if (filter_netns && state->net->ns.inum != filter_netns)
+	if (filter_netns_n && !netns_kept(state->net->ns.inum))
 		return 0;
 	if (filter_mark_mask && (skb->mark & filter_mark_mask) != filter_mark)
 		return 0;

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,9 @@ type EBPFConfig struct {
 	// FilterNetns keeps only packets whose device (or socket) is in the
 	// network namespace with this inode; 0 keeps all.
 	FilterNetns uint32
+	// FilterNetnsList keeps packets in any of these namespaces (at most
+	// MaxFilterNetns, FilterNetns among them when set).
+	FilterNetnsList []uint32
 	// FilterIfindex keeps only packets on this interface index; 0 keeps all.
 	FilterIfindex uint32
 	// FilterMark and FilterMarkMask keep only packets with
@@ -119,9 +123,10 @@ type EBPF struct {
 	Deliveries      []string
 	DeliveriesBlind string
 	deliveriesWhy   error
-	// netnsIfindexes: the interface indexes of FilterNetns's namespace
-	// that the kernel filter knows (see filter_netns_ifindexes).
-	netnsIfindexes map[uint32]bool
+	// netnsIfindexes: the interface indexes of the filtered namespaces
+	// that the kernel filter knows, with their namespace (see
+	// filter_netns_ifindexes).
+	netnsIfindexes map[uint32]uint32
 	// NetfilterMethod is the netfilter attribution method in use
 	// (NetfilterLinks, NetfilterFexit), "" when off. Valid after Start.
 	NetfilterMethod string
@@ -237,12 +242,27 @@ func (s *EBPF) Blind(observer string, r *fate.FateRecord) string {
 	return fate.KnownBlind(observer, r)
 }
 
+// MaxFilterNetns is how many network namespaces the ebpf source's filter
+// keeps at most.
+const MaxFilterNetns = 8
+
+// filterNetns lists the namespaces kept (FilterNetns, FilterNetnsList).
+func (c *EBPFConfig) filterNetns() []uint32 {
+	var out []uint32
+	for _, n := range append([]uint32{c.FilterNetns}, c.FilterNetnsList...) {
+		if n != 0 && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // CanRun implements fate.Source: it needs kernel BTF with the kfree_skb
 // tracepoint, and CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN). It applies
-// one network namespace filter at most.
+// MaxFilterNetns network namespace filters at most.
 func (s *EBPF) CanRun(f fate.Filters) error {
-	if len(f.Netns) > 1 {
-		return fmt.Errorf("the ebpf source filters on one network namespace at most, not %d: %w", len(f.Netns), fate.ErrFilter)
+	if len(f.Netns) > MaxFilterNetns {
+		return fmt.Errorf("the ebpf source filters on %d network namespaces at most, not %d: %w", MaxFilterNetns, len(f.Netns), fate.ErrFilter)
 	}
 	if err := checkBPFCaps(); err != nil {
 		return err
@@ -322,9 +342,16 @@ func (s *EBPF) Start() error {
 		return fmt.Errorf("reading embedded BPF object: %w", err)
 	}
 	spec.Maps[skbfateMapEvents].MaxEntries = uint32(s.cfg.RingBufferSize)
+	kept := s.cfg.filterNetns()
+	if len(kept) > MaxFilterNetns {
+		return fmt.Errorf("the ebpf source filters on %d network namespaces at most, not %d: %w", MaxFilterNetns, len(kept), fate.ErrFilter)
+	}
+	var netnsSet [MaxFilterNetns]uint32
+	copy(netnsSet[:], kept)
 	for name, v := range map[string]any{
 		skbfateVarSnapLen:        uint32(s.cfg.SnapLen),
-		skbfateVarFilterNetns:    s.cfg.FilterNetns,
+		skbfateVarFilterNetns:    netnsSet,
+		skbfateVarFilterNetnsN:   uint32(len(kept)),
 		skbfateVarFilterIfindex:  s.cfg.FilterIfindex,
 		skbfateVarFilterMark:     s.cfg.FilterMark & s.cfg.FilterMarkMask,
 		skbfateVarFilterMarkMask: s.cfg.FilterMarkMask,
@@ -376,7 +403,7 @@ func (s *EBPF) Start() error {
 		}
 	}
 	s.eventLinks = len(s.links)
-	if s.cfg.FilterNetns != 0 {
+	if len(kept) > 0 {
 		if err := s.refreshNetnsIfindexes(); err != nil {
 			return err
 		}
@@ -463,33 +490,40 @@ func (s *EBPF) mapReplacements() map[string]*ebpf.Map {
 }
 
 // refreshNetnsIfindexes tells the kernel filter the interface indexes of
-// the filtered namespace (an skb whose namespace nothing in it names
-// passes the netns filter when it arrived on one of them).
+// the filtered namespaces (an skb whose namespace nothing in it names
+// passes the netns filter when it arrived on one of them), each with its
+// namespace, or 0 when several have an interface of that index.
 func (s *EBPF) refreshNetnsIfindexes() error {
-	path, err := netnsPath(s.cfg.FilterNetns)
-	if err != nil {
-		return err
-	}
-	var ifs []net.Interface
-	if err := netns.DoPath(path, func() error {
-		var err error
-		ifs, err = net.Interfaces()
-		return err
-	}); err != nil {
-		return fmt.Errorf("listing the interfaces of network namespace %d: %w", s.cfg.FilterNetns, err)
-	}
-	now := map[uint32]bool{}
-	for _, i := range ifs {
-		now[uint32(i.Index)] = true
+	now := map[uint32]uint32{}
+	for _, ino := range s.cfg.filterNetns() {
+		path, err := netnsPath(ino)
+		if err != nil {
+			return err
+		}
+		var ifs []net.Interface
+		if err := netns.DoPath(path, func() error {
+			var err error
+			ifs, err = net.Interfaces()
+			return err
+		}); err != nil {
+			return fmt.Errorf("listing the interfaces of network namespace %d: %w", ino, err)
+		}
+		for _, i := range ifs {
+			if prev, ok := now[uint32(i.Index)]; ok && prev != ino {
+				now[uint32(i.Index)] = 0
+			} else {
+				now[uint32(i.Index)] = ino
+			}
+		}
 	}
 	for idx := range s.netnsIfindexes {
-		if !now[idx] {
+		if _, ok := now[idx]; !ok {
 			s.maps.FilterNetnsIfindexes.Delete(idx)
 		}
 	}
-	for idx := range now {
-		if !s.netnsIfindexes[idx] {
-			if err := s.maps.FilterNetnsIfindexes.Put(idx, uint8(1)); err != nil {
+	for idx, ino := range now {
+		if old, ok := s.netnsIfindexes[idx]; !ok || old != ino {
+			if err := s.maps.FilterNetnsIfindexes.Put(idx, ino); err != nil {
 				return fmt.Errorf("telling the netns filter interface %d: %w", idx, err)
 			}
 		}
@@ -545,7 +579,8 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 	if s.ring == nil {
 		return errors.New("ebpf source: Run before Start")
 	}
-	if s.nfRescan || s.cfg.FilterNetns != 0 {
+	filtered := len(s.cfg.filterNetns()) > 0
+	if s.nfRescan || filtered {
 		stop := make(chan struct{})
 		done := make(chan struct{})
 		go func() {
@@ -560,7 +595,7 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 					if s.nfRescan {
 						s.rescanNetns()
 					}
-					if s.cfg.FilterNetns != 0 {
+					if filtered {
 						// A namespace that is gone has no interfaces left to add.
 						_ = s.refreshNetnsIfindexes()
 					}

@@ -119,6 +119,8 @@ func Select(cfg SelectConfig) (*Selection, error) {
 		}
 		if len(f.Netns) == 1 {
 			ecfg.FilterNetns = f.Netns[0]
+		} else {
+			ecfg.FilterNetnsList = f.Netns
 		}
 		src := NewEBPF(ecfg)
 		run, err := wanted(SourceEBPF, src.CanRun(f))
@@ -196,7 +198,8 @@ func ForNetns(cfg SelectConfig) func(inode uint32, path string) ([]fate.Source, 
 // netfilterCanRun says whether the netfilter attribution can run with
 // these filters, and sets it up in ecfg when it can. BPF netfilter links
 // live in one network namespace: they go into the one of the filter, else
-// into every one that exists at the start and every one created while the
+// (no namespace filter, or several: the programs skip the others) into
+// every one that exists at the start and every one created while the
 // capture runs (within a second).
 func netfilterCanRun(f fate.Filters, netnsPath string, ecfg *EBPFConfig) error {
 	if !f.Drops {
@@ -206,11 +209,14 @@ func netfilterCanRun(f fate.Filters, netnsPath string, ecfg *EBPFConfig) error {
 	if err != nil {
 		return err
 	}
-	if method == NetfilterLinks && len(f.Netns) > 0 && netnsPath == "" {
+	if method == NetfilterLinks && len(f.Netns) == 1 && netnsPath == "" {
 		return fmt.Errorf("netfilter links attach inside one network namespace and namespace %d cannot be opened; give --filter-netns as a name or path: %w", f.Netns[0], fate.ErrFilter)
 	}
 	ecfg.Netfilter, ecfg.NetfilterNetns, ecfg.NetfilterMethod = true, netnsPath, method
-	ecfg.NetfilterAllNetns = len(f.Netns) == 0
+	ecfg.NetfilterAllNetns = len(f.Netns) != 1
+	if len(f.Netns) > 1 {
+		ecfg.NetfilterNetns = ""
+	}
 	return nil
 }
 

@@ -85,6 +85,7 @@ const (
 	skbfateVarFilterMark           = "filter_mark"
 	skbfateVarFilterMarkMask       = "filter_mark_mask"
 	skbfateVarFilterNetns          = "filter_netns"
+	skbfateVarFilterNetnsN         = "filter_netns_n"
 	skbfateVarFilterPcap           = "filter_pcap"
 	skbfateVarNfEnabled            = "nf_enabled"
 	skbfateVarShowNonPackets       = "show_non_packets"
@@ -165,6 +166,7 @@ type skbfateVariableSpecs struct {
 	FilterMark     *ebpf.VariableSpec `ebpf:"filter_mark"`
 	FilterMarkMask *ebpf.VariableSpec `ebpf:"filter_mark_mask"`
 	FilterNetns    *ebpf.VariableSpec `ebpf:"filter_netns"`
+	FilterNetnsN   *ebpf.VariableSpec `ebpf:"filter_netns_n"`
 	FilterPcap     *ebpf.VariableSpec `ebpf:"filter_pcap"`
 	NfEnabled      *ebpf.VariableSpec `ebpf:"nf_enabled"`
 	ShowNonPackets *ebpf.VariableSpec `ebpf:"show_non_packets"`
@@ -218,6 +220,7 @@ type skbfateVariables struct {
 	FilterMark     *ebpf.Variable `ebpf:"filter_mark"`
 	FilterMarkMask *ebpf.Variable `ebpf:"filter_mark_mask"`
 	FilterNetns    *ebpf.Variable `ebpf:"filter_netns"`
+	FilterNetnsN   *ebpf.Variable `ebpf:"filter_netns_n"`
 	FilterPcap     *ebpf.Variable `ebpf:"filter_pcap"`
 	NfEnabled      *ebpf.Variable `ebpf:"nf_enabled"`
 	ShowNonPackets *ebpf.Variable `ebpf:"show_non_packets"`

@@ -43,11 +43,8 @@ func parseDemo(args []string, stderr io.Writer) (demoConfig, error) {
 			"known fates, traces them, prints the report and removes everything it created.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cfg, err
-		}
-		return cfg, usageErrorf("%v", err)
+	if err := parseFlags(fs, args); err != nil {
+		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, usageErrorf("demo takes no arguments")
@@ -117,15 +114,15 @@ func (d *demoNet) Close() error {
 	return errors.Join(errs...)
 }
 
-func setupDemoNet(ctx context.Context) (d *demoNet, err error) {
+func setupDemoNet(ctx context.Context) (_ *demoNet, err error) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		return nil, errors.New("the demo needs nft (nftables) to install its DROP rule: run `make deps` or `apt-get install nftables`")
 	}
 	netns.RemoveStale(demoNSPrefix)
-	d = &demoNet{}
+	d := &demoNet{}
 	defer func() {
 		if err != nil {
-			d.Close()
+			d.Close() // what was made before the failure
 		}
 	}()
 	base := fmt.Sprintf("%s%d-", demoNSPrefix, os.Getpid())
@@ -193,6 +190,9 @@ func sendDemoTraffic(d *demoNet) error {
 }
 
 func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
+	if os.Geteuid() != 0 {
+		return errors.New("the demo needs root (it creates network namespaces and loads BPF programs): run sudo pktfate demo")
+	}
 	d, err := setupDemoNet(ctx)
 	if err != nil {
 		return err
@@ -219,11 +219,16 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	var r render.Renderer = render.NewText(stdout)
+	// NDJSON on stdout stays NDJSON: the banner and the table go to
+	// stderr then.
+	info := stdout
+	var r render.Renderer
 	if cfg.OutputJSON {
-		r = render.NewNDJSON(stdout)
+		r, info = render.NewNDJSON(stdout), stderr
+	} else {
+		r = newText(stdout, traceConfig{}, d.server.Inode)
 	}
-	fmt.Fprintf(stdout, "pktfate demo: client %s --veth-- server %s (router without a route to %s),\n"+
+	fmt.Fprintf(info, "pktfate demo: client %s --veth-- server %s (router without a route to %s),\n"+
 		"nftables drops UDP port %d on the server; tracing the server's namespace (netns %d)\n\n",
 		demoClient, demoServer, demoUnroutable, demoNftPort, d.server.Inode)
 
@@ -282,7 +287,7 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 	if sendErr != nil {
 		return sendErr
 	}
-	return demoReport(stdout, scenarios, hooks)
+	return demoReport(info, scenarios, hooks)
 }
 
 func demoReport(w io.Writer, scenarios []*demoScenario, hooks bool) error {

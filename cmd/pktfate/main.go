@@ -2,6 +2,8 @@
 // and never came out: dropped or consumed, where, and why.
 //
 //	sudo pktfate trace [flags] [pcap-filter]
+//	sudo pktfate top [flags] [pcap-filter]
+//	pktfate report [flags] FILE [pcap-filter]
 //	sudo pktfate demo
 package main
 
@@ -13,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -24,13 +27,17 @@ const usage = `pktfate: what happened to the packet?
 Usage:
   pktfate trace [flags] [pcap-filter]   show every packet the kernel frees, live
   pktfate serve [flags] [pcap-filter]   count fates for Prometheus (/metrics on 127.0.0.1:9816)
-  pktfate report [flags] FILE           summarise a capture (NDJSON or pcapng written by trace)
+  pktfate top [flags] [pcap-filter]     a live table of drops by reason and location
+  pktfate report [flags] FILE [filter]  summarise or list a capture (NDJSON, pcapng, recording)
   pktfate demo                          a self-contained demonstration (needs root)
   pktfate check [flags] SCENARIO...     run fate scenarios and report regressions (needs root)
   pktfate --version
 
 Run "pktfate <command> -h" for the flags of a command.
 `
+
+// commands are pktfate's commands.
+var commands = []string{"trace", "top", "report", "demo", "check"}
 
 // usageError marks command-line mistakes (exit status 2).
 type usageError struct{ msg string }
@@ -54,9 +61,21 @@ func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// stopSignals end a capture cleanly: the summary is written and every
+// file finished. SIGHUP is a closed terminal (an ssh session gone), as
+// tcpdump takes it.
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
 func realMain(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
+	// A write to a closed pipe (pktfate trace | head) must fail with
+	// EPIPE, which ends the capture like a signal, instead of killing the
+	// process: Go's runtime raises SIGPIPE for writes to stdout and
+	// stderr unless the program asks for the signal itself.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	err := dispatch(ctx, args, stdout, stderr)
 	switch {
 	case err == nil:
@@ -97,6 +116,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		return runServe(ctx, cfg, stderr)
+	case "top":
+		cfg, err := parseTraceOrTop(args[1:], stderr, true)
+		if err != nil {
+			return err
+		}
+		return runTop(ctx, cfg, stdout, stderr)
 	case "report":
 		cfg, err := parseReport(args[1:], stderr)
 		if err != nil {
@@ -122,6 +147,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return usageErrorf("unknown command %q", args[0])
+	msg := fmt.Sprintf("unknown command %q", args[0])
+	if near := nearest(args[0], commands, 2); len(near) > 0 {
+		msg += "; did you mean " + orList(near) + "?"
+	}
+	return usageErrorf("%s (commands: %s; pktfate -h says more)", msg, strings.Join(commands, ", "))
 }

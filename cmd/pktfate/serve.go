@@ -382,10 +382,18 @@ func runServe(parent context.Context, cfg serveConfig, stderr io.Writer) error {
 		return err
 	}
 	defer ln.Close()
+	var netnsList []string
+	if cfg.FilterNetns != "" {
+		netnsList = strings.Split(cfg.FilterNetns, ",")
+	}
+	verbose := 0
+	if cfg.Verbose {
+		verbose = 1
+	}
 	setup, err := prepareTrace(traceConfig{
-		Sources: cfg.Sources, Window: cfg.Window, FilterNetns: cfg.FilterNetns, FilterIfname: cfg.FilterIfname,
+		Sources: cfg.Sources, Window: cfg.Window, FilterNetns: netnsList, FilterIfname: cfg.FilterIfname,
 		FilterMark: cfg.FilterMark, FilterReason: cfg.FilterReason, FilterFate: cfg.FilterFate,
-		SnapLen: cfg.SnapLen, Verbose: cfg.Verbose, Expr: cfg.Expr,
+		SnapLen: cfg.SnapLen, Verbose: verbose, Expr: cfg.Expr,
 	}, stderr)
 	if err != nil {
 		return err
@@ -426,14 +434,12 @@ func runServe(parent context.Context, cfg serveConfig, stderr io.Writer) error {
 		Reasons:   setup.reasons,
 		Renderer:  renderer,
 		OnTick:    func(t capture.Tick) { s.metrics.Tick(t.Losses, t.Correlation) },
+		Notice:    func(msg string) { s.logf("%s", msg) },
 		Ready: func() error {
 			s.metrics.Attached()
 			s.health.set(func(h *health) { h.attached = true })
 			if cfg.Verbose {
 				s.logf("attached in %s", time.Since(started).Round(time.Millisecond))
-			}
-			if dm := sel.Dropmon; dm != nil && dm.Passive() {
-				s.logf("drop monitoring was already running (dropwatch or another pktfate): source dropmon attached passively and leaves it running")
 			}
 			return nil
 		},

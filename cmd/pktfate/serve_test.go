@@ -499,7 +499,7 @@ func TestServeBadInput(t *testing.T) {
 		{[]string{"--output-file-max-size", "lots"}, 2, "is not a size", false},
 		{[]string{"--listen", busy.Addr().String()}, 1, "the port is already in use", true},
 		{[]string{"--source", "kmod"}, 1, "source kmod cannot run", true},
-		{[]string{"--filter-reason", "NO_SUCH_REASON"}, 2, "this kernel has no drop reason", true},
+		{[]string{"--filter-reason", "NO_SUCH_REASON"}, 2, "no such drop reason", true},
 	} {
 		if c.root && os.Geteuid() != 0 {
 			continue

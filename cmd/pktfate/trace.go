@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/btf"
-	"golang.org/x/term"
 
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/capture"
@@ -24,7 +23,8 @@ import (
 	"github.com/pktfate/pktfate/tracer"
 )
 
-// traceConfig is everything `pktfate trace` was asked to do.
+// traceConfig is everything `pktfate trace` (and `pktfate top`) was asked
+// to do.
 type traceConfig struct {
 	Sources      []string
 	OutputJSON   bool
@@ -34,65 +34,152 @@ type traceConfig struct {
 	Window       time.Duration
 	Duration     time.Duration
 	Count        uint64
-	FilterNetns  string
+	FilterNetns  []string
 	FilterIfname string
 	FilterMark   string
 	FilterReason string
 	FilterFate   string
 	SnapLen      int
 	ReadyFile    string
-	Verbose      bool
-	Expr         string
+	// Verbose is the number of -v (-vv is 2): 1 adds progress and why
+	// each source does not run, 2 every column too.
+	Verbose     int
+	Wide        bool
+	UTC         bool
+	Numeric     bool
+	ListReasons bool
+	// Interval is how often `pktfate top` redraws.
+	Interval time.Duration
+	Expr     string
+
+	fateGiven bool // --filter-fate was given
 }
 
-func traceFlags(cfg *traceConfig, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("pktfate trace", flag.ContinueOnError)
+// verbosity counts -v flags; "-vv" is a flag of its own that counts two.
+type verbosity struct{ n *int }
+
+func (v verbosity) String() string {
+	if v.n == nil {
+		return "0"
+	}
+	return strconv.Itoa(*v.n)
+}
+
+func (v verbosity) Set(s string) error {
+	on, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	if on {
+		*v.n++
+	} else {
+		*v.n = 0
+	}
+	return nil
+}
+
+func (v verbosity) IsBoolFlag() bool { return true }
+
+// traceFlags defines the flags of trace, or of top (no outputs: top draws
+// a table).
+func traceFlags(cfg *traceConfig, stderr io.Writer, top bool) (*flag.FlagSet, map[string]string) {
+	name := "pktfate trace"
+	if top {
+		name = "pktfate top"
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Func("source", "event sources, comma separated: ebpf, nf (netfilter hook attribution), dropmon (the kernel's drop monitor, NET_DM), kmod (pktfate.ko, drops inside netfilter hooks; load it first), auto = every one this kernel can run (default auto)", func(s string) error {
+	short := map[string]string{"filter-ifname": "i", "count": "c", "numeric": "n"}
+	fs.Func("source", "event sources, a comma-separated `LIST`: ebpf, nf (netfilter hook attribution), dropmon (the kernel's drop monitor, NET_DM), kmod (pktfate.ko, drops inside netfilter hooks; load it first), auto = every one this kernel can run (default auto)", func(s string) error {
 		cfg.Sources = strings.Split(s, ",")
+		for _, src := range cfg.Sources {
+			if !slices.Contains(tracer.SourceNames, src) {
+				what := "not a source"
+				if len(cfg.Sources) > 1 {
+					what = fmt.Sprintf("%q is not a source", src)
+				}
+				return fmt.Errorf("%s; use %s", what, orList(tracer.SourceNames))
+			}
+		}
 		return nil
 	})
-	fs.BoolVar(&cfg.OutputJSON, "output-json", false, "write NDJSON (one object per line) instead of text")
-	fs.StringVar(&cfg.OutputFile, "output-file", "", "write events and summary to `FILE` (created with mode 0600) instead of stdout")
-	fs.StringVar(&cfg.OutputPcapng, "output-pcapng", "", "also write every packet with its fate as a comment to `FILE` (pcapng, mode 0600; Wireshark opens it)")
-	fs.StringVar(&cfg.Record, "record", "", "also write what the correlator received (every event with its bytes, loss intervals, clock ticks) to `FILE` as JSON lines, to reproduce a capture's correlation offline (needs two or more observers; mode 0600)")
-	fs.DurationVar(&cfg.Window, "correlate-window", 500*time.Millisecond, "how long a packet's record waits for the other observers' sightings (drop_monitor reports from a kworker, later than eBPF), plus how far the slowest source has lately delivered behind the clock (up to 5s)")
-	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (e.g. 10s); 0 runs until Ctrl-C")
-	fs.Uint64Var(&cfg.Count, "count", 0, "stop after this many events; 0 means no limit")
-	fs.StringVar(&cfg.FilterNetns, "filter-netns", "", "only packets in this network namespace: inode number, name under /run/netns, or path")
-	fs.StringVar(&cfg.FilterIfname, "filter-ifname", "", "only packets on this interface (resolved in --filter-netns, else the current namespace)")
-	fs.StringVar(&cfg.FilterMark, "filter-mark", "", "only packets whose skb mark matches `MARK[/MASK]` (e.g. 0x10/0xff)")
-	fs.StringVar(&cfg.FilterReason, "filter-reason", "", "only drops with these reasons, comma separated (e.g. NO_SOCKET,NETFILTER_DROP)")
-	fs.StringVar(&cfg.FilterFate, "filter-fate", "all", "which fates to trace: drop, consume or all")
-	fs.IntVar(&cfg.SnapLen, "snaplen", 128, fmt.Sprintf("bytes of each packet captured from its network header (max %d)", tracer.MaxSnapLen))
-	fs.StringVar(&cfg.ReadyFile, "ready-file", "", "write `FILE` once every source is attached (for scripts)")
-	fs.BoolVar(&cfg.Verbose, "v", false, "verbose: print progress and the attach time")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: pktfate trace [flags] [pcap-filter expression]\n\n"+
-			"Shows every packet the kernel frees: dropped (where and why) or consumed.\n"+
-			"The optional trailing expression is tcpdump's filter language (\"udp port 53\").\n\nFlags:\n")
-		fs.PrintDefaults()
+	if !top {
+		fs.BoolVar(&cfg.OutputJSON, "output-json", false, "write NDJSON (one object per line) instead of text")
+		fs.StringVar(&cfg.OutputFile, "output-file", "", "write events and summary to `FILE` (created with mode 0600, owned by the sudo user) instead of stdout")
+		fs.StringVar(&cfg.OutputPcapng, "output-pcapng", "", "also write every packet with its fate as a comment to `FILE` (pcapng, mode 0600, owned by the sudo user; Wireshark opens it)")
+		fs.StringVar(&cfg.OutputPcapng, "w", "", "")
+		short["output-pcapng"] = "w"
+		fs.StringVar(&cfg.Record, "record", "", "also write what the correlator received (every event with its bytes, loss intervals, clock ticks) to `FILE` as JSON lines, to reproduce a capture's correlation offline (needs two or more observers; mode 0600)")
+		fs.BoolVar(&cfg.Wide, "wide", false, "text: every column (the date, source, hook family and verdict, interface index, namespace inode, mark, observers)")
+	} else {
+		fs.DurationVar(&cfg.Interval, "interval", time.Second, "redraw the table every `D`")
 	}
-	return fs
+	fs.DurationVar(&cfg.Window, "correlate-window", 500*time.Millisecond, "wait `D` for the other observers' sightings of a packet (drop_monitor reports from a kworker, later than eBPF), plus how far the slowest source has lately delivered behind the clock (up to 5s)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after `D` (e.g. 10s); 0 runs until Ctrl-C")
+	fs.Uint64Var(&cfg.Count, "count", 0, "stop after `N` events; 0 means no limit")
+	fs.Uint64Var(&cfg.Count, "c", 0, "")
+	fs.Func("filter-netns", "only packets in network namespace `NS`: a name under /run/netns, an inode number or a path such as /proc/PID/ns/net; repeat it (or separate with commas) for several", func(s string) error {
+		for _, n := range strings.Split(s, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				cfg.FilterNetns = append(cfg.FilterNetns, n)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&cfg.FilterIfname, "filter-ifname", "", "only packets on interface `IFNAME` (resolved in --filter-netns, else the current namespace)")
+	fs.StringVar(&cfg.FilterIfname, "i", "", "")
+	fs.StringVar(&cfg.FilterMark, "filter-mark", "", "only packets whose skb mark matches `MARK[/MASK]` (e.g. 0x10/0xff)")
+	fs.StringVar(&cfg.FilterReason, "filter-reason", "", "only drops with these `REASONS`, comma separated (e.g. NO_SOCKET,NETFILTER_DROP; any case); consumed packets are not shown")
+	fs.Func("filter-fate", "which `FATE`s to trace: drop, consume or all (default all)", func(s string) error {
+		s = strings.ToLower(s)
+		switch s {
+		case "all", "drop", "consume":
+		default:
+			return errors.New("use drop, consume or all")
+		}
+		cfg.FilterFate, cfg.fateGiven = s, true
+		return nil
+	})
+	fs.IntVar(&cfg.SnapLen, "snaplen", 128, fmt.Sprintf("`BYTES` of each packet captured from its network header (max %d)", tracer.MaxSnapLen))
+	fs.StringVar(&cfg.ReadyFile, "ready-file", "", "write `FILE` once every source is attached (for scripts)")
+	fs.BoolVar(&cfg.UTC, "utc", false, "print times in UTC (default: local time, as tcpdump; NDJSON is always UTC)")
+	fs.BoolVar(&cfg.Numeric, "numeric", false, "print network namespaces as inode numbers, not names")
+	fs.BoolVar(&cfg.Numeric, "n", false, "")
+	fs.BoolVar(&cfg.ListReasons, "list-reasons", false, "list the drop reasons of the running kernel and exit")
+	fs.Var(verbosity{&cfg.Verbose}, "v", "verbose: progress, the attach time, why each source does not run; -vv also every column")
+	fs.BoolFunc("vv", "very verbose: -v and --wide", func(string) error { cfg.Verbose += 2; return nil })
+	return fs, short
 }
 
 func parseTrace(args []string, stderr io.Writer) (traceConfig, error) {
-	cfg := traceConfig{Sources: []string{"auto"}}
-	fs := traceFlags(&cfg, stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cfg, err
+	return parseTraceOrTop(args, stderr, false)
+}
+
+func parseTraceOrTop(args []string, stderr io.Writer, top bool) (traceConfig, error) {
+	cfg := traceConfig{Sources: []string{"auto"}, FilterFate: "all"}
+	fs, short := traceFlags(&cfg, stderr, top)
+	fs.Usage = func() {
+		if top {
+			fmt.Fprintf(stderr, "Usage: pktfate top [flags] [pcap-filter expression]\n\n"+
+				"A live table of drops by reason, location and netfilter hook, with rates and\n"+
+				"totals, redrawn every second (like dropwatch's summary mode, and top).\n"+
+				"The optional trailing expression is tcpdump's filter language (\"udp port 53\").\n\nFlags:\n")
+		} else {
+			fmt.Fprintf(stderr, "Usage: pktfate trace [flags] [pcap-filter expression]\n\n"+
+				"Shows every packet the kernel frees: dropped (where and why) or consumed.\n"+
+				"The optional trailing expression is tcpdump's filter language (\"udp port 53\").\n\nFlags:\n")
 		}
-		return cfg, usageErrorf("%v", err)
+		printFlags(stderr, fs, short)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return cfg, err
 	}
 	cfg.Expr = strings.Join(fs.Args(), " ")
+	if cfg.Verbose >= 2 {
+		cfg.Wide = true
+	}
 	if cfg.SnapLen < 0 || cfg.SnapLen > tracer.MaxSnapLen {
 		return cfg, usageErrorf("--snaplen %d out of range: use 0 to %d", cfg.SnapLen, tracer.MaxSnapLen)
-	}
-	switch cfg.FilterFate {
-	case "all", "drop", "consume":
-	default:
-		return cfg, usageErrorf("--filter-fate %q: use drop, consume or all", cfg.FilterFate)
 	}
 	if cfg.Duration < 0 {
 		return cfg, usageErrorf("--duration must not be negative")
@@ -100,10 +187,14 @@ func parseTrace(args []string, stderr io.Writer) (traceConfig, error) {
 	if cfg.Window <= 0 || cfg.Window > time.Minute {
 		return cfg, usageErrorf("--correlate-window %s out of range: use more than 0 and at most 1m", cfg.Window)
 	}
-	for _, s := range cfg.Sources {
-		if !slices.Contains(tracer.SourceNames, s) {
-			return cfg, usageErrorf("--source %q: unknown source; use %s", s, strings.Join(tracer.SourceNames, ", "))
-		}
+	if top && (cfg.Interval < 100*time.Millisecond || cfg.Interval > time.Hour) {
+		return cfg, usageErrorf("--interval %s out of range: use 100ms to 1h", cfg.Interval)
+	}
+	if cfg.FilterReason != "" && cfg.fateGiven && cfg.FilterFate != "drop" {
+		return cfg, usageErrorf("--filter-reason shows drops only, and --filter-fate %s asks for consumed packets too: leave out --filter-fate, or give --filter-fate drop", cfg.FilterFate)
+	}
+	if cfg.FilterReason != "" {
+		cfg.FilterFate = "drop"
 	}
 	if err := distinctOutputs(cfg); err != nil {
 		return cfg, err
@@ -165,6 +256,9 @@ type traceSetup struct {
 	filter  *pcapfilter.Filter
 	reasons map[string]bool
 	sel     *tracer.Selection
+	// home is the namespace text lines leave unnamed: the one traced, or
+	// pktfate's own.
+	home uint32
 }
 
 // prepareTrace checks everything the user typed and chooses the sources,
@@ -178,26 +272,39 @@ func prepareTrace(cfg traceConfig, stderr io.Writer) (*traceSetup, error) {
 	if f.Mark, f.MarkMask, err = parseMark(cfg.FilterMark); err != nil {
 		return nil, err
 	}
-	netnsInode, netnsPath, err := resolveNetns(cfg.FilterNetns)
+	targets, err := resolveNetnsList(cfg.FilterNetns)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.FilterIfname != "" && netnsInode != 0 && netnsPath == "" {
-		return nil, usageErrorf("--filter-ifname %q: cannot open network namespace %d to find the interface; give --filter-netns as a name under /run/netns or a path", cfg.FilterIfname, netnsInode)
+	netnsPath := ""
+	if len(targets) == 1 {
+		netnsPath = targets[0].path
+	}
+	if cfg.FilterIfname != "" && len(targets) > 1 {
+		return nil, usageErrorf("--filter-ifname %q with %d namespaces: an interface index means something only in its own namespace; give one --filter-netns", cfg.FilterIfname, len(targets))
+	}
+	if cfg.FilterIfname != "" && len(targets) == 1 && netnsPath == "" {
+		return nil, usageErrorf("--filter-ifname %q: cannot open network namespace %d to find the interface; give --filter-netns as a name under /run/netns or a path", cfg.FilterIfname, targets[0].inode)
 	}
 	ifindex, err := resolveIfname(cfg.FilterIfname, netnsPath)
 	if err != nil {
 		return nil, err
 	}
 	f.Ifindex = uint32(ifindex)
-	if ifindex != 0 && netnsInode == 0 {
-		// An ifindex is only unique within its namespace.
-		if netnsInode, err = currentNetns(); err != nil {
-			return nil, err
-		}
+	current, err := currentNetns()
+	if err != nil {
+		return nil, err
 	}
-	if netnsInode != 0 {
-		f.Netns = []uint32{netnsInode}
+	for _, t := range targets {
+		f.Netns = append(f.Netns, t.inode)
+	}
+	if ifindex != 0 && len(f.Netns) == 0 {
+		// An ifindex is only unique within its namespace.
+		f.Netns = []uint32{current}
+	}
+	home := current
+	if len(f.Netns) == 1 {
+		home = f.Netns[0]
 	}
 	kernel, err := btf.LoadKernelSpec()
 	if err != nil {
@@ -207,7 +314,7 @@ func prepareTrace(cfg traceConfig, stderr io.Writer) (*traceSetup, error) {
 	if err != nil {
 		return nil, err
 	}
-	reasons, err := parseReasons(cfg.FilterReason, decoder.Reasons)
+	reasons, err := parseReasons(cfg.FilterReason, decoder.Reasons.Names())
 	if err != nil {
 		return nil, err
 	}
@@ -217,94 +324,35 @@ func prepareTrace(cfg traceConfig, stderr io.Writer) (*traceSetup, error) {
 		return nil, err
 	}
 	for _, st := range sel.Status {
-		fmt.Fprintf(stderr, "pktfate: source %s not running: %s\n", st.Name, st.Reason)
+		fmt.Fprintf(stderr, "pktfate: %s not running: %s\n", st.Name, render.ShortReason(st.Reason))
+		if cfg.Verbose > 0 {
+			fmt.Fprintf(stderr, "pktfate:   %s\n", st.Reason)
+		}
 	}
-	return &traceSetup{filter: filter, reasons: reasons, sel: sel}, nil
+	return &traceSetup{filter: filter, reasons: reasons, sel: sel, home: home}, nil
 }
 
-// traceSinks are the outputs of one trace: the renderer (text or NDJSON,
-// and the pcapng beside it), the recording and the live status line.
-type traceSinks struct {
-	renderer render.Renderer
-	rec      *fate.Recorder
-	live     *statusLine
-	closers  []func() error
-}
-
-// Close closes every file opened.
-func (s *traceSinks) Close() error {
-	var errs []error
-	for i := len(s.closers) - 1; i >= 0; i-- {
-		errs = append(errs, s.closers[i]())
+// newText is the text renderer as the flags ask for it.
+func newText(w io.Writer, cfg traceConfig, home uint32) *render.Text {
+	t := render.NewText(w)
+	if cfg.UTC {
+		t.Location = time.UTC
 	}
-	return errors.Join(errs...)
-}
-
-// createOutput creates an output file (mode 0600).
-func (s *traceSinks) createOutput(path, what string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("%s not writable: %w", what, err)
+	t.Wide = cfg.Wide
+	t.HomeNetns = home
+	if !cfg.Numeric {
+		t.NetnsName = newNetnsNames().Name
 	}
-	s.closers = append(s.closers, f.Close)
-	return f, nil
-}
-
-// openSinks opens every output the flags ask for.
-func openSinks(cfg traceConfig, observers []string, stdout, stderr io.Writer) (*traceSinks, error) {
-	s := &traceSinks{}
-	out := stdout
-	if cfg.OutputFile != "" && cfg.OutputFile != "-" {
-		f, err := s.createOutput(cfg.OutputFile, "output file")
-		if err != nil {
-			return nil, err
-		}
-		out = f
-	}
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !cfg.Verbose {
-		s.live = newStatusLine(stderr)
-		if out == stdout {
-			out = s.live.wrap(out)
-		}
-	}
-	if cfg.OutputJSON {
-		s.renderer = render.NewNDJSON(out)
-	} else {
-		s.renderer = render.NewText(out)
-	}
-	if cfg.OutputPcapng != "" {
-		pf, err := s.createOutput(cfg.OutputPcapng, "pcapng output file")
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
-		pr, err := render.NewPcapng(pf, "pktfate "+version)
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
-		pr.Correlated = len(observers) >= 2
-		s.renderer = render.NewMulti(s.renderer, pr)
-	}
-	if cfg.Record != "" {
-		if len(observers) < 2 {
-			s.Close()
-			return nil, fmt.Errorf("--record writes the correlator's input, and only one observer runs (%s): add a source with --source", strings.Join(observers, ","))
-		}
-		rf, err := s.createOutput(cfg.Record, "recording file")
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
-		s.rec = fate.NewRecorder(rf)
-	}
-	return s, nil
+	return t
 }
 
 func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) error {
+	if cfg.ListReasons {
+		return listReasons(stdout)
+	}
 	started := time.Now()
 	logf := func(format string, args ...any) {
-		if cfg.Verbose {
+		if cfg.Verbose > 0 {
 			fmt.Fprintf(stderr, "pktfate: "+format+"\n", args...)
 		}
 	}
@@ -320,7 +368,7 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 	}
 	sel := setup.sel
 	observers := sel.Observers()
-	sinks, err := openSinks(cfg, observers, stdout, stderr)
+	sinks, err := openSinks(cfg, observers, setup.home, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -338,49 +386,150 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 		Count:     cfg.Count,
 		Duration:  cfg.Duration,
 		Renderer:  sinks.renderer,
-		Notice:    func(msg string) { fmt.Fprintf(stderr, "pktfate: %s\n", msg) },
+		// The sources' notices go into the summary (notes); -v also
+		// prints them as they come.
+		Notice: func(msg string) {
+			if cfg.Verbose > 0 {
+				fmt.Fprintf(stderr, "pktfate: %s\n", msg)
+			}
+		},
 		Ready: func() error {
 			logf("attached in %s (observers %s)", time.Since(started).Round(time.Millisecond), strings.Join(observers, ", "))
-			if src := sel.EBPF; src != nil {
-				logf("consume_skb location: %v", src.ConsumeLocation)
-				switch {
-				case src.NetfilterMethod == tracer.NetfilterLinks:
-					logf("netfilter attribution: BPF netfilter links in %d network namespace(s)", src.NetfilterNamespaces())
-				case src.NetfilterMethod != "":
-					logf("netfilter attribution: %s on nf_hook_slow (every network namespace)", src.NetfilterMethod)
-				}
-			}
+			logAttach(logf, sel)
 			if sinks.live != nil {
 				sinks.live.start(stats)
 			}
-			if cfg.ReadyFile != "" {
-				if err := os.WriteFile(cfg.ReadyFile, []byte("ready\n"), 0o644); err != nil {
-					return fmt.Errorf("writing ready file: %w", err)
-				}
-			}
-			return nil
+			return writeReady(cfg.ReadyFile)
 		},
 	}
-	_, err = capture.Run(ctx, ccfg, stats)
+	sum, err := capture.Run(ctx, ccfg, stats)
 	if sinks.live != nil {
 		sinks.live.stop()
 	}
-	return errors.Join(err, sinks.Close())
+	err = errors.Join(err, sinks.Close())
+	if closed, rest := outputClosed(err); closed && rest == nil {
+		// The reader went away (| head): a stop, as tcpdump takes it.
+		n := uint64(0)
+		if sum != nil {
+			n = sum.Events
+		}
+		fmt.Fprintf(stderr, "pktfate: output closed (broken pipe): stopped after %d events; the other outputs are complete\n", n)
+		return nil
+	} else if closed {
+		return rest
+	}
+	return err
 }
 
-func parseReasons(list string, known *tracer.Reasons) (map[string]bool, error) {
+// logAttach says how the ebpf source attached (-v).
+func logAttach(logf func(string, ...any), sel *tracer.Selection) {
+	src := sel.EBPF
+	if src == nil {
+		return
+	}
+	logf("consume_skb location: %v", src.ConsumeLocation)
+	switch {
+	case src.NetfilterMethod == tracer.NetfilterLinks:
+		logf("netfilter attribution: BPF netfilter links in %d network namespace(s)", src.NetfilterNamespaces())
+	case src.NetfilterMethod != "":
+		logf("netfilter attribution: %s on nf_hook_slow (every network namespace)", src.NetfilterMethod)
+	}
+}
+
+// writeReady writes the ready file, owned by the sudo user.
+func writeReady(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, existed := os.Lstat(path)
+	if err := os.WriteFile(path, []byte("ready\n"), 0o644); err != nil {
+		return fmt.Errorf("writing ready file: %w", err)
+	}
+	if existed != nil {
+		giveToSudoUser(path)
+	}
+	return nil
+}
+
+// outputClosed reports whether err holds a write to a closed pipe (EPIPE),
+// and returns the rest of it.
+func outputClosed(err error) (bool, error) {
+	if err == nil || !errors.Is(err, syscall.EPIPE) {
+		return false, err
+	}
+	var rest []error
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		if !errors.Is(e, syscall.EPIPE) {
+			rest = append(rest, e)
+		}
+	}
+	walk(err)
+	return true, errors.Join(rest...)
+}
+
+// internalReasons are entries of enum skb_drop_reason that are no reason
+// a packet is dropped for.
+var internalReasons = []string{"NOT_DROPPED_YET", "CONSUMED", "MAX", "SUBSYS_MASK", "SUBSYS_SHIFT"}
+
+// dropReasons lists the kernel's drop reasons a user can ask for.
+func dropReasons(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if !slices.Contains(internalReasons, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func listReasons(stdout io.Writer) error {
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
+	}
+	reasons, err := tracer.ReasonsFromBTF(kernel)
+	if err != nil {
+		return err
+	}
+	for _, n := range dropReasons(reasons.Names()) {
+		fmt.Fprintln(stdout, n)
+	}
+	return nil
+}
+
+// parseReasons checks --filter-reason against the running kernel's names
+// (any case, with or without SKB_DROP_REASON_). A subsystem reason
+// ("SUBSYS_OPENVSWITCH:5") is taken as written.
+func parseReasons(list string, known []string) (map[string]bool, error) {
 	if list == "" {
 		return nil, nil
 	}
-	names := known.Names()
+	names := dropReasons(known)
 	out := map[string]bool{}
 	for _, r := range strings.Split(list, ",") {
-		r = strings.ToUpper(strings.TrimPrefix(strings.TrimSpace(r), "SKB_DROP_REASON_"))
-		if r == "" {
+		r = strings.ToUpper(strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(r)), "SKB_DROP_REASON_"))
+		switch {
+		case r == "":
 			continue
-		}
-		if !slices.Contains(names, r) {
-			return nil, usageErrorf("--filter-reason: this kernel has no drop reason %q (it has: %s)", r, strings.Join(names, ", "))
+		case slices.Contains(names, r):
+		case strings.HasPrefix(r, "SUBSYS_") && strings.Contains(r, ":"):
+		case slices.Contains(internalReasons, r):
+			return nil, usageErrorf("--filter-reason %s: not a reason a packet is dropped for (an internal entry of the kernel's list); pktfate trace --list-reasons lists the drop reasons", r)
+		default:
+			msg := fmt.Sprintf("--filter-reason %s: no such drop reason in this kernel", r)
+			if near := nearest(r, names, 3); len(near) > 0 {
+				msg += "; did you mean " + orList(near) + "?"
+			} else {
+				msg += " (pktfate trace --list-reasons lists them)"
+			}
+			return nil, usageErrorf("%s", msg)
 		}
 		out[r] = true
 	}

@@ -30,7 +30,8 @@ type Config struct {
 	// runs on events the source did not filter already
 	// (fate.Event.KernelFiltered).
 	Filter *pcapfilter.Filter
-	// Reasons keeps only drops with these reason names (empty: all).
+	// Reasons, when not empty, keeps only drops with these reason names:
+	// consumed packets are left out too (they have no drop reason).
 	Reasons map[string]bool
 	// Count stops the capture after this many events (0: no limit).
 	Count uint64
@@ -281,7 +282,7 @@ func (p *pipeline) Event(e *fate.Event) {
 	if !e.KernelFiltered && !p.cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {
 		return
 	}
-	if len(p.cfg.Reasons) > 0 && e.Fate == fate.FateDrop && !p.cfg.Reasons[e.Reason] {
+	if len(p.cfg.Reasons) > 0 && (e.Fate != fate.FateDrop || !p.cfg.Reasons[e.Reason]) {
 		return
 	}
 	if p.corr != nil {
@@ -373,6 +374,13 @@ func (p *pipeline) tick() {
 	if err := p.cfg.Renderer.Flush(); err != nil {
 		p.fail(err)
 	}
+	// A recording that cannot be written stops the capture as an output
+	// does (the recorder keeps its first error).
+	if p.cfg.Record != nil && p.sinkErr == nil {
+		if err := p.cfg.Record.Flush(); err != nil {
+			p.fail(err)
+		}
+	}
 	p.mu.Unlock()
 	if p.cfg.OnTick != nil {
 		p.cfg.OnTick(Tick{Losses: losses, Correlation: corr})
@@ -433,7 +441,7 @@ func (p *pipeline) finish(runErr error) (*fate.Summary, error) {
 	var errs []error
 	errs = append(errs, runErr, p.sinkErr)
 	if p.cfg.Record != nil {
-		if err := p.cfg.Record.Flush(); err != nil {
+		if err := p.cfg.Record.Flush(); err != nil && !errors.Is(p.sinkErr, err) {
 			errs = append(errs, fmt.Errorf("writing the recording: %w", err))
 		}
 	}

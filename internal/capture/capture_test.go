@@ -21,10 +21,16 @@ type fakeSource struct {
 	lost             uint64
 	startErr, runErr error
 	started, closed  bool
+	observers        []string // default: "fake"
 }
 
-func (f *fakeSource) Name() string                          { return "fake" }
-func (f *fakeSource) Observers() []string                   { return []string{f.obs()} }
+func (f *fakeSource) Name() string { return "fake" }
+func (f *fakeSource) Observers() []string {
+	if f.observers != nil {
+		return f.observers
+	}
+	return []string{f.obs()}
+}
 func (f *fakeSource) CanRun(fate.Filters) error             { return nil }
 func (f *fakeSource) Blind(string, *fate.FateRecord) string { return "" }
 func (f *fakeSource) Start() error                          { f.started = true; return f.startErr }
@@ -106,12 +112,14 @@ func TestFiltersCountAndSummary(t *testing.T) {
 		t.Errorf("%d lines, want 3 events + summary:\n%s", n, out)
 	}
 
-	// Reason filter keeps consumes, and Count stops the capture by itself.
-	sum, _, err = run(t, Config{Reasons: map[string]bool{"NETFILTER_DROP": true}, Count: 2}, src)
+	// A reason filter keeps only the drops with those reasons (no
+	// consume: it has no drop reason), and Count stops the capture by
+	// itself.
+	sum, _, err = run(t, Config{Reasons: map[string]bool{"NO_SOCKET": true}, Count: 2}, src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Events != 2 || sum.ByReason["NETFILTER_DROP"] != 1 || sum.Consumed != 1 {
+	if sum.Events != 2 || sum.ByReason["NO_SOCKET"] != 2 || sum.Consumed != 0 || sum.ByReason["NETFILTER_DROP"] != 0 {
 		t.Errorf("reason filter + count: %+v", sum)
 	}
 }
@@ -144,6 +152,31 @@ func TestOutputErrorStops(t *testing.T) {
 		Now: testNow, Duration: time.Hour, FlushEvery: time.Millisecond}, nil)
 	if err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("write error not reported: %v", err)
+	}
+}
+
+// TestRecordingErrorStops: a recording that cannot be written stops the
+// capture at the next tick, like an output; the outputs that work get the
+// summary.
+func TestRecordingErrorStops(t *testing.T) {
+	src := &fakeSource{observers: []string{"fake", "fake2"}, events: []fate.Event{udp4(fate.FateDrop, "NO_SOCKET", 9)}}
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(context.Background(), Config{Sources: []fate.Source{src}, Renderer: render.NewNDJSON(&out),
+			Record: fate.NewRecorder(failWriter{}), Now: testNow, Duration: time.Hour, FlushEvery: time.Millisecond}, nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "writing output: disk full") || strings.Count(err.Error(), "disk full") != 1 {
+			t.Errorf("recording error: %v, want it once", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a failing recording did not stop the capture")
+	}
+	if !strings.Contains(out.String(), `"type":"summary"`) {
+		t.Errorf("no summary on the working output:\n%s", out.String())
 	}
 }
 

@@ -107,14 +107,33 @@ func TestFateText(t *testing.T) {
 	})
 	r.Flush()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "TIME ") || !strings.Contains(lines[0], "VERDICT") {
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "TIME ") || !strings.Contains(lines[0], "PACKET") {
 		t.Fatalf("output:\n%s", out.String())
 	}
-	if !strings.Contains(lines[1], " confirmed ") || !strings.HasSuffix(lines[1], "[ebpf+dropmon]") {
+	if !strings.HasSuffix(lines[1], " NO_SOCKET      __udp4_lib_rcv   lo@4026532246") {
 		t.Errorf("confirmed line: %q", lines[1])
 	}
-	if !strings.Contains(lines[2], " unconfirmed ") || !strings.HasSuffix(lines[2], "[ebpf; dropmon missed]") {
+	if !strings.HasSuffix(lines[2], "  unconfirmed: dropmon missed") {
 		t.Errorf("unconfirmed line: %q", lines[2])
+	}
+	out.Reset()
+	r = NewText(&out)
+	r.Wide = true
+	fateRecords(t, func(f *fate.FateRecord) {
+		if err := r.Fate(f); err != nil {
+			t.Fatal(err)
+		}
+	})
+	r.Flush()
+	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "VERDICT") || !strings.HasSuffix(lines[0], "OBSERVERS") {
+		t.Fatalf("wide output:\n%s", out.String())
+	}
+	if !strings.Contains(lines[1], " confirmed ") || !strings.HasSuffix(lines[1], " ebpf+dropmon") {
+		t.Errorf("wide confirmed line: %q", lines[1])
+	}
+	if !strings.Contains(lines[2], " unconfirmed ") || !strings.HasSuffix(lines[2], " ebpf; dropmon missed") {
+		t.Errorf("wide unconfirmed line: %q", lines[2])
 	}
 }
 
@@ -137,4 +156,20 @@ func TestFateLineContract(t *testing.T) {
 	if n != 2 {
 		t.Fatalf("%d records, want 2", n)
 	}
+}
+
+// TestFateTextGolden: fate records as default and wide text lines.
+func TestFateTextGolden(t *testing.T) {
+	var out bytes.Buffer
+	for _, wide := range []bool{false, true} {
+		r := goldenText(&out, wide)
+		fateRecords(t, func(f *fate.FateRecord) {
+			if err := r.Fate(f); err != nil {
+				t.Fatal(err)
+			}
+		})
+		r.Flush()
+		out.WriteString("\n")
+	}
+	checkGolden(t, "trace-fates.txt", out.Bytes())
 }

@@ -3,9 +3,12 @@ package render
 import (
 	"bytes"
 	"flag"
+	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -179,10 +182,128 @@ func checkGolden(t *testing.T, name string, got []byte) {
 	}
 }
 
+// goldenText is a text renderer as trace sets it up, in UTC (the goldens
+// must not depend on the machine's zone), with names for two namespaces
+// and 4026531840 as the home one.
+func goldenText(w io.Writer, wide bool) *Text {
+	r := NewText(w)
+	r.Location, r.Wide, r.HomeNetns = time.UTC, wide, 4026531840
+	names := map[uint32]string{4026532246: "blue", 4026532300: "pktfate-router"}
+	r.NetnsName = func(ino uint32) string { return names[ino] }
+	return r
+}
+
 func TestTextGolden(t *testing.T) {
 	var out bytes.Buffer
-	renderAll(t, NewText(&out))
+	renderAll(t, goldenText(&out, false))
 	checkGolden(t, "trace.txt", out.Bytes())
+	out.Reset()
+	renderAll(t, goldenText(&out, true))
+	checkGolden(t, "trace-wide.txt", out.Bytes())
+}
+
+// TestTextFits120Columns: the default line of a typical IPv4 packet fits
+// 120 columns, as a plain event and as a confirmed fate record: UDP
+// between 15-character addresses in another namespace (named), the demo's
+// netfilter drop and a TCP SYN dropped in LOCAL_IN (with the hook), an
+// ICMP echo delivered. A wide line carries every column.
+func TestTextFits120Columns(t *testing.T) {
+	a := netip.MustParseAddr
+	const home = 4026531840
+	typical := []*fate.Event{
+		{Source: "ebpf", Time: base, Fate: fate.FateDrop, Reason: "NO_SOCKET", Location: "__udp4_lib_rcv+0x4bc",
+			Netns: 4026532246, Ifindex: 2, Ifname: "eth0",
+			Packet: fate.Packet{Proto: "udp", Src: a("192.168.100.200"), Dst: a("192.168.100.201"), Sport: 51234, Dport: 53, PayloadLen: 33}},
+		{Source: "ebpf", Time: base, Fate: fate.FateDrop, Reason: "NETFILTER_DROP", Location: "nft_do_chain+0x3e8",
+			Hook: "LOCAL_IN", Family: "ipv4", Verdict: "drop", Netns: home, Ifindex: 2, Ifname: "pfdemo1",
+			Packet: fate.Packet{Proto: "udp", Src: a("192.0.2.1"), Dst: a("192.0.2.2"), Sport: 50263, Dport: 7777, PayloadLen: 12}},
+		{Source: "ebpf", Time: base, Fate: fate.FateDrop, Reason: "NETFILTER_DROP", Location: "nft_do_chain+0x3e8",
+			Hook: "LOCAL_IN", Family: "ipv4", Verdict: "drop", Netns: home, Ifindex: 2, Ifname: "eth0",
+			Packet: fate.Packet{Proto: "tcp", Src: a("10.1.2.3"), Dst: a("10.1.2.4"), Sport: 51234, Dport: 443, TCPFlags: 0x02}},
+		{Source: "ebpf", Time: base, Fate: fate.FateConsume, Location: "icmp_rcv+0x259", Netns: home, Ifindex: 1, Ifname: "lo",
+			Packet: fate.Packet{Proto: "icmp", Src: a("192.0.2.1"), Dst: a("192.0.2.2"), ICMPType: 8}},
+	}
+	check := func(what string, out []byte) {
+		for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+			if n := utf8.RuneCountInString(l); n > 120 {
+				t.Errorf("%s: line of %d columns: %q", what, n, l)
+			}
+		}
+	}
+	for _, fated := range []bool{false, true} {
+		var out bytes.Buffer
+		r := goldenText(&out, false)
+		for _, e := range typical {
+			var err error
+			if fated {
+				err = r.Fate(&fate.FateRecord{Event: e, Verdict: fate.VerdictConfirmed})
+			} else {
+				err = r.Event(e)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.Flush()
+		check(fmt.Sprintf("typical (fate records %v)", fated), out.Bytes())
+		for _, want := range []string{" UDP 192.168.100.200:51234 > 192.168.100.201:53 len 33 ", " eth0@blue\n", " pfdemo1  LOCAL_IN\n", " eth0  LOCAL_IN\n"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("lines lack %q:\n%s", want, out.String())
+			}
+		}
+		if strings.Contains(out.String(), "confirmed") || strings.Contains(out.String(), " lo@") {
+			t.Errorf("a confirmed record or the home namespace is spelt out:\n%s", out.String())
+		}
+	}
+	// Wide: every column, the date, the namespace's inode and name.
+	var out bytes.Buffer
+	r := goldenText(&out, true)
+	r.Event(typical[0])
+	r.Fate(&fate.FateRecord{Event: typical[2], Verdict: fate.VerdictConfirmed,
+		Observers: []fate.ObserverReport{{Name: "ebpf", Status: fate.StatusSaw}, {Name: "nf", Status: fate.StatusSaw}}})
+	r.Flush()
+	for _, want := range []string{"2026-11-27 04:10:00.123456789", " ebpf ", "ipv4 LOCAL_IN drop", "eth0#2", "4026532246:blue", "0x0",
+		" confirmed ", "ebpf+nf\n", "VERDICT", "OBSERVERS"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("wide lines lack %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestTextLocalTime: times are local unless a zone is given, and the
+// header names a zone that is not local.
+func TestTextLocalTime(t *testing.T) {
+	e := goldenEvents()[0]
+	zone := time.FixedZone("XST", 3*3600+30*60)
+	var out bytes.Buffer
+	r := NewText(&out)
+	r.Location = zone
+	r.Event(e)
+	r.Flush()
+	if !strings.HasPrefix(out.String(), "TIME(XST) ") || !strings.Contains(out.String(), "\n07:40:00.123456 ") {
+		t.Errorf("in XST:\n%s", out.String())
+	}
+	out.Reset()
+	r = NewText(&out)
+	r.Event(e)
+	r.Flush()
+	want := e.Time.Local().Format("15:04:05.000000")
+	if !strings.HasPrefix(out.String(), "TIME ") || !strings.Contains(out.String(), "\n"+want+" ") {
+		t.Errorf("local time %s not shown:\n%s", want, out.String())
+	}
+}
+
+func TestShortReason(t *testing.T) {
+	for in, want := range map[string]string{
+		"generic netlink family NET_DM not registered (kernel without CONFIG_NET_DROP_MONITOR, drop_monitor module not loaded, or not in the initial network namespace): netlink receive: no such file or directory": "this kernel has no drop monitor (NET_DM)",
+		"generic netlink family pktfate not registered: the pktfate kernel module is not loaded (or this is not the initial network namespace)":                                                                      "the pktfate kernel module is not loaded",
+		"dropmon needs CAP_NET_ADMIN and CAP_SYS_ADMIN: run as root: permission denied":                                                                                                                              "dropmon needs CAP_NET_ADMIN and CAP_SYS_ADMIN",
+		"plain": "plain",
+	} {
+		if got := ShortReason(in); got != want {
+			t.Errorf("ShortReason(%q) = %q, want %q", in, got, want)
+		}
+	}
 }
 
 func TestNDJSONGolden(t *testing.T) {
@@ -195,7 +316,7 @@ func TestNDJSONGolden(t *testing.T) {
 // as raw control bytes or invalid UTF-8 (an interface name may hold ESC).
 func TestTextIsSafeForTerminals(t *testing.T) {
 	var out bytes.Buffer
-	renderAll(t, NewText(&out))
+	renderAll(t, goldenText(&out, false))
 	if !utf8.Valid(out.Bytes()) {
 		t.Error("text output is not valid UTF-8")
 	}

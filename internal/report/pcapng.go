@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,7 @@ const (
 	optEnd      = 0
 	optComment  = 1
 	optTsresol  = 9 // if_tsresol, in an IDB
+	optIfName   = 2 // if_name, in an IDB
 	optPacketID = 5 // epb_packetid, in an EPB
 	byteOrder   = 0x1a2b3c4d
 	maxBlock    = 64 << 20 // a block larger than this is damage
@@ -46,8 +48,10 @@ type ngReader struct {
 	r     *bufio.Reader
 	off   int64
 	order binary.ByteOrder
-	// tsres holds each interface's timestamp unit in ns.
+	// tsres holds each interface's timestamp unit in ns, names its name
+	// (the observer: "pktfate:ebpf").
 	tsres []int64
+	names []string
 }
 
 // next returns the next block, io.EOF at a clean end, or an error for a
@@ -78,7 +82,7 @@ func (n *ngReader) next() (*ngBlock, error) {
 		default:
 			return nil, fmt.Errorf("section header at byte offset %d has no byte-order magic", start)
 		}
-		n.tsres = nil
+		n.tsres, n.names = nil, nil
 	} else if n.order == nil {
 		return nil, fmt.Errorf("block at byte offset %d comes before any section header", start)
 	} else {
@@ -124,6 +128,7 @@ type packet struct {
 	time     time.Time
 	comments []string
 	id       *uint64
+	data     []byte // the captured bytes, from the LINUX_SLL2 header
 }
 
 func (n *ngReader) epb(b []byte) (*packet, error) {
@@ -141,6 +146,7 @@ func (n *ngReader) epb(b []byte) (*packet, error) {
 		return nil, fmt.Errorf("packet claims %d captured bytes, the block holds %d", capLen, len(b)-20)
 	}
 	p.time = time.Unix(0, int64(ts)*n.tsres[p.iface])
+	p.data = b[20 : 20+capLen]
 	err := n.options(b[20+padded:], func(code uint16, v []byte) {
 		switch code {
 		case optComment:
@@ -160,7 +166,11 @@ func (n *ngReader) idb(b []byte) error {
 		return errors.New("interface description block too short")
 	}
 	res := int64(1000) // microseconds, the default
+	name := ""
 	err := n.options(b[8:], func(code uint16, v []byte) {
+		if code == optIfName {
+			name = strings.TrimPrefix(string(v), "pktfate:")
+		}
 		if code == optTsresol && len(v) == 1 && v[0]&0x80 == 0 && v[0] <= 9 {
 			res = 1
 			for range 9 - int(v[0]) {
@@ -169,6 +179,7 @@ func (n *ngReader) idb(b []byte) error {
 		}
 	})
 	n.tsres = append(n.tsres, res)
+	n.names = append(n.names, name)
 	return err
 }
 
@@ -187,7 +198,7 @@ func (n *ngReader) isbComment(b []byte) (string, bool, error) {
 	return strings.Join(parts, ""), len(parts) > 0, err
 }
 
-func readPcapng(r *bufio.Reader) (*Result, error) {
+func readPcapng(r *bufio.Reader, opt Options) (*Result, error) {
 	res := &Result{Format: "pcapng", Schema: -1}
 	ng := &ngReader{r: r}
 	b := newBuilder()
@@ -242,13 +253,23 @@ func readPcapng(r *bufio.Reader) (*Result, error) {
 				continue
 			}
 			res.Records++
-			e := &fate.Event{Time: p.time, Fate: f, Reason: kv["reason"], Location: kv["location"],
-				Hook: kv["hook"], Family: kv["family"], Verdict: kv["nf_verdict"]}
+			e := packetEvent(p, ng.names[p.iface], f, kv)
+			var rec *fate.FateRecord
 			if v, ok := kv["verdict"]; ok {
 				correlated = true
-				b.fate(e, v, strings.Split(kv["observers"], "+"))
+				rec, err = packetFate(e, v, kv)
+				if err != nil {
+					damage(fmt.Errorf("packet comment: %w", err))
+					continue
+				}
+				b.fate(e, v, rec.Confirmations())
 			}
 			b.event(e)
+			if opt.Records != nil {
+				if err := opt.Records(Record{Event: e, Fate: rec}); err != nil {
+					return nil, errStop{err}
+				}
+			}
 		case blockISB:
 			c, ok, err := ng.isbComment(blk.body)
 			if err != nil {
@@ -276,3 +297,54 @@ func readPcapng(r *bufio.Reader) (*Result, error) {
 	res.Summary = b.finish(final)
 	return res, nil
 }
+
+// packetEvent rebuilds the event of a packet block: the comment's fate
+// and where, the LINUX_SLL2 header's EtherType and interface index, the
+// headers decoded from the bytes after it.
+func packetEvent(p *packet, observer string, f fate.Fate, kv map[string]string) *fate.Event {
+	e := &fate.Event{Source: observer, Time: p.time, Fate: f, Reason: kv["reason"], Location: kv["location"],
+		Hook: kv["hook"], Family: kv["family"], Verdict: kv["nf_verdict"], Ifname: kv["ifname"]}
+	if n, err := strconv.ParseUint(kv["netns"], 10, 32); err == nil {
+		e.Netns = uint32(n)
+	}
+	if len(p.data) >= sll2HeaderLen {
+		e.EtherType = binary.BigEndian.Uint16(p.data)
+		e.Ifindex = binary.BigEndian.Uint32(p.data[4:])
+		e.Data = p.data[sll2HeaderLen:]
+		fate.DecodePacket(&e.Packet, e.EtherType, e.Data, false)
+	}
+	e.Len = uint32(fate.WireLen(e))
+	return e
+}
+
+// packetFate rebuilds a fate record from a packet comment: its verdict,
+// the observers that saw it ("observers=ebpf+nf") and those that missed
+// or lost it ("missed=kmod:missed").
+func packetFate(e *fate.Event, verdict string, kv map[string]string) (*fate.FateRecord, error) {
+	r := &fate.FateRecord{Event: e}
+	var err error
+	if r.Verdict, err = parseVerdict(verdict); err != nil {
+		return nil, err
+	}
+	for _, o := range strings.Split(kv["observers"], "+") {
+		if o != "" {
+			r.Observers = append(r.Observers, fate.ObserverReport{Name: o, Status: fate.StatusSaw})
+		}
+	}
+	for _, m := range strings.Split(kv["missed"], ",") {
+		name, status, ok := strings.Cut(m, ":")
+		if !ok {
+			continue
+		}
+		st, err := parseStatus(status)
+		if err != nil {
+			return nil, err
+		}
+		r.Observers = append(r.Observers, fate.ObserverReport{Name: name, Status: st})
+	}
+	return r, nil
+}
+
+// sll2HeaderLen is the size of the LINUX_SLL2 pseudo-header pktfate writes
+// before each packet's network header.
+const sll2HeaderLen = 20

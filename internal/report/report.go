@@ -80,23 +80,53 @@ func (r *Result) DamageError() error {
 // pcapngMagic is the block type of a pcapng section header.
 var pcapngMagic = []byte{0x0a, 0x0d, 0x0d, 0x0a}
 
+// Options say what else to do while reading.
+type Options struct {
+	// Records, when set, receives every event and fate record read, in
+	// the file's order, with what the file holds of them: an NDJSON line
+	// has the packet's fields but not its bytes; a pcapng packet and a
+	// recording's event have the bytes too. An error it returns stops
+	// the reading and is returned.
+	Records func(Record) error
+}
+
+// Record is one event or one packet's fate record of a capture.
+type Record struct {
+	// Event is the event, or the fate record's event.
+	Event *fate.Event
+	// Fate is the fate record (nil for an event).
+	Fate *fate.FateRecord
+}
+
 // ReadFile reads a capture file ("-" is stdin). The error is for files
 // that cannot be read at all; damage after a readable start is in
 // Result.Damage.
-func ReadFile(path string) (*Result, error) {
+func ReadFile(path string) (*Result, error) { return ReadFileWith(path, Options{}) }
+
+// ReadFileWith is ReadFile with options.
+func ReadFileWith(path string, opt Options) (*Result, error) {
 	if path == "-" {
-		return Read(os.Stdin, "stdin")
+		return ReadWith(os.Stdin, "stdin", opt)
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("opening capture: %w", err)
 	}
 	defer f.Close()
-	return Read(f, path)
+	return ReadWith(f, path, opt)
 }
 
 // Read reads a capture from r; name names it in errors.
-func Read(r io.Reader, name string) (*Result, error) {
+func Read(r io.Reader, name string) (*Result, error) { return ReadWith(r, name, Options{}) }
+
+// errStop wraps the error of Options.Records.
+type errStop struct{ err error }
+
+func (e errStop) Error() string { return e.err.Error() }
+func (e errStop) Unwrap() error { return e.err }
+
+// ReadWith is Read with options.
+func ReadWith(r io.Reader, name string, opt Options) (*Result, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -108,11 +138,14 @@ func Read(r io.Reader, name string) (*Result, error) {
 	var res *Result
 	switch {
 	case bytes.Equal(head, pcapngMagic):
-		res, err = readPcapng(br)
+		res, err = readPcapng(br, opt)
 	case head[0] == '{':
-		res, err = readLines(br)
+		res, err = readLines(br, opt)
 	default:
 		return nil, fmt.Errorf("%s is neither NDJSON nor pcapng written by pktfate (it starts with %q)", name, head)
+	}
+	if stop := (errStop{}); errors.As(err, &stop) {
+		return nil, stop.err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -229,11 +262,11 @@ type lineHead struct {
 }
 
 // readLines reads NDJSON, or a recording when the first line is one.
-func readLines(r *bufio.Reader) (*Result, error) {
+func readLines(r *bufio.Reader, opt Options) (*Result, error) {
 	first, _ := r.Peek(min(r.Buffered(), 4096))
 	var h lineHead
 	if line, _, _ := bytes.Cut(first, []byte("\n")); json.Unmarshal(line, &h) == nil && h.Op != "" {
-		return readRecording(r)
+		return readRecording(r, opt)
 	}
 	res := &Result{Format: "ndjson", Schema: -1}
 	b := newBuilder()
@@ -255,7 +288,11 @@ func readLines(r *bufio.Reader) (*Result, error) {
 			damage("cut short: the file is truncated")
 			break
 		}
-		if why := readLine(res, b, &final, line); why != "" {
+		why, err := readLine(res, b, &final, line, opt)
+		if err != nil {
+			return nil, errStop{err}
+		}
+		if why != "" {
 			damage(why)
 		}
 	}
@@ -264,65 +301,109 @@ func readLines(r *bufio.Reader) (*Result, error) {
 }
 
 // readLine reads one NDJSON line into the builder; it returns what is
-// wrong with the line, or "".
-func readLine(res *Result, b *builder, final **fate.Summary, line []byte) string {
+// wrong with the line, or "", and the error of opt.Records.
+func readLine(res *Result, b *builder, final **fate.Summary, line []byte, opt Options) (string, error) {
 	var h lineHead
 	if err := json.Unmarshal(line, &h); err != nil {
-		return "not valid JSON: " + err.Error()
+		return "not valid JSON: " + err.Error(), nil
 	}
 	switch h.Type {
 	case fate.LineEvent:
 		var l fate.EventLine
 		if err := json.Unmarshal(line, &l); err != nil {
-			return "not an event line: " + err.Error()
+			return "not an event line: " + err.Error(), nil
 		}
 		e, err := eventOf(&l, line)
 		if err != nil {
-			return err.Error()
+			return err.Error(), nil
 		}
 		res.Records++
 		b.event(e)
+		if opt.Records != nil {
+			return "", opt.Records(Record{Event: e})
+		}
 	case fate.LineFate:
 		var l fate.FateLine
 		if err := json.Unmarshal(line, &l); err != nil {
-			return "not a fate line: " + err.Error()
+			return "not a fate line: " + err.Error(), nil
 		}
-		f, err := fate.ParseFate(l.Fate)
+		r, err := fateOf(&l)
 		if err != nil {
-			return err.Error()
-		}
-		var saw []string
-		for _, o := range l.Observers {
-			if o.Status == fate.StatusSaw.String() {
-				saw = append(saw, o.Name)
-			}
+			return err.Error(), nil
 		}
 		res.Records++
-		b.fate(&fate.Event{Time: l.Time.Time, Fate: f, Reason: l.Reason, Location: l.Location, Hook: l.Hook, Family: l.Family}, l.Verdict, saw)
+		b.fate(r.Event, l.Verdict, r.Confirmations())
+		if opt.Records != nil {
+			return "", opt.Records(Record{Event: r.Event, Fate: r})
+		}
 	case fate.LineSummary:
 		if res.HasSummary {
-			return "a second summary line"
+			return "a second summary line", nil
 		}
 		s, schema, err := summaryOf(line, h.Schema)
 		if err != nil {
-			return "the summary is damaged: " + err.Error()
+			return "the summary is damaged: " + err.Error(), nil
 		}
 		res.HasSummary, res.Schema, *final = true, schema, s
 	default:
-		return fmt.Sprintf("unknown line type %q", h.Type)
+		return fmt.Sprintf("unknown line type %q", h.Type), nil
 	}
-	return ""
+	return "", nil
+}
+
+// fateOf reads a fate line into a record as trace rendered it.
+func fateOf(l *fate.FateLine) (*fate.FateRecord, error) {
+	el := fate.EventLine{Type: fate.LineEvent, Time: l.Time, WhereFields: l.WhereFields, PacketFields: l.PacketFields}
+	e, err := el.Event()
+	if err != nil {
+		return nil, err
+	}
+	r := &fate.FateRecord{ID: l.ID, Event: e, Late: l.Late, Conflicts: l.Conflicts}
+	if r.Verdict, err = parseVerdict(l.Verdict); err != nil {
+		return nil, err
+	}
+	for _, o := range l.Observers {
+		st, err := parseStatus(o.Status)
+		if err != nil {
+			return nil, fmt.Errorf("observer %s: %w", o.Name, err)
+		}
+		rep := fate.ObserverReport{Name: o.Name, Status: st, Why: o.Why}
+		if st == fate.StatusSaw {
+			rep.Sighting = fate.Sighting{Observer: o.Name, Fate: e.Fate, Reason: o.Reason, Location: o.Location}
+			if e.Source == "" {
+				e.Source = o.Name
+			}
+		}
+		r.Observers = append(r.Observers, rep)
+	}
+	return r, nil
+}
+
+func parseVerdict(s string) (fate.Verdict, error) {
+	for v := fate.VerdictSingle; v <= fate.VerdictUnconfirmed; v++ {
+		if v.String() == s {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown verdict %q", s)
+}
+
+func parseStatus(s string) (fate.ObserverStatus, error) {
+	for st := fate.StatusNotRunning; st <= fate.StatusMissed; st++ {
+		if st.String() == s {
+			return st, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown status %q", s)
 }
 
 // eventOf reads an event line; a version 0 line names the netfilter
 // verdict "verdict".
 func eventOf(l *fate.EventLine, line []byte) (*fate.Event, error) {
-	f, err := fate.ParseFate(l.Fate)
+	e, err := l.Event()
 	if err != nil {
 		return nil, err
 	}
-	e := &fate.Event{Source: l.Source, Time: l.Time.Time, Fate: f, Reason: l.Reason, Location: l.Location,
-		Hook: l.Hook, Family: l.Family, Verdict: l.NFVerdict}
 	if e.Hook != "" && e.Verdict == "" {
 		var v0 struct {
 			Verdict string `json:"verdict"`
@@ -404,7 +485,7 @@ func legacyLoss(c fate.Counter) fate.Loss {
 
 // readRecording replays a recording (trace --record) through the
 // correlator and reports its fate records.
-func readRecording(r io.Reader) (*Result, error) {
+func readRecording(r io.Reader, opt Options) (*Result, error) {
 	rec, err := fate.ReadRecording(r)
 	res := &Result{Format: "recording", Schema: -1}
 	if err != nil {
@@ -414,9 +495,13 @@ func readRecording(r io.Reader) (*Result, error) {
 		res.Damage = append(res.Damage, Damage{Why: err.Error()})
 	}
 	b := newBuilder()
+	var stop error
 	c := fate.NewCorrelator(rec.Config(), func(f *fate.FateRecord) {
 		res.Records++
 		b.fate(f.Event, f.Verdict.String(), f.Confirmations())
+		if opt.Records != nil && stop == nil {
+			stop = opt.Records(Record{Event: f.Event, Fate: f})
+		}
 	})
 	events := 0
 	for _, s := range rec.Steps {
@@ -426,7 +511,11 @@ func readRecording(r io.Reader) (*Result, error) {
 	}
 	rec.Replay(c)
 	c.Flush()
+	if stop != nil {
+		return nil, errStop{stop}
+	}
 	b.events.Events = uint64(events)
+	b.fates = true // a recording correlates, with or without records
 	st := c.Stats()
 	b.fates = true // a correlation, even of nothing
 	res.Summary = b.finish(nil)
