@@ -143,10 +143,17 @@ const afPacket = 17
 // CopyReleased reports whether this free released a copy of a packet, not
 // the packet: a consume that leaves the data buffer referenced by another
 // skb (the original goes on: an xfrm policy's clone of a forwarded ICMP
-// error), or one held by a packet socket (a tap's copy). A drop is always
-// the packet's: some skb of it met its end there.
+// error, or the other receivers' clones of a multicast datagram), or one
+// held by a packet socket (a tap's copy). A drop is always the packet's:
+// some skb of it met its end there. TCP is left out of the first rule:
+// a segment sent over loopback or a veth shares its buffer with the
+// sender's retransmit queue until it is acknowledged, and its receiver's
+// skb is the packet itself.
 func (e *Event) CopyReleased() bool {
-	return e.Fate == FateConsume && (e.DataShared || e.SockFamily == afPacket)
+	if e.Fate != FateConsume {
+		return false
+	}
+	return e.SockFamily == afPacket || (e.DataShared && e.Packet.Proto != "tcp")
 }
 
 // Clone returns a deep copy of e that the caller may keep.

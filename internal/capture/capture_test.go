@@ -249,3 +249,18 @@ func TestOnTick(t *testing.T) {
 		}
 	}
 }
+
+// TestTCPSharedIsAFate: a TCP segment received over a veth shares its
+// buffer with the sender's retransmit queue; its consume is the segment's
+// own fate, not a copy's.
+func TestTCPSharedIsAFate(t *testing.T) {
+	seg := udp4(fate.FateConsume, "", 80)
+	seg.Packet.Proto, seg.DataShared = "tcp", true
+	sum, _, err := run(t, Config{}, &fakeSource{events: []fate.Event{seg}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Consumed != 1 || sum.Ignored["copies_released"] != 0 {
+		t.Errorf("consumed %d, ignored %v: the TCP segment must count", sum.Consumed, sum.Ignored)
+	}
+}
