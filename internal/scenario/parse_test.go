@@ -13,7 +13,7 @@ import (
 
 // TestParseLibrary parses every scenario of the library.
 func TestParseLibrary(t *testing.T) {
-	scenarios, err := Load([]string{"../../testdata/scenarios"})
+	scenarios, err := Load([]string{"../../testdata/scenarios"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestParseGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Name != "broken-expectation" || s.Trace != "server" || len(s.Namespaces) != 2 || len(s.Veths) != 1 {
+	if s.Name != "broken-expectation" || strings.Join(s.Trace, ",") != "server" || len(s.Namespaces) != 2 || len(s.Veths) != 1 {
 		t.Fatalf("parsed %+v", s)
 	}
 	v := s.Veths[0]
@@ -73,7 +73,7 @@ expect:
 		strings.Join(got.Reasons, ",") != "IP_INHDR,NOT_SPECIFIED" || *got.Match.ICMPType != 128 {
 		t.Errorf("expectation %+v", got)
 	}
-	if s.Timeout.Seconds() != 5 || s.Traffic[0].Count != 1 || s.Namespaces[0].Sysctls[0] != (Sysctl{"net.ipv4.ip_forward", "1"}) {
+	if s.Timeout.Seconds() != 5 || s.Traffic[0].Count != 1 || s.Namespaces[0].Sysctls[0] != (Sysctl{Key: "net.ipv4.ip_forward", Value: "1"}) {
 		t.Errorf("defaults %+v", s)
 	}
 	if c := s.Rules[0].Commands[0]; strings.Join(c, " ") != "-A INPUT -p udp -j DROP" || len(c) != 6 {
@@ -126,14 +126,14 @@ func TestParseBad(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
-	_, err := Load([]string{"testdata/bad"})
+	_, err := Load([]string{"testdata/bad"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "testdata/bad/syntax.yaml:") || !strings.Contains(err.Error(), "testdata/bad/several.yaml:") {
 		t.Errorf("Load of a directory of bad files: %v", err)
 	}
-	if _, err := Load([]string{"testdata/nonexistent.yaml"}); err == nil || !strings.Contains(err.Error(), "testdata/nonexistent.yaml: reading scenario: no such file") {
+	if _, err := Load([]string{"testdata/nonexistent.yaml"}, nil); err == nil || !strings.Contains(err.Error(), "testdata/nonexistent.yaml: reading scenario: no such file") {
 		t.Errorf("missing file: %v", err)
 	}
-	if _, err := Load([]string{"testdata/broken-expectation.yaml", "testdata/broken-expectation.yaml"}); err == nil || !strings.Contains(err.Error(), "is also the name of") {
+	if _, err := Load([]string{"testdata/broken-expectation.yaml", "testdata/broken-expectation.yaml"}, nil); err == nil || !strings.Contains(err.Error(), "is also the name of") {
 		t.Errorf("duplicate names: %v", err)
 	}
 }
