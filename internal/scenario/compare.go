@@ -54,10 +54,6 @@ type Env struct {
 	// Kernel is the release the scenario ran on (for expectations limited
 	// to some kernels; "" applies all of them).
 	Kernel string
-	// Reasons are the kernel's drop reason names: an expectation's list
-	// of reasons is in order of preference, the first the kernel has is
-	// required (nil: the first).
-	Reasons []string
 	// Summary is the capture's ledger once it has ended (nil before).
 	Summary *CaptureSummary
 }
@@ -79,7 +75,7 @@ func (x *Expectation) satisfies(o *Observed, env Env) bool {
 	if o.Fate != x.Fate {
 		return false
 	}
-	if len(x.Reasons) > 0 && o.Reason != x.reasonOn(env) {
+	if len(x.Reasons) > 0 && !slices.Contains(x.Reasons, o.Reason) {
 		return false
 	}
 	if len(x.Functions) > 0 && !slices.Contains(x.Functions, o.Function) {
@@ -112,20 +108,6 @@ func (x *Expectation) satisfies(o *Observed, env Env) bool {
 	return true
 }
 
-// reasonOn is the reason a packet must carry: the first of Reasons the
-// kernel names (the list is in order of preference), or the first when
-// the kernel's names are not known.
-func (x *Expectation) reasonOn(env Env) string {
-	if env.Reasons != nil {
-		for _, r := range x.Reasons {
-			if slices.Contains(env.Reasons, r) {
-				return r
-			}
-		}
-	}
-	return x.Reasons[0]
-}
-
 // Group is a set of packets that met the same fate.
 type Group struct {
 	Fate     string `json:"fate"`
@@ -133,8 +115,10 @@ type Group struct {
 	Hook     string `json:"hook,omitempty"`
 	Family   string `json:"family,omitempty"`
 	Function string `json:"location,omitempty"`
-	// Netns is set for scenarios that trace several namespaces.
-	Netns     string   `json:"netns,omitempty"`
+	// Netns is the scenario's name of the namespace ("" when unknown).
+	Netns string `json:"netns,omitempty"`
+	// Iface is the interface the packets were on ("" when unknown).
+	Iface     string   `json:"iface,omitempty"`
 	Observers []string `json:"observers,omitempty"`
 	// Blind lists the running observers blind to these packets.
 	Blind []string `json:"blind,omitempty"`
@@ -142,15 +126,21 @@ type Group struct {
 }
 
 func (g Group) key() string {
-	return g.Fate + "/" + g.Reason + "/" + g.Hook + "/" + g.Family + "/" + g.Function + "/" + g.Netns
+	return g.Fate + "/" + g.Reason + "/" + g.Hook + "/" + g.Family + "/" + g.Function + "/" + g.Netns + "/" + g.Iface
 }
 
 // same tells whether a group seen now is the fate a baseline group
-// recorded; a baseline written before families were recorded matches
-// any family.
+// recorded; a baseline written before families and interfaces were
+// recorded matches any.
 func (g Group) same(base Group) bool {
 	if base.Family == "" && base.Hook != "" {
 		g.Family = ""
+	}
+	if base.Iface == "" {
+		g.Iface = ""
+	}
+	if base.Netns == "" {
+		g.Netns = ""
 	}
 	return g.key() == base.key()
 }
@@ -173,19 +163,19 @@ func (g Group) String() string {
 	if g.Netns != "" {
 		s += " in netns " + g.Netns
 	}
+	if g.Iface != "" {
+		s += " on " + g.Iface
+	}
 	return s
 }
 
-// Summarise groups packets by fate, reason, hook, family, function (and,
-// with byNetns, namespace), most frequent first.
-func Summarise(obs []*Observed, byNetns bool) []Group {
+// Summarise groups packets by fate, reason, hook, family, function,
+// namespace and interface, most frequent first.
+func Summarise(obs []*Observed) []Group {
 	idx := map[string]int{}
 	var out []Group
 	for _, o := range obs {
-		g := Group{Fate: o.Fate, Reason: o.Reason, Hook: o.Hook, Family: o.Family, Function: o.Function}
-		if byNetns {
-			g.Netns = o.Netns
-		}
+		g := Group{Fate: o.Fate, Reason: o.Reason, Hook: o.Hook, Family: o.Family, Function: o.Function, Netns: o.Netns, Iface: o.Iface}
 		i, ok := idx[g.key()]
 		if !ok {
 			i = len(out)
@@ -304,7 +294,7 @@ func Check(s *Scenario, obs []*Observed, env Env, base *BaselineScenario, baseKe
 				blind[name] = why
 			}
 		}
-		groups := Summarise(selected, s.TracesSeveral())
+		groups := Summarise(selected)
 		if groups == nil {
 			groups = []Group{}
 		}
@@ -317,12 +307,12 @@ func Check(s *Scenario, obs []*Observed, env Env, base *BaselineScenario, baseKe
 		switch {
 		case !ok && gap:
 			res.Gaps = append(res.Gaps, Gap{Expectation: x.Name, Why: x.Gap.Why,
-				Detail: fmt.Sprintf("for %s expected %s; %d did, %s", x.Match, x.want(env), n, describe(groups))})
+				Detail: fmt.Sprintf("for %s expected %s; %d did, %s", x.Match, x.Want(), n, describe(groups))})
 		case !ok:
 			res.Regressions = append(res.Regressions, fmt.Sprintf("%s: for %s expected %s; %d did, %s",
-				x.Name, x.Match, x.want(env), n, describe(groups)))
+				x.Name, x.Match, x.Want(), n, describe(groups)))
 		case gap:
-			res.GapsClosed = append(res.GapsClosed, fmt.Sprintf("%s: holds now (%d × %s): remove its known_gap (%s)", x.Name, n, x.want(env), x.Gap.Why))
+			res.GapsClosed = append(res.GapsClosed, fmt.Sprintf("%s: holds now (%d × %s): remove its known_gap (%s)", x.Name, n, x.Want(), x.Gap.Why))
 		}
 		res.Notes = append(res.Notes, x.unchecked(env, blind)...)
 		if base != nil {
@@ -423,7 +413,7 @@ func compareBaseline(res *Result, name string, now, then []Group, kernel string,
 		// The closest new group: same fate, then same function or hook.
 		best, score := -1, -1
 		for i, a := range added {
-			if used[i] || a.Fate != b.Fate || a.Netns != b.Netns {
+			if used[i] || a.Fate != b.Fate || b.Netns != "" && a.Netns != b.Netns {
 				continue
 			}
 			sc := 0

@@ -2,7 +2,6 @@ package scenario
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,7 +14,9 @@ import (
 )
 
 // listen opens a listener inside its namespace; the returned closer stops
-// it (and closes the connections it holds).
+// it (and closes the connections it holds). Its reading and accepting
+// goroutines run on threads inside the namespace, as a process there
+// would: pktfate may take a packet's namespace from the task reading it.
 func listen(ns *netns.NS, l Listener) (io.Closer, error) {
 	lc := net.ListenConfig{Control: sockOpts(l.Addr.Addr().Is6(), 0, l.RcvBuf)}
 	var c io.Closer
@@ -27,14 +28,14 @@ func listen(ns *netns.NS, l Listener) (io.Closer, error) {
 			}
 			c = pc
 			if l.Mode == ModeRead {
-				go func() {
+				go inNetns(ns, func() {
 					buf := make([]byte, 65536)
 					for {
 						if _, _, err := pc.ReadFrom(buf); err != nil {
 							return
 						}
 					}
-				}()
+				})
 			}
 			return nil
 		}
@@ -42,7 +43,7 @@ func listen(ns *netns.NS, l Listener) (io.Closer, error) {
 		if err != nil {
 			return err
 		}
-		t := &tcpListener{ln: ln.(*net.TCPListener)}
+		t := &tcpListener{ln: ln.(*net.TCPListener), ns: ns}
 		c = t
 		if l.Backlog >= 0 {
 			// listen(2) again on a listening socket sets its backlog.
@@ -52,7 +53,7 @@ func listen(ns *netns.NS, l Listener) (io.Closer, error) {
 			}
 		}
 		if l.Mode != ModeNone {
-			go t.serve(l.Mode)
+			go inNetns(ns, func() { t.serve(l.Mode) })
 		}
 		return nil
 	})
@@ -65,6 +66,7 @@ func listen(ns *netns.NS, l Listener) (io.Closer, error) {
 // tcpListener accepts connections and treats them as its mode says.
 type tcpListener struct {
 	ln    *net.TCPListener
+	ns    *netns.NS
 	mu    sync.Mutex
 	conns []*net.TCPConn
 	done  bool
@@ -105,7 +107,7 @@ func (t *tcpListener) serve(mode string) {
 		switch mode {
 		case ModeRead:
 			if t.keep(c) {
-				go func() { io.Copy(io.Discard, c); c.Close() }()
+				go inNetns(t.ns, func() { io.Copy(io.Discard, c); c.Close() })
 			}
 		case ModeHold:
 			if !t.keep(c) {
@@ -115,15 +117,15 @@ func (t *tcpListener) serve(mode string) {
 			c.Close()
 		case ModeReset:
 			if t.keep(c) {
-				go resetAfterData(c)
+				go inNetns(t.ns, func() { resetAfterData(c) })
 			}
 		}
 	}
 }
 
 // resetAfterData waits (up to 3 s) until data is queued on the connection,
-// then closes it without reading, lingering 0 s: the kernel answers with
-// a reset.
+// then closes it without reading (not even a peek, which would copy the
+// data to user space), lingering 0 s: the kernel answers with a reset.
 func resetAfterData(c *net.TCPConn) {
 	defer c.Close()
 	rc, err := c.SyscallConn()
@@ -131,12 +133,17 @@ func resetAfterData(c *net.TCPConn) {
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	buf := make([]byte, 1)
 	rc.Read(func(fd uintptr) bool {
-		_, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return !errors.Is(err, unix.EAGAIN)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err != nil || n > 0
 	})
 	c.SetLinger(0)
+}
+
+// inNetns runs f on a thread inside the namespace.
+func inNetns(ns *netns.NS, f func()) {
+	ns.Do(func() error { f(); return nil })
 }
 
 func (t *tcpListener) Close() error {

@@ -182,6 +182,48 @@ func ipv4Fragment(src, dst netip.Addr, proto uint8, ttl int, id uint16, offset i
 	return b
 }
 
+// ipv6Packet builds an IPv6 packet without extension headers.
+func ipv6Packet(src, dst netip.Addr, proto uint8, hops int, data []byte) []byte {
+	b := make([]byte, ipv6.HeaderLen+len(data))
+	b[0] = 6 << 4
+	binary.BigEndian.PutUint16(b[4:], uint16(len(data)))
+	b[6] = proto
+	b[7] = byte(hops)
+	copy(b[8:24], src.AsSlice())
+	copy(b[24:40], dst.AsSlice())
+	copy(b[40:], data)
+	return b
+}
+
+// ipPacket builds a whole, unfragmented IP packet.
+func ipPacket(src, dst netip.Addr, proto uint8, ttl int, data []byte) []byte {
+	if ttl == 0 {
+		ttl = 64
+	}
+	if dst.Is6() {
+		return ipv6Packet(src, dst, proto, ttl, data)
+	}
+	return ipv4Fragment(src, dst, proto, ttl, uint16(rand.Uint32())|1, 0, false, data)
+}
+
+// sendRawL4 sends transport segments in whole IP packets through an
+// IPPROTO_RAW socket (one that receives nothing: a raw socket of the
+// transport's protocol would get, and in the end purge, a copy of every
+// packet of that protocol arriving in the namespace).
+func sendRawL4(ns *netns.NS, src, dst netip.Addr, proto uint8, ttl int, segs [][]byte, note func(error)) error {
+	raw, err := openRawIP(ns, dst.Is6())
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	for _, seg := range segs {
+		if err := raw.send(dst, ipPacket(src, dst, proto, ttl, seg)); err != nil {
+			note(err)
+		}
+	}
+	return nil
+}
+
 // ipv6Fragment builds an IPv6 packet with a fragment header carrying one
 // fragment.
 func ipv6Fragment(src, dst netip.Addr, proto uint8, hops int, id uint32, offset int, more bool, data []byte) []byte {
@@ -259,44 +301,19 @@ func sendFragments(ctx context.Context, ns *netns.NS, t Traffic, payload []byte,
 // sendTCPSegments sends raw TCP segments with the traffic's flags, from
 // rawSport and a random sequence number: no connection exists for them.
 func sendTCPSegments(ctx context.Context, ns *netns.NS, t Traffic, payload []byte, note func(error)) error {
-	v6 := t.To.Addr().Is6()
-	network := map[bool]string{false: "ip4:tcp", true: "ip6:tcp"}[v6]
-	var pc net.PacketConn
 	var src netip.Addr
-	err := ns.Do(func() error {
-		var err error
-		if src, err = sourceAddr(t); err != nil {
-			return err
-		}
-		pc, err = net.ListenPacket(network, src.String())
+	if err := ns.Do(func() (err error) { src, err = sourceAddr(t); return err }); err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("opening a raw TCP socket in %s: %w", t.From, err)
-	}
-	defer pc.Close()
-	if t.TTL > 0 {
-		if v6 {
-			err = ipv6.NewPacketConn(pc).SetHopLimit(t.TTL)
-		} else {
-			err = ipv4.NewPacketConn(pc).SetTTL(t.TTL)
-		}
-		if err != nil {
-			return fmt.Errorf("setting the TTL: %w", err)
-		}
 	}
 	data := payload
 	if t.TCPFlags&0x02 != 0 {
 		data = nil // a SYN carries no data here
 	}
-	dst := &net.IPAddr{IP: t.To.Addr().AsSlice()}
+	var segs [][]byte
 	for i := 0; i < t.Count && ctx.Err() == nil; i++ {
-		seg := tcpSegment(netip.AddrPortFrom(src, rawSport), t.To, rand.Uint32(), 0, t.TCPFlags, data)
-		if _, err := pc.WriteTo(seg, dst); err != nil {
-			note(err)
-		}
+		segs = append(segs, tcpSegment(netip.AddrPortFrom(src, rawSport), t.To, rand.Uint32(), 0, t.TCPFlags, data))
 	}
-	return nil
+	return sendRawL4(ns, src, t.To.Addr(), unix.IPPROTO_TCP, t.TTL, segs, note)
 }
 
 // TCP_REPAIR_QUEUE values (include/uapi/linux/tcp.h).
@@ -309,7 +326,7 @@ const (
 // sequence number is 2^30 past the next one the peer expects: far outside
 // any receive window. The connection's sequence numbers are read in
 // repair mode (TCP_REPAIR, which needs CAP_NET_ADMIN).
-func sendOutOfWindow(ctx context.Context, ns *netns.NS, conn *net.TCPConn, payload []byte) error {
+func sendOutOfWindow(ns *netns.NS, conn *net.TCPConn, payload []byte) error {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return err
@@ -330,7 +347,10 @@ func sendOutOfWindow(ctx context.Context, ns *netns.NS, conn *net.TCPConn, paylo
 				break
 			}
 		}
-		if err := unix.SetsockoptInt(f, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0); serr == nil {
+		// TCP_REPAIR_OFF_NO_WP: leave repair mode without the window
+		// probe TCP_REPAIR_OFF sends (an old-sequence segment the peer
+		// would drop too).
+		if err := unix.SetsockoptInt(f, unix.IPPROTO_TCP, unix.TCP_REPAIR, -1); serr == nil {
 			serr = err
 		}
 	})
@@ -345,12 +365,9 @@ func sendOutOfWindow(ctx context.Context, ns *netns.NS, conn *net.TCPConn, paylo
 	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	seg := tcpSegment(local, remote, uint32(snd)+1<<30, uint32(rcv), 0x18, payload) // PSH ACK
-	network := map[bool]string{false: "ip4:tcp", true: "ip6:tcp"}[remote.Addr().Is6()]
-	var pc net.PacketConn
-	if err := ns.Do(func() (err error) { pc, err = net.ListenPacket(network, local.Addr().String()); return err }); err != nil {
-		return fmt.Errorf("opening a raw TCP socket: %w", err)
+	var serr2 error
+	if err := sendRawL4(ns, local.Addr(), remote.Addr(), unix.IPPROTO_TCP, 0, [][]byte{seg}, func(e error) { serr2 = e }); err != nil {
+		return err
 	}
-	defer pc.Close()
-	_, err = pc.WriteTo(seg, &net.IPAddr{IP: remote.Addr().AsSlice()})
-	return err
+	return serr2
 }

@@ -224,17 +224,23 @@ func (c *collector) nowhereNotes(s *Scenario) []string {
 		}
 		if len(selected) > 0 {
 			notes = append(notes, fmt.Sprintf("%s: left out %d packets it selects whose namespace the sources could not name (tracing several namespaces, the runner keeps the traced ones): %s",
-				x.Name, len(selected), describe(Summarise(selected, false))))
+				x.Name, len(selected), describe(Summarise(selected))))
 		}
 	}
 	return notes
+}
+
+// namedListener is a listener a traffic step can close.
+type namedListener struct {
+	io.Closer
+	netns string
 }
 
 // topology is a scenario's namespaces, created by build.
 type topology struct {
 	ns        map[string]*netns.NS
 	order     []*netns.NS
-	listeners map[string]io.Closer
+	listeners map[string]namedListener
 	closers   []io.Closer
 }
 
@@ -250,9 +256,10 @@ func (t *topology) Close() error {
 }
 
 // build creates the scenario's network, in the order of docs/scenarios.md:
-// namespaces, veth pairs, devices, sysctls, routes, rules, listeners.
+// namespaces, veth pairs, sysctls, devices (and the sysctls of their
+// interfaces), routes, rules, listeners.
 func (r *Runner) build(ctx context.Context, s *Scenario) (_ *topology, err error) {
-	top := &topology{ns: map[string]*netns.NS{}, listeners: map[string]io.Closer{}}
+	top := &topology{ns: map[string]*netns.NS{}, listeners: map[string]namedListener{}}
 	defer func() {
 		if err != nil {
 			top.Close()
@@ -277,6 +284,20 @@ func (r *Runner) build(ctx context.Context, s *Scenario) (_ *topology, err error
 			}
 		}
 	}
+	// Sysctls once the veth pairs exist, so that defaults (such as
+	// net.ipv6.conf.default.*) apply to the devices; a key that does not
+	// exist yet (one of a device's interfaces) is set after the devices.
+	later := map[string][]Sysctl{}
+	for _, n := range s.Namespaces {
+		for _, sc := range n.Sysctls {
+			err := top.ns[n.Name].Sysctl(sc.Key, sc.Value)
+			if errors.Is(err, fs.ErrNotExist) {
+				later[n.Name] = append(later[n.Name], sc)
+			} else if err != nil {
+				return nil, fmt.Errorf("namespace %s: %w", n.Name, err)
+			}
+		}
+	}
 	for _, d := range s.Devices {
 		if err := addDevice(ctx, top.ns[d.Netns], d); err != nil {
 			return nil, fmt.Errorf("namespace %s: %w", d.Netns, err)
@@ -284,7 +305,7 @@ func (r *Runner) build(ctx context.Context, s *Scenario) (_ *topology, err error
 	}
 	for _, n := range s.Namespaces {
 		ns := top.ns[n.Name]
-		for _, sc := range n.Sysctls {
+		for _, sc := range later[n.Name] {
 			err := ns.Sysctl(sc.Key, sc.Value)
 			if err != nil && sc.Optional && errors.Is(err, fs.ErrNotExist) {
 				r.logf("%s: namespace %s has no sysctl %s: skipped", s.Name, n.Name, sc.Key)
@@ -325,7 +346,7 @@ func (r *Runner) build(ctx context.Context, s *Scenario) (_ *topology, err error
 		}
 		top.closers = append(top.closers, c)
 		if l.Name != "" {
-			top.listeners[l.Name] = c
+			top.listeners[l.Name] = namedListener{Closer: c, netns: l.Netns}
 		}
 	}
 	return top, nil
@@ -367,7 +388,7 @@ func addDevice(ctx context.Context, ns *netns.NS, d Device) error {
 // run builds the scenario's namespaces, traces the ones named by Trace
 // while the traffic is sent, and returns what was seen.
 func (r *Runner) run(ctx context.Context, s *Scenario) ([]*Observed, Env, []string, error) {
-	env := Env{Kernel: r.Release, Reasons: r.Reasons}
+	env := Env{Kernel: r.Release}
 	var notes []string
 	for _, rule := range s.Rules {
 		if err := ToolAvailable(rule.Tool); err != nil {
@@ -461,7 +482,10 @@ func (r *Runner) send(ctx context.Context, s *Scenario, top *topology) ([]string
 	var notes []string
 	for _, t := range s.Traffic {
 		if t.Close != "" {
-			if err := top.listeners[t.Close].Close(); err != nil {
+			// Closed by a thread of the listener's namespace, as its
+			// process would.
+			l := top.listeners[t.Close]
+			if err := top.ns[l.netns].Do(l.Close); err != nil {
 				return notes, fmt.Errorf("closing listener %s: %w", t.Close, err)
 			}
 			continue

@@ -43,10 +43,19 @@ func sockOpts(v6 bool, ttl, rcvbuf int) func(network, address string, c syscall.
 	}
 }
 
-// send sends one traffic item. Errors the network returns to the sender
-// (refused, unreachable, EPERM from a local rule) are expected outcomes:
-// they are returned as notes, not errors.
+// send sends one traffic item, from a thread inside the sender's
+// namespace. Errors the network returns to the sender (refused,
+// unreachable, EPERM from a local rule) are expected outcomes: they are
+// returned as notes, not errors.
 func send(ctx context.Context, ns *netns.NS, t Traffic) (notes []string, err error) {
+	derr := ns.Do(func() error {
+		notes, err = sendHere(ctx, ns, t)
+		return nil
+	})
+	return notes, errors.Join(err, derr)
+}
+
+func sendHere(ctx context.Context, ns *netns.NS, t Traffic) (notes []string, err error) {
 	payload := make([]byte, t.Size)
 	copy(payload, "pktfate check")
 	note := func(e error) {
@@ -124,8 +133,7 @@ func sendTCP(ctx context.Context, ns *netns.NS, t Traffic, payload []byte, note 
 // tcpData sends the payload on an open connection as the data mode says.
 func tcpData(ctx context.Context, ns *netns.NS, t Traffic, conn *net.TCPConn, payload []byte) error {
 	conn.SetDeadline(time.Now().Add(3 * time.Second))
-	switch t.Data {
-	case DataAfterPeerClose:
+	if t.Data == DataAfterPeerClose {
 		// The peer's FIN makes a read return io.EOF.
 		if _, err := io.Copy(io.Discard, conn); err != nil {
 			return fmt.Errorf("waiting for the peer to close: %w", err)
@@ -134,8 +142,14 @@ func tcpData(ctx context.Context, ns *netns.NS, t Traffic, conn *net.TCPConn, pa
 	if _, err := conn.Write(payload); err != nil {
 		return err
 	}
-	if t.Data == DataOutOfWindow {
-		return sendOutOfWindow(ctx, ns, conn, payload)
+	switch t.Data {
+	case DataOutOfWindow:
+		return sendOutOfWindow(ns, conn, payload)
+	case DataRequest:
+		// Until the peer closes (EOF) or resets (an error) the connection.
+		if _, err := io.Copy(io.Discard, conn); err != nil {
+			return fmt.Errorf("reading the answer: %w", err)
+		}
 	}
 	return nil
 }
@@ -193,33 +207,19 @@ func addrOrAny(a netip.Addr, v6 bool) string {
 // sendBadUDP sends UDP datagrams through a raw socket, with the checksum
 // of the right one inverted.
 func sendBadUDP(ctx context.Context, ns *netns.NS, t Traffic, payload []byte, note func(error)) error {
-	v6 := t.To.Addr().Is6()
-	network := map[bool]string{false: "ip4:udp", true: "ip6:udp"}[v6]
-	var pc net.PacketConn
 	var src netip.Addr
-	err := ns.Do(func() error {
-		var err error
-		if src, err = sourceAddr(t); err != nil {
-			return err
-		}
-		pc, err = net.ListenPacket(network, src.String())
+	if err := ns.Do(func() (err error) { src, err = sourceAddr(t); return err }); err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("opening a raw UDP socket in %s: %w", t.From, err)
 	}
-	defer pc.Close()
 	b := udpDatagram(src, t.To, rawSport, payload)
 	b[6] ^= 0x5a
 	b[7] ^= 0x5a
 	if b[6] == 0 && b[7] == 0 {
 		b[7] = 1 // zero would mean "no checksum" over IPv4
 	}
-	dst := &net.IPAddr{IP: t.To.Addr().AsSlice()}
+	var segs [][]byte
 	for i := 0; i < t.Count && ctx.Err() == nil; i++ {
-		if _, err := pc.WriteTo(b, dst); err != nil {
-			note(err)
-		}
+		segs = append(segs, b)
 	}
-	return nil
+	return sendRawL4(ns, src, t.To.Addr(), unix.IPPROTO_UDP, t.TTL, segs, note)
 }

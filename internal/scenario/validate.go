@@ -171,7 +171,7 @@ var (
 	lineRE      = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 	obsNames    = []string{"ebpf", "nf", "dropmon", "kmod"}
 	listenModes = []string{ModeRead, ModeNone, ModeHold, ModeClose, ModeReset}
-	dataModes   = []string{DataNow, DataAfterPeerClose, DataOutOfWindow}
+	dataModes   = []string{DataNow, DataRequest, DataAfterPeerClose, DataOutOfWindow}
 )
 
 // validator turns a rawScenario into a Scenario, one section at a time,
