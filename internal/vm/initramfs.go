@@ -25,6 +25,10 @@ var GuestModules = []string{
 	// vishvananda/netlink's NewHandle opens NETLINK_XFRM sockets too; the
 	// guests have no modprobe, so nothing is autoloaded on demand.
 	"xfrm_user", "dummy", "sch_ingress", "cls_bpf", "act_bpf",
+	// The scenario library's bridges and VXLAN tunnels (cmd/pktfate
+	// TestCheckLibrary; nft_meta_bridge for rules of the bridge family).
+	// br_netfilter stays out: the guests bridge without it.
+	"bridge", "nft_meta_bridge", "vxlan",
 }
 
 // guest paths
