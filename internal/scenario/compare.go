@@ -305,18 +305,18 @@ func Check(s *Scenario, obs []*Observed, env Env, base *BaselineScenario, baseKe
 		}
 		gap := x.GapOn(env.Kernel)
 		switch {
-		case !ok && gap:
-			res.Gaps = append(res.Gaps, Gap{Expectation: x.Name, Why: x.Gap.Why,
+		case !ok && gap != nil:
+			res.Gaps = append(res.Gaps, Gap{Expectation: x.Name, Why: gap.Why,
 				Detail: fmt.Sprintf("for %s expected %s; %d did, %s", x.Match, x.Want(), n, describe(groups))})
 		case !ok:
 			res.Regressions = append(res.Regressions, fmt.Sprintf("%s: for %s expected %s; %d did, %s",
 				x.Name, x.Match, x.Want(), n, describe(groups)))
-		case gap:
-			res.GapsClosed = append(res.GapsClosed, fmt.Sprintf("%s: holds now (%d × %s): remove its known_gap (%s)", x.Name, n, x.Want(), x.Gap.Why))
+		case gap != nil:
+			res.GapsClosed = append(res.GapsClosed, fmt.Sprintf("%s: holds now (%d × %s): remove its known_gap for this kernel (%s)", x.Name, n, x.Want(), gap.Why))
 		}
 		res.Notes = append(res.Notes, x.unchecked(env, blind)...)
 		if base != nil {
-			compareBaseline(res, x.Name, groups, base.Observed[x.Name], baseKernel, gap)
+			compareBaseline(res, x.Name, groups, base.Observed[x.Name], baseKernel, gap != nil)
 		}
 	}
 	if s.Complete && env.Summary != nil {

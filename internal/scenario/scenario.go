@@ -233,9 +233,10 @@ type Expectation struct {
 	ConfirmedBy []string
 	// Kernel limits the expectation to some kernels (nil: every one).
 	Kernel *KernelRange
-	// Gap marks the expectation as a known gap: what is right, which
-	// pktfate does not meet yet (on the kernels of Gap.Kernel).
-	Gap *KnownGap
+	// Gaps mark the expectation as a known gap: what is right, which
+	// pktfate does not meet yet, each on the kernels of its Kernel (the
+	// first that applies to a kernel is its gap).
+	Gaps []KnownGap
 }
 
 // KnownGap says why an expectation is not met yet, and on which kernels.
@@ -249,9 +250,15 @@ type KnownGap struct {
 	Kernel *KernelRange
 }
 
-// GapOn tells whether the expectation is a known gap on a kernel release.
-func (x *Expectation) GapOn(release string) bool {
-	return x.Gap != nil && x.Gap.Kernel.Contains(release)
+// GapOn returns the expectation's known gap on a kernel release (nil:
+// it must hold there).
+func (x *Expectation) GapOn(release string) *KnownGap {
+	for i := range x.Gaps {
+		if x.Gaps[i].Kernel.Contains(release) {
+			return &x.Gaps[i]
+		}
+	}
+	return nil
 }
 
 // KernelRange is a comparison with a kernel version: ">=6.3", "<6.3".

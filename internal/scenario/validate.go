@@ -119,7 +119,7 @@ type rawExpect struct {
 	MinCount    *int       `yaml:"min_count"`
 	ConfirmedBy []string   `yaml:"confirmed_by"`
 	Kernel      string     `yaml:"kernel"`
-	KnownGap    *rawGap    `yaml:"known_gap"`
+	KnownGap    rawGaps    `yaml:"known_gap"`
 }
 
 type rawMatch struct {
@@ -132,7 +132,27 @@ type rawMatch struct {
 	TCPFlags string `yaml:"tcp_flags"`
 }
 
-// rawGap is a known gap: a sentence (every kernel), or why: and kernel:.
+// rawGaps are known gaps: a sentence (every kernel), a mapping with why:
+// and kernel:, or a list of such mappings (a gap per kernel range).
+type rawGaps []rawGap
+
+func (g *rawGaps) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.SequenceNode {
+		var l []rawGap
+		if err := n.Decode(&l); err != nil {
+			return err
+		}
+		*g = l
+		return nil
+	}
+	var one rawGap
+	if err := n.Decode(&one); err != nil {
+		return err
+	}
+	*g = rawGaps{one}
+	return nil
+}
+
 type rawGap struct {
 	Why    string `yaml:"why"`
 	Kernel string `yaml:"kernel"`
@@ -727,18 +747,25 @@ func (v *validator) expect(p string, i int, re rawExpect, names map[string]bool)
 		}
 		x.Kernel = k
 	}
-	if g := re.KnownGap; g != nil {
-		x.Gap = &KnownGap{Why: strings.TrimSpace(g.Why)}
-		if x.Gap.Why == "" {
-			v.errf(p+".known_gap", "say why pktfate does not meet the expectation yet (and, with kernel:, where)")
+	for j, g := range re.KnownGap {
+		gp := p + ".known_gap"
+		if len(re.KnownGap) > 1 {
+			gp = fmt.Sprintf("%s.known_gap.%d", p, j)
+		}
+		kg := KnownGap{Why: strings.TrimSpace(g.Why)}
+		if kg.Why == "" {
+			v.errf(gp, "say why pktfate does not meet the expectation yet (and, with kernel:, where)")
 		}
 		if g.Kernel != "" {
 			k, err := parseKernelRange(g.Kernel)
 			if err != nil {
-				v.errf(p+".known_gap.kernel", "%q: %v", g.Kernel, err)
+				v.errf(gp+".kernel", "%q: %v", g.Kernel, err)
 			}
-			x.Gap.Kernel = k
+			kg.Kernel = k
+		} else if j < len(re.KnownGap)-1 {
+			v.errf(gp+".kernel", "missing: only the last gap of a list may apply to every kernel")
 		}
+		x.Gaps = append(x.Gaps, kg)
 	}
 	x.Match = v.match(p+".match", re.Match)
 	return x
