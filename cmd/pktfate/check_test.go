@@ -20,8 +20,10 @@ const (
 	brokenFile = "../../internal/scenario/testdata/broken-expectation.yaml"
 )
 
-// TestCheckBadInput: flag mistakes and invalid scenarios exit with status
-// 2 before anything runs (no privileges needed), naming file, line, field.
+// TestCheckBadInput: flag mistakes, invalid scenarios (a drop reason no
+// kernel has among them) and output files that cannot be written exit
+// with status 2 before anything runs (no privileges needed), naming
+// file, line, field.
 func TestCheckBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -34,6 +36,12 @@ func TestCheckBadInput(t *testing.T) {
 		{[]string{"check", "../../internal/scenario/testdata/bad"}, "bad/several.yaml:13: traffic[0].proto: \"sctp\": use udp, tcp or icmp"},
 		{[]string{"check", "../../internal/scenario/testdata/bad/wrong-type.yaml"}, "wrong-type.yaml:14: traffic[0].count: cannot unmarshal"},
 		{[]string{"check", "--baseline", "no-such-baseline.json", libraryDir}, "reading baseline: open no-such-baseline.json"},
+		{[]string{"check", "../../internal/scenario/testdata/bad/unknown-reason.yaml"},
+			"unknown-reason.yaml:12: expect[0].reason: NO_SOCKT: neither this kernel"},
+		{[]string{"check", "--junit", "no-such-dir/junit.xml", brokenFile}, "--junit no-such-dir/junit.xml: cannot write it (no such file or directory): name a file in a folder that exists"},
+		{[]string{"check", "--baseline", "../../testdata/baselines/6.18.json", "--write-baseline", "no-such-dir/b.json", brokenFile}, "--write-baseline no-such-dir/b.json: cannot write it"},
+		{[]string{"check", "--baseline", "no-such-dir/b.json", "--update-baseline", brokenFile}, "--baseline (with --update-baseline) no-such-dir/b.json: cannot write it"},
+		{[]string{"check", "--baseline", "b.json", "--update-baseline", "--write-baseline", "c.json", brokenFile}, "give it or --write-baseline FILE, not both"},
 	} {
 		var out, errb bytes.Buffer
 		rc := realMain(tc.args, &out, &errb)

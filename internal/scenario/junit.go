@@ -88,6 +88,9 @@ func WriteJUnit(w io.Writer, kernel string, results []*Result) error {
 			out = append([]string{"flaky: failed on its first attempt, passed when run again"}, out...)
 			flaky = append(flaky, r.Name)
 		}
+		for _, g := range r.Gaps {
+			out = append(out, "known gap: "+g.String())
+		}
 		for _, s := range r.GapsClosed {
 			out = append(out, "gap closed: "+s)
 		}

@@ -25,6 +25,7 @@ func (s *Scenario) checkReasons(k *Kernel) error {
 	var errs []error
 	for i, x := range s.Expect {
 		p := fmt.Sprintf("expect.%d.reason", i)
+		unknown := false
 		for _, r := range x.Reasons {
 			if _, ok := kernelReasons[r]; ok || k != nil && slices.Contains(k.Reasons, r) {
 				continue
@@ -37,8 +38,9 @@ func (s *Scenario) checkReasons(k *Kernel) error {
 				msg += "; did you mean " + strings.Join(near, " or ") + "?"
 			}
 			errs = append(errs, locate(s.File, s.root, p, msg))
+			unknown = true
 		}
-		if k == nil || len(x.Reasons) == 0 || !x.Kernel.Contains(k.Release) {
+		if k == nil || unknown || len(x.Reasons) == 0 || !x.Kernel.Contains(k.Release) {
 			continue
 		}
 		if slices.ContainsFunc(x.Reasons, func(r string) bool { return slices.Contains(k.Reasons, r) }) {
