@@ -61,6 +61,8 @@ func TestRunLibrary(t *testing.T) {
 	for _, res := range r.RunAll(ctx, scenarios, nil) {
 		switch res.Status {
 		case StatusPass:
+		case StatusGap:
+			t.Logf("%s: known gaps: %v", res.Name, res.Gaps)
 		case StatusFlake:
 			t.Logf("%s: flaky (failed, then passed): %q", res.Name, res.FirstAttempt)
 		default:
