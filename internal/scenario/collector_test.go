@@ -33,7 +33,8 @@ func TestCollectorSeveral(t *testing.T) {
 	}
 	s := &Scenario{Expect: []Expectation{{Name: "closed", Match: Match{Dport: 9}}, {Name: "other", Match: Match{Dport: 7}}}}
 	notes := c.nowhereNotes(s)
-	if len(notes) != 1 || !strings.HasPrefix(notes[0], "closed: left out 1 packets it selects whose namespace the sources could not name") {
+	if len(notes) != 2 || !strings.HasPrefix(notes[0], "closed: left out 1 packets it selects whose namespace the sources could not name") ||
+		!strings.HasPrefix(notes[1], "closed: left out 1 packets it selects met in namespaces not traced") || !strings.Contains(notes[1], "in netns inode 300") {
 		t.Errorf("notes %q", notes)
 	}
 }
@@ -46,7 +47,7 @@ func TestCollectorOne(t *testing.T) {
 	c.Event(event(300, 9))
 	c.Event(event(0, 9))
 	obs := c.snapshot()
-	if len(obs) != 3 || obs[0].Netns != "server" || obs[1].Netns != "netns 300" || obs[2].Netns != "" {
+	if len(obs) != 3 || obs[0].Netns != "server" || obs[1].Netns != "inode 300" || obs[2].Netns != "" {
 		t.Errorf("observed %+v", obs)
 	}
 	if len(c.nowhereNotes(&Scenario{Expect: []Expectation{{Name: "x", Match: Match{Dport: 9}}}})) != 0 {

@@ -144,9 +144,10 @@ type collector struct {
 	// the traced ones (and counts the packets of no known namespace).
 	several bool
 	// nowhere holds the fates of packets whose namespace is unknown when
-	// tracing several (the sources could not tell it): left out of the
-	// checks, noted when an expectation selects them.
-	nowhere []*Observed
+	// tracing several (the sources could not tell it), elsewhere those
+	// of packets met in untraced namespaces: left out of the checks,
+	// noted when an expectation selects them.
+	nowhere, elsewhere []*Observed
 }
 
 func (c *collector) observed(e *fate.Event, observers []string, blind map[string]string, verdict string) {
@@ -164,9 +165,14 @@ func (c *collector) observed(e *fate.Event, observers []string, blind map[string
 		c.mu.Unlock()
 		return
 	case c.several:
-		return // another namespace's packet
+		// Another namespace's packet (or one the sources placed wrongly).
+		o.Netns = fmt.Sprintf("inode %d", e.Netns)
+		c.mu.Lock()
+		c.elsewhere = append(c.elsewhere, o)
+		c.mu.Unlock()
+		return
 	case e.Netns != 0:
-		o.Netns = fmt.Sprintf("netns %d", e.Netns)
+		o.Netns = fmt.Sprintf("inode %d", e.Netns)
 	}
 	c.mu.Lock()
 	c.obs = append(c.obs, o)
@@ -210,21 +216,29 @@ func (c *collector) snapshot() []*Observed {
 }
 
 // nowhereNotes says, per expectation, how many packets it would have
-// selected had their namespace been known.
+// selected had the fate been met in a traced namespace the sources named.
 func (c *collector) nowhereNotes(s *Scenario) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var notes []string
 	for _, x := range s.Expect {
-		var selected []*Observed
-		for _, o := range c.nowhere {
-			if x.Match.Matches(o) {
-				selected = append(selected, o)
+		for _, set := range []struct {
+			obs []*Observed
+			why string
+		}{
+			{c.nowhere, "whose namespace the sources could not name"},
+			{c.elsewhere, "met in namespaces not traced"},
+		} {
+			var selected []*Observed
+			for _, o := range set.obs {
+				if x.Match.Matches(o) {
+					selected = append(selected, o)
+				}
 			}
-		}
-		if len(selected) > 0 {
-			notes = append(notes, fmt.Sprintf("%s: left out %d packets it selects whose namespace the sources could not name (tracing several namespaces, the runner keeps the traced ones): %s",
-				x.Name, len(selected), describe(Summarise(selected))))
+			if len(selected) > 0 {
+				notes = append(notes, fmt.Sprintf("%s: left out %d packets it selects %s (tracing several namespaces, the runner keeps the traced ones): %s",
+					x.Name, len(selected), set.why, describe(Summarise(selected))))
+			}
 		}
 	}
 	return notes
