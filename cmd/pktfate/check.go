@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cilium/ebpf/btf"
+	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/scenario"
 	"github.com/pktfate/pktfate/tracer"
 )
@@ -21,6 +23,7 @@ import (
 type checkConfig struct {
 	Baseline       string
 	UpdateBaseline bool
+	WriteBaseline  string
 	JUnit          string
 	OutputJSON     bool
 	NoRetry        bool
@@ -33,7 +36,8 @@ func parseCheck(args []string, stderr io.Writer) (checkConfig, error) {
 	fs := flag.NewFlagSet("pktfate check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Baseline, "baseline", "", "compare with the fates recorded in `FILE` (JSON, maybe from another kernel)")
-	fs.BoolVar(&cfg.UpdateBaseline, "update-baseline", false, "write the fates seen to the --baseline file (passing scenarios only)")
+	fs.BoolVar(&cfg.UpdateBaseline, "update-baseline", false, "write the fates seen to the --baseline file (passing scenarios only), without comparing")
+	fs.StringVar(&cfg.WriteBaseline, "write-baseline", "", "compare with --baseline and write it, updated with the scenarios that passed, to `FILE`")
 	fs.StringVar(&cfg.JUnit, "junit", "", "also write the results as JUnit XML to `FILE`")
 	fs.BoolVar(&cfg.OutputJSON, "output-json", false, "write NDJSON (one object per scenario, then a summary) instead of text")
 	fs.BoolVar(&cfg.NoRetry, "no-retry", false, "do not run failing scenarios again (no flake detection)")
@@ -59,7 +63,77 @@ func parseCheck(args []string, stderr io.Writer) (checkConfig, error) {
 	if cfg.UpdateBaseline && cfg.Baseline == "" {
 		return cfg, usageErrorf("--update-baseline needs --baseline FILE")
 	}
+	if cfg.UpdateBaseline && cfg.WriteBaseline != "" {
+		return cfg, usageErrorf("--update-baseline writes the --baseline file: give it or --write-baseline FILE, not both")
+	}
 	return cfg, nil
+}
+
+// outputFile is an output file checked before anything runs: opened (or
+// created) at once, written at the end, removed if it was created and
+// nothing was written.
+type outputFile struct {
+	path    string
+	f       *os.File
+	created bool
+}
+
+func openOutput(flagName, path string) (*outputFile, error) {
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, usageErrorf("%s %s: cannot write it (%v): name a file in a folder that exists", flagName, path, err)
+	}
+	return &outputFile{path: path, f: f, created: errors.Is(statErr, os.ErrNotExist)}, nil
+}
+
+// write replaces the file's content and closes it.
+func (o *outputFile) write(data []byte) error {
+	if err := o.f.Truncate(0); err != nil {
+		o.f.Close()
+		return fmt.Errorf("writing %s: %w", o.path, err)
+	}
+	if _, err := o.f.WriteAt(data, 0); err != nil {
+		o.f.Close()
+		return fmt.Errorf("writing %s: %w", o.path, err)
+	}
+	return o.f.Close()
+}
+
+// discard closes the file unwritten (removing it if it was created).
+func (o *outputFile) discard() {
+	if o == nil || o.f == nil {
+		return
+	}
+	o.f.Close()
+	if o.created {
+		os.Remove(o.path)
+	}
+}
+
+// checkOutputs opens the output files asked for, so that a path that
+// cannot be written is bad input before anything runs.
+func checkOutputs(cfg checkConfig) (junit, baseline *outputFile, err error) {
+	if cfg.JUnit != "" {
+		if junit, err = openOutput("--junit", cfg.JUnit); err != nil {
+			return nil, nil, err
+		}
+	}
+	out, flagName := cfg.WriteBaseline, "--write-baseline"
+	if cfg.UpdateBaseline {
+		out, flagName = cfg.Baseline, "--baseline (with --update-baseline)"
+	}
+	if out != "" {
+		if baseline, err = openOutput(flagName, out); err != nil {
+			junit.discard()
+			return nil, nil, err
+		}
+	}
+	return junit, baseline, nil
 }
 
 func kernelRelease() string {
@@ -70,10 +144,50 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-func runCheck(ctx context.Context, cfg checkConfig, stdout, stderr io.Writer) error {
-	scenarios, err := scenario.Load(cfg.Paths)
+// loadScenarios reads the scenarios and checks them against the running
+// kernel: bad input (exit status 2) before anything runs.
+func loadScenarios(paths []string, decoder *tracer.Decoder) ([]*scenario.Scenario, error) {
+	var k *scenario.Kernel
+	if decoder != nil {
+		k = &scenario.Kernel{Release: kernelRelease(), Reasons: decoder.Reasons.Names()}
+	}
+	scenarios, err := scenario.Load(paths, k)
 	if err != nil {
-		return usageErrorf("invalid scenario:\n%v", err)
+		return nil, usageErrorf("invalid scenario:\n%v", err)
+	}
+	return scenarios, nil
+}
+
+// allNetnsSources chooses the sources for scenarios that trace several
+// namespaces: the ebpf source traces every namespace (its in-kernel filter
+// takes one) and the netfilter attribution attaches in every one, the
+// runner keeps the fates of the traced ones.
+func allNetnsSources(cfg tracer.SelectConfig) scenario.AllSourceFunc {
+	return func() ([]fate.Source, []fate.SourceStatus, error) {
+		c := cfg
+		c.Names, c.Optional = []string{tracer.SourceEBPF}, []string{tracer.SourceNF}
+		c.Filters.Netns, c.NetnsPath = nil, ""
+		c.Filters.Drops, c.Filters.Consumes = true, true
+		sel, err := tracer.Select(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		return sel.Sources, sel.Status, nil
+	}
+}
+
+func runCheck(ctx context.Context, cfg checkConfig, stdout, stderr io.Writer) error {
+	spec, specErr := btf.LoadKernelSpec()
+	var decoder *tracer.Decoder
+	if specErr == nil {
+		var err error
+		if decoder, err = tracer.DefaultDecoder(spec); err != nil {
+			return err
+		}
+	}
+	scenarios, err := loadScenarios(cfg.Paths, decoder)
+	if err != nil {
+		return err
 	}
 	var base *scenario.Baseline
 	if cfg.Baseline != "" {
@@ -86,18 +200,26 @@ func runCheck(ctx context.Context, cfg checkConfig, stdout, stderr io.Writer) er
 			return usageErrorf("%v", err)
 		}
 	}
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		return fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
-	}
-	decoder, err := tracer.DefaultDecoder(spec)
+	junitOut, baseOut, err := checkOutputs(cfg)
 	if err != nil {
 		return err
 	}
-	runner, err := scenario.NewRunner(tracer.ForNetns(tracer.SelectConfig{Kernel: spec, Decoder: decoder}), tracer.MonoNow, decoder.Reasons.Names())
+	written := false
+	defer func() {
+		if !written {
+			junitOut.discard()
+			baseOut.discard()
+		}
+	}()
+	if specErr != nil {
+		return fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", specErr)
+	}
+	sel := tracer.SelectConfig{Kernel: spec, Decoder: decoder}
+	runner, err := scenario.NewRunner(tracer.ForNetns(sel), tracer.MonoNow, decoder.Reasons.Names())
 	if err != nil {
 		return err
 	}
+	runner.AllSources = allNetnsSources(sel)
 	runner.Retry = !cfg.NoRetry
 	if !cfg.UpdateBaseline {
 		runner.Baseline = base
@@ -131,17 +253,26 @@ func runCheck(ctx context.Context, cfg checkConfig, stdout, stderr io.Writer) er
 	} else {
 		fmt.Fprintf(stdout, "\n%s\n", sum)
 	}
-	if cfg.JUnit != "" {
-		if err := writeJUnit(cfg.JUnit, kernel, results); err != nil {
+	written = true
+	if junitOut != nil {
+		var buf bytes.Buffer
+		if err := scenario.WriteJUnit(&buf, kernel, results); err != nil {
+			return err
+		}
+		if err := junitOut.write(buf.Bytes()); err != nil {
 			return err
 		}
 	}
-	if cfg.UpdateBaseline {
+	if baseOut != nil {
 		if base == nil {
 			base = &scenario.Baseline{}
 		}
 		base.Update(kernel, results)
-		if err := base.Write(cfg.Baseline); err != nil {
+		data, err := base.Encode()
+		if err != nil {
+			return err
+		}
+		if err := baseOut.write(data); err != nil {
 			return err
 		}
 	}
@@ -154,21 +285,9 @@ func runCheck(ctx context.Context, cfg checkConfig, stdout, stderr io.Writer) er
 	return nil
 }
 
-func writeJUnit(path, kernel string, results []*scenario.Result) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("JUnit output file not writable: %w", err)
-	}
-	if err := scenario.WriteJUnit(f, kernel, results); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
 func printResult(w io.Writer, r *scenario.Result, verbose bool) {
 	label := map[scenario.Status]string{scenario.StatusPass: "ok", scenario.StatusFail: "FAIL",
-		scenario.StatusFlake: "FLAKY", scenario.StatusError: "ERROR"}[r.Status]
+		scenario.StatusFlake: "FLAKY", scenario.StatusError: "ERROR", scenario.StatusGap: "GAP"}[r.Status]
 	fmt.Fprintf(w, "%-5s %-36s %5.1fs\n", label, r.Name, r.Seconds)
 	line := func(kind string, items []string) {
 		for _, s := range items {
@@ -180,6 +299,12 @@ func printResult(w io.Writer, r *scenario.Result, verbose bool) {
 	}
 	line("regression", r.Regressions)
 	line("first attempt", r.FirstAttempt)
+	var gaps []string
+	for _, g := range r.Gaps {
+		gaps = append(gaps, g.String())
+	}
+	line("known gap", gaps)
+	line("gap closed", r.GapsClosed)
 	line("improvement", r.Improvements)
 	line("change", r.Changes)
 	if r.Status != scenario.StatusPass || verbose {
@@ -189,15 +314,19 @@ func printResult(w io.Writer, r *scenario.Result, verbose bool) {
 
 // checkSummary is the last line of `pktfate check`.
 type checkSummary struct {
-	Type         string `json:"type"`
-	Kernel       string `json:"kernel"`
-	Scenarios    int    `json:"scenarios"`
-	Passed       int    `json:"passed"`
-	Failed       int    `json:"failed"`
-	Flaky        int    `json:"flaky"`
-	Errors       int    `json:"errors"`
-	Improvements int    `json:"improvements"`
-	Interrupted  bool   `json:"interrupted,omitempty"`
+	Type      string `json:"type"`
+	Kernel    string `json:"kernel"`
+	Scenarios int    `json:"scenarios"`
+	Passed    int    `json:"passed"`
+	Failed    int    `json:"failed"`
+	Flaky     int    `json:"flaky"`
+	Errors    int    `json:"errors"`
+	// KnownGaps counts the scenarios that held but for known gaps,
+	// GapsClosed the known gaps that held.
+	KnownGaps    int  `json:"known_gaps"`
+	GapsClosed   int  `json:"gaps_closed"`
+	Improvements int  `json:"improvements"`
+	Interrupted  bool `json:"interrupted,omitempty"`
 }
 
 func summarise(results []*scenario.Result, kernel string) checkSummary {
@@ -212,8 +341,11 @@ func summarise(results []*scenario.Result, kernel string) checkSummary {
 			s.Flaky++
 		case scenario.StatusError:
 			s.Errors++
+		case scenario.StatusGap:
+			s.KnownGaps++
 		}
 		s.Improvements += len(r.Improvements)
+		s.GapsClosed += len(r.GapsClosed)
 	}
 	return s
 }
@@ -223,11 +355,12 @@ func (s checkSummary) String() string {
 	for _, p := range []struct {
 		n    int
 		what string
-	}{{s.Failed, "failed (regression)"}, {s.Flaky, "flaky"}, {s.Errors, "could not run"}, {s.Improvements, "improvements"}} {
+	}{{s.Failed, "failed (regression)"}, {s.Flaky, "flaky (passed only when run again)"}, {s.KnownGaps, "passed with known gaps"},
+		{s.Errors, "could not run"}, {s.Improvements, "improvements"}, {s.GapsClosed, "gaps closed"}} {
 		if p.n > 0 {
 			what := p.what
 			if p.n == 1 {
-				what = strings.TrimSuffix(what, "s")
+				what = strings.Replace(strings.TrimSuffix(what, "s"), "gaps closed", "gap closed", 1)
 			}
 			parts = append(parts, fmt.Sprintf("%d %s", p.n, what))
 		}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -21,8 +20,10 @@ const (
 	brokenFile = "../../internal/scenario/testdata/broken-expectation.yaml"
 )
 
-// TestCheckBadInput: flag mistakes and invalid scenarios exit with status
-// 2 before anything runs (no privileges needed), naming file, line, field.
+// TestCheckBadInput: flag mistakes, invalid scenarios (a drop reason no
+// kernel has among them) and output files that cannot be written exit
+// with status 2 before anything runs (no privileges needed), naming
+// file, line, field.
 func TestCheckBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -35,6 +36,12 @@ func TestCheckBadInput(t *testing.T) {
 		{[]string{"check", "../../internal/scenario/testdata/bad"}, "bad/several.yaml:13: traffic[0].proto: \"sctp\": use udp, tcp or icmp"},
 		{[]string{"check", "../../internal/scenario/testdata/bad/wrong-type.yaml"}, "wrong-type.yaml:14: traffic[0].count: cannot unmarshal"},
 		{[]string{"check", "--baseline", "no-such-baseline.json", libraryDir}, "reading baseline: open no-such-baseline.json"},
+		{[]string{"check", "../../internal/scenario/testdata/bad/unknown-reason.yaml"},
+			"unknown-reason.yaml:12: expect[0].reason: NO_SOCKT: neither this kernel"},
+		{[]string{"check", "--junit", "no-such-dir/junit.xml", brokenFile}, "--junit no-such-dir/junit.xml: cannot write it (no such file or directory): name a file in a folder that exists"},
+		{[]string{"check", "--baseline", "../../testdata/baselines/6.18.json", "--write-baseline", "no-such-dir/b.json", brokenFile}, "--write-baseline no-such-dir/b.json: cannot write it"},
+		{[]string{"check", "--baseline", "no-such-dir/b.json", "--update-baseline", brokenFile}, "--baseline (with --update-baseline) no-such-dir/b.json: cannot write it"},
+		{[]string{"check", "--baseline", "b.json", "--update-baseline", "--write-baseline", "c.json", brokenFile}, "give it or --write-baseline FILE, not both"},
 	} {
 		var out, errb bytes.Buffer
 		rc := realMain(tc.args, &out, &errb)
@@ -67,7 +74,7 @@ func runCheckBinary(t *testing.T, args ...string) (string, string, int) {
 // machine lacks (the VM guests have no tc): those are named in the log.
 func availableScenarios(t *testing.T) []string {
 	t.Helper()
-	scenarios, err := scenario.Load([]string{libraryDir})
+	scenarios, err := scenario.Load([]string{libraryDir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,9 +96,13 @@ func availableScenarios(t *testing.T) []string {
 }
 
 // TestCheckLibrary runs the whole scenario library with `pktfate check`:
-// everything passes (flakes are logged), the JUnit file says so, and the
-// fates are compared with this kernel line's baseline in
-// testdata/baselines (or, when there is none yet, a new one is logged).
+// everything passes (flaky scenarios and known gaps are logged), the JUnit
+// file says so, and the fates are compared with this kernel line's
+// baseline in testdata/baselines. The run's own baseline (the committed
+// one updated with the scenarios that passed) is written too: when it
+// differs from the committed one (new scenarios, new fates) it is logged
+// and, in the matrix, sent out as the artifact baseline-LINE.json, to be
+// reviewed and committed.
 func TestCheckLibrary(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
@@ -104,34 +115,39 @@ func TestCheckLibrary(t *testing.T) {
 	}
 	committed := filepath.Join("../../testdata/baselines", line+".json")
 	base := filepath.Join(dir, "baseline.json")
+	written := filepath.Join(dir, "baseline-"+line+".json")
 	args := []string{"--junit", junit, "--baseline", base}
-	if data, err := os.ReadFile(committed); err == nil {
-		if err := os.WriteFile(base, data, 0o644); err != nil {
+	old, err := os.ReadFile(committed)
+	if err == nil {
+		if err := os.WriteFile(base, old, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		args = append(args, "--write-baseline", written)
 	} else {
-		args = append(args, "--update-baseline")
+		args = []string{"--junit", junit, "--baseline", written, "--update-baseline"}
 	}
 	files := availableScenarios(t)
 	stdout, stderr, rc := runCheckBinary(t, append(args, files...)...)
 	t.Logf("pktfate check:\n%s%s", stdout, stderr)
-	if slices.Contains(args, "--update-baseline") {
-		b, err := os.ReadFile(base)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("no baseline for %s in testdata/baselines yet; this run's, to commit as %s:\n%s", line, committed, b)
+	if b, err := os.ReadFile(written); err != nil {
+		t.Errorf("the run's baseline: %v", err)
+	} else if !sameFates(t, b, old) {
+		t.Logf("this run's baseline differs from %s (new scenarios or fates); to review and commit:\n%s", committed, b)
+		testutil.SendArtifact(t, "baseline-"+line+".json", b)
 	}
 	if rc != 0 {
 		t.Fatalf("exit status %d, want 0", rc)
 	}
 	if strings.Contains(stdout, "FLAKY") {
-		t.Logf("flaky scenarios (passed when run again) above")
+		t.Logf("flaky scenarios (passed only when run again) above")
 	}
 	var doc struct {
 		Tests    int `xml:"tests,attr"`
 		Failures int `xml:"failures,attr"`
 		Errors   int `xml:"errors,attr"`
+		Suite    struct {
+			Skipped int `xml:"skipped,attr"`
+		} `xml:"testsuite"`
 	}
 	data, err := os.ReadFile(junit)
 	if err != nil {
@@ -140,9 +156,37 @@ func TestCheckLibrary(t *testing.T) {
 	if err := xml.Unmarshal(data, &doc); err != nil {
 		t.Fatalf("JUnit file: %v", err)
 	}
-	if doc.Tests != len(files) || doc.Failures != 0 || doc.Errors != 0 {
-		t.Errorf("JUnit file: %+v, want %d tests and no failure", doc, len(files))
+	// One testcase per scenario, plus one (skipped) per known gap.
+	if doc.Tests != len(files)+doc.Suite.Skipped || doc.Failures != 0 || doc.Errors != 0 {
+		t.Errorf("JUnit file: %+v, want %d scenarios (and the known gaps) and no failure", doc, len(files))
 	}
+}
+
+// sameFates tells whether two baselines record the same fates, counts
+// (floods vary) and the kernel's exact release aside.
+func sameFates(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	norm := func(data []byte) string {
+		var bl scenario.Baseline
+		if len(data) == 0 || json.Unmarshal(data, &bl) != nil {
+			return ""
+		}
+		bl.Kernel = ""
+		for _, s := range bl.Scenarios {
+			for _, gs := range s.Observed {
+				for i := range gs {
+					gs[i].Count = 0
+				}
+			}
+		}
+		out, err := json.Marshal(bl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	na := norm(a)
+	return na != "" && na == norm(b)
 }
 
 // TestCheckBrokenExpectation: a scenario expecting the wrong fate is a

@@ -46,16 +46,16 @@ func (b *Baseline) Update(kernel string, results []*Result) {
 		b.Scenarios = map[string]*BaselineScenario{}
 	}
 	for _, r := range results {
-		if r.Status != StatusPass && r.Status != StatusFlake {
+		if !r.Status.Passed() && r.Status != StatusFlake {
 			continue
 		}
 		b.Scenarios[r.Name] = &BaselineScenario{Observed: r.Observed}
 	}
 }
 
-// Write writes the baseline as indented JSON (map keys sorted, so diffs
-// between kernels stay readable).
-func (b *Baseline) Write(path string) error {
+// Encode returns the baseline as indented JSON (map keys and groups
+// sorted, so diffs between kernels stay readable).
+func (b *Baseline) Encode() ([]byte, error) {
 	for _, s := range b.Scenarios {
 		for _, gs := range s.Observed {
 			sort.SliceStable(gs, func(i, j int) bool { return gs[i].key() < gs[j].key() })
@@ -63,9 +63,18 @@ func (b *Baseline) Write(path string) error {
 	}
 	data, err := json.MarshalIndent(b, "", "  ")
 	if err != nil {
+		return nil, fmt.Errorf("encoding baseline: %w", err)
+	}
+	return append(data, '\n'), nil
+}
+
+// Write writes the baseline (Encode) to a file.
+func (b *Baseline) Write(path string) error {
+	data, err := b.Encode()
+	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(path, data, 0o644); err != nil {
 		return fmt.Errorf("writing baseline: %w", err)
 	}
 	return nil

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/pktfate/pktfate/fate"
 )
 
 var (
@@ -237,5 +239,168 @@ func TestBaseFunction(t *testing.T) {
 		if got := baseFunction(in); got != want {
 			t.Errorf("baseFunction(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A known gap that does not hold is reported as such, not as a
+// regression; one that holds is a gap closed; on kernels outside its
+// range it is an ordinary expectation.
+func TestCheckKnownGap(t *testing.T) {
+	gap := func(k *KernelRange) *Scenario {
+		s := closedPort(intp(2))
+		s.Expect[0].Gaps = []KnownGap{{Why: "the drop is not seen yet", Kernel: k}}
+		return s
+	}
+	two := []*Observed{udp(9, "drop", "NO_SOCKET", "__udp4_lib_rcv", "", "ebpf"), udp(9, "drop", "NO_SOCKET", "__udp4_lib_rcv", "", "ebpf")}
+	env := Env{Running: []string{"ebpf", "nf"}, Kernel: "6.18.44"}
+
+	r := Check(gap(nil), nil, env, nil, "")
+	if r.Status != StatusGap || len(r.Regressions) != 0 || len(r.Gaps) != 1 || r.Gaps[0].Expectation != "closed port" ||
+		r.Gaps[0].Why != "the drop is not seen yet" || !strings.Contains(r.Gaps[0].Detail, "0 did, no packet matching it was seen") {
+		t.Errorf("gap not met: %s %q %+v", r.Status, r.Regressions, r.Gaps)
+	}
+	if !r.Status.Passed() {
+		t.Error("a known gap passes")
+	}
+	r = Check(gap(nil), two, env, nil, "")
+	if r.Status != StatusPass || len(r.Gaps) != 0 || len(r.GapsClosed) != 1 || !strings.Contains(r.GapsClosed[0], "remove its known_gap") {
+		t.Errorf("gap met: %s %+v %q", r.Status, r.Gaps, r.GapsClosed)
+	}
+	r = Check(gap(&KernelRange{"<", 6, 12}), nil, env, nil, "")
+	if r.Status != StatusFail || len(r.Regressions) != 1 {
+		t.Errorf("gap on other kernels only: %s %q", r.Status, r.Regressions)
+	}
+	// A regression elsewhere fails the scenario, gaps or not.
+	s := gap(nil)
+	s.Expect = append(s.Expect, Expectation{Name: "other", Match: Match{Dport: 10}, Fate: "drop", MinCount: 1})
+	if r := Check(s, nil, env, nil, ""); r.Status != StatusFail || len(r.Gaps) != 1 || len(r.Regressions) != 1 {
+		t.Errorf("gap and regression: %s %q %+v", r.Status, r.Regressions, r.Gaps)
+	}
+	// Differences from the baseline in a known gap are changes.
+	base := &BaselineScenario{Observed: map[string][]Group{"closed port": {{Fate: "drop", Reason: "NO_SOCKET", Function: "__udp4_lib_rcv"}}}}
+	if r := Check(gap(nil), nil, env, base, "6.12"); len(r.Regressions) != 0 || len(r.Changes) != 1 || !strings.Contains(r.Changes[0], "(a known gap)") {
+		t.Errorf("gap against a baseline: %q %q", r.Regressions, r.Changes)
+	}
+}
+
+// An observer blind to a packet (it says why) cannot confirm it nor give
+// its hook: that is noted, not failed.
+func TestCheckBlindObserver(t *testing.T) {
+	s := &Scenario{Name: "br", Expect: []Expectation{{Name: "bridge", Match: Match{Dport: 7777}, Fate: "drop", Reasons: []string{"NETFILTER_DROP"},
+		Hook: "FORWARD", Family: []string{"bridge"}, MinCount: 1, ConfirmedBy: []string{"ebpf", "nf"}}}}
+	o := udp(7777, "drop", "NETFILTER_DROP", "nft_do_chain", "", "ebpf")
+	o.Blind = map[string]string{"nf": "no link type for the bridge family"}
+	r := Check(s, []*Observed{o}, both, nil, "")
+	if r.Status != StatusPass || len(r.Notes) != 1 || !strings.Contains(r.Notes[0], "hook not checked: nf is blind to these packets: no link type for the bridge family") {
+		t.Errorf("blind: %s %q %q", r.Status, r.Regressions, r.Notes)
+	}
+	// Not blind: the hook and family are checked.
+	o = udp(7777, "drop", "NETFILTER_DROP", "nft_do_chain", "FORWARD", "ebpf", "nf")
+	o.Family = "ipv4"
+	if r := Check(s, []*Observed{o}, both, nil, ""); r.Status != StatusFail || !strings.Contains(r.Regressions[0], "at hook FORWARD family bridge") {
+		t.Errorf("wrong family: %s %q", r.Status, r.Regressions)
+	}
+	o.Family = "bridge"
+	if r := Check(s, []*Observed{o}, both, nil, ""); r.Status != StatusPass {
+		t.Errorf("right family: %s %q", r.Status, r.Regressions)
+	}
+}
+
+// Where the fate happened: namespace and interface.
+func TestCheckWhere(t *testing.T) {
+	s := &Scenario{Name: "d", Trace: []string{"br", "server"}, Expect: []Expectation{{Name: "read", Match: Match{Dport: 5000}, Fate: "consume",
+		Netns: "server", Iface: "s0", Count: intp(1)}}}
+	at := func(ns, iface string) *Observed {
+		o := udp(5000, "consume", "", "skb_copy_datagram_iovec", "", "ebpf")
+		o.Netns, o.Iface = ns, iface
+		return o
+	}
+	for _, tc := range []struct {
+		o    *Observed
+		pass bool
+	}{
+		{at("server", "s0"), true},
+		{at("br", "s0"), false},
+		{at("server", ""), false},
+		{at("", "s0"), false},
+	} {
+		r := Check(s, []*Observed{tc.o}, both, nil, "")
+		if r.Status.Passed() != tc.pass {
+			t.Errorf("%s on %q: %s %q", tc.o.Netns, tc.o.Iface, r.Status, r.Regressions)
+		}
+		if g := r.Observed["read"]; len(g) != 1 || g[0].Netns != tc.o.Netns || g[0].Iface != tc.o.Iface {
+			t.Errorf("groups %+v", g)
+		}
+	}
+}
+
+// complete: true fails a capture that lost something or cannot vouch.
+func TestCheckComplete(t *testing.T) {
+	s := closedPort(nil)
+	s.Complete = true
+	obs := []*Observed{udp(9, "drop", "NO_SOCKET", "__udp4_lib_rcv", "", "ebpf")}
+	env := both
+	env.Summary = &CaptureSummary{Lost: []fate.Loss{{Observer: "nf", Name: "inflight_full", Value: 3}, {Observer: "ebpf", Name: "ringbuf_full"}}}
+	if r := Check(s, obs, env, nil, ""); r.Status != StatusFail || !strings.Contains(r.Regressions[0], "it is not: nf_inflight_full=3") {
+		t.Errorf("lost: %s %q", r.Status, r.Regressions)
+	}
+	env.Summary = &CaptureSummary{Lost: []fate.Loss{{Observer: "ebpf", Name: "ringbuf_full", Unknown: "map gone"}}}
+	if r := Check(s, obs, env, nil, ""); r.Status != StatusFail || !strings.Contains(r.Regressions[0], "ebpf_ringbuf_full unknown (map gone)") {
+		t.Errorf("unknown: %s %q", r.Status, r.Regressions)
+	}
+	env.Summary = &CaptureSummary{Lost: []fate.Loss{{Observer: "ebpf", Name: "ringbuf_full"}}}
+	if r := Check(s, obs, env, nil, ""); r.Status != StatusPass {
+		t.Errorf("complete: %s %q", r.Status, r.Regressions)
+	}
+	// While the capture runs (no summary yet) it is not judged.
+	env.Summary = nil
+	if r := Check(s, obs, env, nil, ""); r.Status != StatusPass {
+		t.Errorf("running: %s %q", r.Status, r.Regressions)
+	}
+}
+
+func TestMatchTCPFlags(t *testing.T) {
+	rst := &Observed{Proto: "tcp", TCPFlags: 0x14} // RST ACK
+	for _, tc := range []struct {
+		flags uint8
+		want  bool
+	}{{0x04, true}, {0x14, true}, {0x02, false}, {0x06, false}} {
+		if got := (Match{TCPFlags: tc.flags}).Matches(rst); got != tc.want {
+			t.Errorf("flags %s on RA: %v, want %v", tcpFlagString(tc.flags), got, tc.want)
+		}
+	}
+	if (Match{TCPFlags: 0x04}).Matches(&Observed{Proto: "udp"}) {
+		t.Error("TCP flags select TCP only")
+	}
+}
+
+// A hook the baseline did not know (the attribution was blind there) is
+// an improvement; a baseline without families matches any family.
+func TestCheckBaselineHook(t *testing.T) {
+	s := &Scenario{Name: "nf", Expect: []Expectation{{Name: "ttl", Match: Match{Dport: 7777}, Fate: "drop", MinCount: 1}}}
+	o := udp(7777, "drop", "NETFILTER_DROP", "nft_do_chain", "FORWARD", "ebpf", "nf")
+	o.Family = "bridge"
+	r := Check(s, []*Observed{o}, both, baseline(Group{Fate: "drop", Reason: "NETFILTER_DROP", Function: "nft_do_chain"}), "6.18")
+	if len(r.Regressions) != 0 || len(r.Improvements) != 1 || !strings.Contains(r.Improvements[0], "the hook, unknown on 6.18, is now FORWARD") {
+		t.Errorf("hook learnt: %q %q", r.Regressions, r.Improvements)
+	}
+	r = Check(s, []*Observed{o}, both, baseline(Group{Fate: "drop", Reason: "NETFILTER_DROP", Function: "nft_do_chain", Hook: "FORWARD"}), "6.12")
+	if len(r.Regressions)+len(r.Changes)+len(r.Improvements) != 0 {
+		t.Errorf("old baseline without family: %q %q %q", r.Regressions, r.Changes, r.Improvements)
+	}
+	r = Check(s, []*Observed{o}, both, baseline(Group{Fate: "drop", Reason: "NETFILTER_DROP", Function: "nft_do_chain", Hook: "FORWARD", Family: "ipv4"}), "6.12")
+	if len(r.Regressions) != 1 {
+		t.Errorf("family changed: %q", r.Regressions)
+	}
+}
+
+func TestRetryKnownGap(t *testing.T) {
+	gap := &Result{Name: "s", Status: StatusGap, Gaps: []Gap{{Expectation: "x", Why: "y"}}}
+	if r := Retry(gap, nil); r != gap {
+		t.Error("a known gap is not run again")
+	}
+	fail := &Result{Name: "s", Status: StatusFail, Regressions: []string{"z: 0 did"}}
+	if r := Retry(fail, gap); r.Status != StatusFlake || len(r.Gaps) != 1 {
+		t.Errorf("fail then known gap: %+v", r)
 	}
 }

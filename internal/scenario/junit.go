@@ -43,6 +43,7 @@ type junitCase struct {
 	Failure   *junitMessage `xml:"failure,omitempty"`
 	Error     *junitMessage `xml:"error,omitempty"`
 	Flaky     *junitMessage `xml:"flakyFailure,omitempty"`
+	Skipped   *junitMessage `xml:"skipped,omitempty"`
 	SystemOut string        `xml:"system-out,omitempty"`
 }
 
@@ -53,10 +54,15 @@ type junitMessage struct {
 }
 
 // WriteJUnit writes the results as one JUnit test suite; kernel is the
-// release they ran on (a property of the suite).
+// release they ran on (a property of the suite). A flaky scenario is a
+// passing testcase with a flakyFailure, and is named in the suite's
+// "flaky" property; each known gap that did not hold is a skipped
+// testcase of its own ("scenario: expectation"), named in "known_gaps".
 func WriteJUnit(w io.Writer, kernel string, results []*Result) error {
 	suite := junitSuite{Name: "pktfate check", Properties: []junitProperty{{Name: "kernel", Value: kernel}}}
 	var total float64
+	var flaky, gaps []string
+	var gapCases []junitCase
 	for _, r := range results {
 		c := junitCase{Name: r.Name, Classname: "pktfate.scenarios", File: r.File, Time: fmt.Sprintf("%.3f", r.Seconds)}
 		total += r.Seconds
@@ -79,11 +85,33 @@ func WriteJUnit(w io.Writer, kernel string, results []*Result) error {
 			c.Error = &junitMessage{Message: r.Error, Type: "error", Text: r.Error}
 		case StatusFlake:
 			c.Flaky = &junitMessage{Message: "failed, then passed when run again: " + firstLine(r.FirstAttempt), Type: "flake", Text: strings.Join(r.FirstAttempt, "\n")}
+			out = append([]string{"flaky: failed on its first attempt, passed when run again"}, out...)
+			flaky = append(flaky, r.Name)
+		}
+		for _, g := range r.Gaps {
+			out = append(out, "known gap: "+g.String())
+		}
+		for _, s := range r.GapsClosed {
+			out = append(out, "gap closed: "+s)
 		}
 		c.SystemOut = strings.Join(out, "\n")
 		suite.Cases = append(suite.Cases, c)
+		for _, g := range r.Gaps {
+			name := r.Name + ": " + g.Expectation
+			gaps = append(gaps, name)
+			gapCases = append(gapCases, junitCase{Name: name, Classname: "pktfate.scenarios.known_gaps", File: r.File, Time: "0.000",
+				Skipped: &junitMessage{Message: "known gap: " + g.Why, Type: "known_gap", Text: g.Detail}})
+		}
 	}
-	suite.Tests = len(results)
+	suite.Cases = append(suite.Cases, gapCases...)
+	suite.Skipped = len(gapCases)
+	if len(flaky) > 0 {
+		suite.Properties = append(suite.Properties, junitProperty{Name: "flaky", Value: strings.Join(flaky, ", ")})
+	}
+	if len(gaps) > 0 {
+		suite.Properties = append(suite.Properties, junitProperty{Name: "known_gaps", Value: strings.Join(gaps, ", ")})
+	}
+	suite.Tests = len(suite.Cases)
 	suite.Time = fmt.Sprintf("%.3f", total)
 	doc := junitSuites{Name: "pktfate check", Tests: suite.Tests, Fails: suite.Fails, Errors: suite.Errors, Time: suite.Time, Suites: []junitSuite{suite}}
 	if _, err := io.WriteString(w, xml.Header); err != nil {

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Scenario is one scenario file, validated.
@@ -14,18 +16,34 @@ type Scenario struct {
 	File        string
 	Name        string
 	Description string
-	// Trace names the namespace whose packets are traced (and where the
-	// netfilter attribution attaches).
-	Trace string
+	// Trace names the namespaces whose packets are traced (and where the
+	// netfilter attribution attaches), at least one.
+	Trace []string
 	// Timeout bounds the wait for the expected fates (default 5s).
-	Timeout    time.Duration
+	Timeout time.Duration
+	// Complete asks for a capture that lost nothing: every loss counter
+	// zero and none unknown.
+	Complete   bool
 	Namespaces []Namespace
 	Veths      []Veth
-	Rules      []Rule
-	Listen     []Listener
-	Traffic    []Traffic
-	Expect     []Expectation
+	// Devices are the other interfaces (bridges, tunnels...), created in
+	// order after the veth pairs.
+	Devices []Device
+	Rules   []Rule
+	Listen  []Listener
+	// Traffic is sent in order: packets, and steps such as closing a
+	// listener.
+	Traffic []Traffic
+	Expect  []Expectation
+
+	// root is the file's YAML, to place mistakes found after parsing
+	// (against the running kernel) on their line.
+	root *yaml.Node
 }
+
+// TracesSeveral tells whether the scenario traces more than one
+// namespace: then the fates are told apart by namespace too.
+func (s *Scenario) TracesSeveral() bool { return len(s.Trace) > 1 }
 
 // Namespace is a network namespace of the topology.
 type Namespace struct {
@@ -36,7 +54,12 @@ type Namespace struct {
 }
 
 // Sysctl is one key=value under /proc/sys ("net.ipv4.ip_forward", "1").
-type Sysctl struct{ Key, Value string }
+type Sysctl struct {
+	Key, Value string
+	// Optional skips a key that does not exist ("-key=value", as in
+	// sysctl.d): one a module that may be absent registers.
+	Optional bool
+}
 
 // Route is a route in a namespace: To is a prefix or "default".
 type Route struct {
@@ -53,6 +76,21 @@ type VethEnd struct {
 	Netns string
 	Name  string
 	Addrs []netip.Prefix
+	// MTU sets the interface's MTU (0 keeps the default).
+	MTU int
+}
+
+// Device is an interface created with ip link add NAME type TYPE ARGS...
+// (a bridge, a VXLAN or GRE tunnel, a dummy...), with ports (interfaces
+// of its namespace it becomes the master of) and addresses, then set up.
+type Device struct {
+	Netns string
+	Name  string
+	Type  string
+	Args  []string
+	Ports []string
+	Addrs []netip.Prefix
+	MTU   int
 }
 
 // Rule tools.
@@ -89,14 +127,34 @@ func (r Rule) Binary() string {
 
 // Listener is a socket opened before the traffic is sent.
 type Listener struct {
+	// Name lets a traffic step close the listener ("" when none does).
+	Name  string
 	Netns string
 	Proto string // udp or tcp
 	Addr  netip.AddrPort
 	// RcvBuf sets SO_RCVBUF (0 keeps the default).
 	RcvBuf int
-	// Read makes the socket read (UDP) or accept (TCP) what it gets.
-	Read bool
+	// Backlog is listen(2)'s backlog for TCP (-1: the system's maximum).
+	Backlog int
+	// Mode is what the socket does with what it gets (ModeRead...).
+	Mode string
 }
+
+// Listener modes.
+const (
+	// ModeRead reads every datagram (UDP), or accepts every connection and
+	// reads it to its end (TCP).
+	ModeRead = "read"
+	// ModeNone never reads (UDP) or accepts (TCP): queues fill.
+	ModeNone = "none"
+	// ModeHold accepts connections and neither reads nor closes them.
+	ModeHold = "hold"
+	// ModeClose accepts connections and closes them at once (FIN).
+	ModeClose = "close"
+	// ModeReset accepts connections, waits for their first data and
+	// closes them unread with SO_LINGER 0: a reset (RST).
+	ModeReset = "reset"
+)
 
 // Traffic is packets sent from a namespace.
 type Traffic struct {
@@ -113,7 +171,39 @@ type Traffic struct {
 	// BadChecksum sends UDP datagrams with a wrong checksum (through a
 	// raw socket).
 	BadChecksum bool
+	// Fragments, when set, sends each UDP datagram or ICMP echo request
+	// cut into these IP fragments, in this order, through a raw socket.
+	Fragments []Fragment
+	// TCPFlags, when set, sends raw TCP segments with these flags (no
+	// connection) instead of connecting.
+	TCPFlags uint8
+	// Data says how a TCP connection sends its payload (DataNow...).
+	Data string
+	// Close, for a step that closes a listener, is its name; the other
+	// fields are then empty.
+	Close string
 }
+
+// Fragment is one IP fragment of a datagram: Length bytes of its IP
+// payload (the UDP or ICMP header and data) from Offset. Its more-
+// fragments flag is set unless it reaches the end of the datagram.
+type Fragment struct{ Offset, Length int }
+
+// TCP data modes.
+const (
+	// DataNow connects, sends the payload and closes.
+	DataNow = "now"
+	// DataAfterPeerClose connects, waits until the peer has closed its
+	// side (a FIN), then sends the payload: data to a closed socket.
+	DataAfterPeerClose = "after_peer_close"
+	// DataOutOfWindow connects, sends the payload, then one more segment
+	// on the connection whose sequence number is far outside the peer's
+	// receive window.
+	DataOutOfWindow = "out_of_window"
+	// DataRequest connects, sends the payload, then reads until the peer
+	// closes or resets the connection (3 s at most).
+	DataRequest = "request"
+)
 
 // Expectation is a fate some packets must meet.
 type Expectation struct {
@@ -126,6 +216,12 @@ type Expectation struct {
 	// Hook is the netfilter hook ("LOCAL_IN"), "none" when the packet
 	// must not be freed inside netfilter, "" when not checked.
 	Hook string
+	// Family is the netfilter family of Hook ("ipv4", "bridge", "netdev"),
+	// or any of several; empty: not checked.
+	Family []string
+	// Netns is the scenario namespace the packet must meet its fate in
+	// (one of Trace); Iface the interface of that namespace it was on.
+	Netns, Iface string
 	// Functions are the acceptable kernel functions that freed the packet
 	// (any of; empty: any). Kernels inline and rename them.
 	Functions []string
@@ -137,6 +233,32 @@ type Expectation struct {
 	ConfirmedBy []string
 	// Kernel limits the expectation to some kernels (nil: every one).
 	Kernel *KernelRange
+	// Gaps mark the expectation as a known gap: what is right, which
+	// pktfate does not meet yet, each on the kernels of its Kernel (the
+	// first that applies to a kernel is its gap).
+	Gaps []KnownGap
+}
+
+// KnownGap says why an expectation is not met yet, and on which kernels.
+// A known gap is run and checked like any expectation; that it does not
+// hold is reported as a known gap (not a regression), that it holds as a
+// gap closed (remove the marker).
+type KnownGap struct {
+	Why string
+	// Kernel limits the gap to some kernels (nil: every one); elsewhere
+	// the expectation must hold.
+	Kernel *KernelRange
+}
+
+// GapOn returns the expectation's known gap on a kernel release (nil:
+// it must hold there).
+func (x *Expectation) GapOn(release string) *KnownGap {
+	for i := range x.Gaps {
+		if x.Gaps[i].Kernel.Contains(release) {
+			return &x.Gaps[i]
+		}
+	}
+	return nil
 }
 
 // KernelRange is a comparison with a kernel version: ">=6.3", "<6.3".
@@ -191,6 +313,8 @@ type Match struct {
 	Sport    uint16
 	Dport    uint16
 	ICMPType *uint8
+	// TCPFlags selects TCP segments with all these flags set.
+	TCPFlags uint8
 }
 
 // String describes the match as a pcap-filter-like phrase.
@@ -213,6 +337,9 @@ func (m Match) String() string {
 	}
 	if m.ICMPType != nil {
 		parts = append(parts, fmt.Sprintf("icmp-type %d", *m.ICMPType))
+	}
+	if m.TCPFlags != 0 {
+		parts = append(parts, "tcp-flags "+tcpFlagString(m.TCPFlags))
 	}
 	if len(parts) == 0 {
 		return "any packet"
@@ -243,8 +370,47 @@ func (x Expectation) Want() string {
 	default:
 		b.WriteString(" at hook " + x.Hook)
 	}
+	if len(x.Family) > 0 {
+		b.WriteString(" family " + strings.Join(x.Family, "|"))
+	}
+	if x.Netns != "" {
+		b.WriteString(" in netns " + x.Netns)
+	}
+	if x.Iface != "" {
+		b.WriteString(" on " + x.Iface)
+	}
 	if len(x.ConfirmedBy) > 0 {
 		b.WriteString(" confirmed by " + strings.Join(x.ConfirmedBy, "+"))
 	}
 	return b.String()
+}
+
+// tcpFlagLetters are the letters of the TCP flags, bit 0 (FIN) first, as
+// tcpdump prints them (E is ECE, W is CWR).
+const tcpFlagLetters = "FSRPAUEW"
+
+func tcpFlagString(f uint8) string {
+	var b strings.Builder
+	for i := 0; i < 8; i++ {
+		if f&(1<<i) != 0 {
+			b.WriteByte(tcpFlagLetters[i])
+		}
+	}
+	return b.String()
+}
+
+// parseTCPFlags reads flag letters ("SA", "R") into their bits.
+func parseTCPFlags(s string) (uint8, error) {
+	var f uint8
+	for _, c := range s {
+		i := strings.IndexRune(tcpFlagLetters, c)
+		if i < 0 {
+			return 0, fmt.Errorf("%q is not a TCP flag: use letters of %s (FIN SYN RST PSH ACK URG ECE CWR)", c, tcpFlagLetters)
+		}
+		f |= 1 << i
+	}
+	if f == 0 {
+		return 0, fmt.Errorf("no flag given: use letters of %s", tcpFlagLetters)
+	}
+	return f, nil
 }

@@ -43,58 +43,19 @@ func sockOpts(v6 bool, ttl, rcvbuf int) func(network, address string, c syscall.
 	}
 }
 
-// listen opens a listener inside its namespace; the returned closer stops it.
-func listen(ns *netns.NS, l Listener) (io.Closer, error) {
-	lc := net.ListenConfig{Control: sockOpts(l.Addr.Addr().Is6(), 0, l.RcvBuf)}
-	var c io.Closer
-	err := ns.Do(func() error {
-		if l.Proto == "udp" {
-			pc, err := lc.ListenPacket(context.Background(), "udp", l.Addr.String())
-			if err != nil {
-				return err
-			}
-			c = pc
-			if l.Read {
-				go func() {
-					buf := make([]byte, 65536)
-					for {
-						if _, _, err := pc.ReadFrom(buf); err != nil {
-							return
-						}
-					}
-				}()
-			}
-			return nil
-		}
-		ln, err := lc.Listen(context.Background(), "tcp", l.Addr.String())
-		if err != nil {
-			return err
-		}
-		c = ln
-		if l.Read {
-			go func() {
-				for {
-					conn, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					go func() { io.Copy(io.Discard, conn); conn.Close() }()
-				}
-			}()
-		}
+// send sends one traffic item, from a thread inside the sender's
+// namespace. Errors the network returns to the sender (refused,
+// unreachable, EPERM from a local rule) are expected outcomes: they are
+// returned as notes, not errors.
+func send(ctx context.Context, ns *netns.NS, t Traffic) (notes []string, err error) {
+	derr := ns.Do(func() error {
+		notes, err = sendHere(ctx, ns, t)
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s %s in %s: %w", l.Proto, l.Addr, l.Netns, err)
-	}
-	return c, nil
+	return notes, errors.Join(err, derr)
 }
 
-// send sends one traffic item. Errors the network returns to the sender
-// (refused, unreachable, EPERM from a local rule) are expected outcomes:
-// they are returned as notes, not errors.
-func send(ctx context.Context, ns *netns.NS, t Traffic) (notes []string, err error) {
-	v6 := t.To.Addr().Is6()
+func sendHere(ctx context.Context, ns *netns.NS, t Traffic) (notes []string, err error) {
 	payload := make([]byte, t.Size)
 	copy(payload, "pktfate check")
 	note := func(e error) {
@@ -103,89 +64,134 @@ func send(ctx context.Context, ns *netns.NS, t Traffic) (notes []string, err err
 		}
 	}
 	switch {
+	case t.Fragments != nil:
+		err = sendFragments(ctx, ns, t, payload, note)
 	case t.Proto == "udp" && t.BadChecksum:
-		err := sendBadUDP(ctx, ns, t, payload, note)
-		return notes, err
+		err = sendBadUDP(ctx, ns, t, payload, note)
 	case t.Proto == "udp":
-		lc := net.ListenConfig{Control: sockOpts(v6, t.TTL, 0)}
-		var pc net.PacketConn
-		local := net.JoinHostPort(addrOrAny(t.Src, v6), "0")
-		if err := ns.Do(func() error {
-			var err error
-			pc, err = lc.ListenPacket(ctx, map[bool]string{false: "udp4", true: "udp6"}[v6], local)
-			return err
-		}); err != nil {
-			return nil, fmt.Errorf("opening a UDP socket in %s: %w", t.From, err)
-		}
-		defer pc.Close()
-		dst := net.UDPAddrFromAddrPort(t.To)
-		for i := 0; i < t.Count && ctx.Err() == nil; i++ {
-			if _, err := pc.WriteTo(payload, dst); err != nil {
-				note(err)
-				if errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.EAGAIN) {
-					time.Sleep(time.Millisecond)
-				}
-			}
-		}
+		err = sendUDP(ctx, ns, t, payload, note)
+	case t.Proto == "tcp" && t.TCPFlags != 0:
+		err = sendTCPSegments(ctx, ns, t, payload, note)
 	case t.Proto == "tcp":
-		d := net.Dialer{Timeout: time.Second, Control: sockOpts(v6, t.TTL, 0)}
-		if t.Src.IsValid() {
-			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(t.Src, 0))
-		}
-		for i := 0; i < t.Count && ctx.Err() == nil; i++ {
-			var conn net.Conn
-			err := ns.Do(func() error {
-				var err error
-				conn, err = d.DialContext(ctx, "tcp", t.To.String())
-				return err
-			})
-			if err != nil {
-				note(err)
-				continue
-			}
-			conn.SetWriteDeadline(time.Now().Add(time.Second))
-			if _, err := conn.Write(payload); err != nil {
-				note(err)
-			}
-			conn.Close()
-		}
+		sendTCP(ctx, ns, t, payload, note)
 	case t.Proto == "icmp":
-		network, laddr := "ip4:icmp", addrOrAny(t.Src, false)
-		var typ icmp.Type = ipv4.ICMPTypeEcho
-		if v6 {
-			network, laddr, typ = "ip6:ipv6-icmp", addrOrAny(t.Src, true), ipv6.ICMPTypeEchoRequest
-		}
-		var pc *icmp.PacketConn
-		if err := ns.Do(func() error {
-			var err error
-			pc, err = icmp.ListenPacket(network, laddr)
-			return err
-		}); err != nil {
-			return nil, fmt.Errorf("opening an ICMP socket in %s: %w", t.From, err)
-		}
-		defer pc.Close()
-		if t.TTL > 0 {
-			if v6 {
-				err = pc.IPv6PacketConn().SetHopLimit(t.TTL)
-			} else {
-				err = pc.IPv4PacketConn().SetTTL(t.TTL)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("setting the TTL: %w", err)
-			}
-		}
-		for i := 0; i < t.Count && ctx.Err() == nil; i++ {
-			msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: os.Getpid() & 0xffff, Seq: i + 1, Data: payload}}
-			b, err := msg.Marshal(nil)
-			if err != nil {
-				return nil, err
-			}
-			if _, err := pc.WriteTo(b, &net.IPAddr{IP: t.To.Addr().AsSlice()}); err != nil {
-				note(err)
+		err = sendEcho(ctx, ns, t, payload, note)
+	}
+	return notes, err
+}
+
+func sendUDP(ctx context.Context, ns *netns.NS, t Traffic, payload []byte, note func(error)) error {
+	v6 := t.To.Addr().Is6()
+	lc := net.ListenConfig{Control: sockOpts(v6, t.TTL, 0)}
+	var pc net.PacketConn
+	local := net.JoinHostPort(addrOrAny(t.Src, v6), "0")
+	if err := ns.Do(func() error {
+		var err error
+		pc, err = lc.ListenPacket(ctx, map[bool]string{false: "udp4", true: "udp6"}[v6], local)
+		return err
+	}); err != nil {
+		return fmt.Errorf("opening a UDP socket in %s: %w", t.From, err)
+	}
+	defer pc.Close()
+	dst := net.UDPAddrFromAddrPort(t.To)
+	for i := 0; i < t.Count && ctx.Err() == nil; i++ {
+		if _, err := pc.WriteTo(payload, dst); err != nil {
+			note(err)
+			if errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.EAGAIN) {
+				time.Sleep(time.Millisecond)
 			}
 		}
 	}
-	return notes, nil
+	return nil
+}
+
+// sendTCP opens one connection per count and sends the payload as the
+// data mode says.
+func sendTCP(ctx context.Context, ns *netns.NS, t Traffic, payload []byte, note func(error)) {
+	d := net.Dialer{Timeout: time.Second, Control: sockOpts(t.To.Addr().Is6(), t.TTL, 0)}
+	if t.Src.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(t.Src, 0))
+	}
+	for i := 0; i < t.Count && ctx.Err() == nil; i++ {
+		var conn net.Conn
+		err := ns.Do(func() error {
+			var err error
+			conn, err = d.DialContext(ctx, "tcp", t.To.String())
+			return err
+		})
+		if err != nil {
+			note(err)
+			continue
+		}
+		if err := tcpData(ctx, ns, t, conn.(*net.TCPConn), payload); err != nil {
+			note(err)
+		}
+		conn.Close()
+	}
+}
+
+// tcpData sends the payload on an open connection as the data mode says.
+func tcpData(ctx context.Context, ns *netns.NS, t Traffic, conn *net.TCPConn, payload []byte) error {
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if t.Data == DataAfterPeerClose {
+		// The peer's FIN makes a read return io.EOF.
+		if _, err := io.Copy(io.Discard, conn); err != nil {
+			return fmt.Errorf("waiting for the peer to close: %w", err)
+		}
+	}
+	if _, err := conn.Write(payload); err != nil {
+		return err
+	}
+	switch t.Data {
+	case DataOutOfWindow:
+		return sendOutOfWindow(ns, conn, payload)
+	case DataRequest:
+		// Until the peer closes (EOF) or resets (an error) the connection.
+		if _, err := io.Copy(io.Discard, conn); err != nil {
+			return fmt.Errorf("reading the answer: %w", err)
+		}
+	}
+	return nil
+}
+
+func sendEcho(ctx context.Context, ns *netns.NS, t Traffic, payload []byte, note func(error)) error {
+	v6 := t.To.Addr().Is6()
+	network, laddr := "ip4:icmp", addrOrAny(t.Src, false)
+	var typ icmp.Type = ipv4.ICMPTypeEcho
+	if v6 {
+		network, laddr, typ = "ip6:ipv6-icmp", addrOrAny(t.Src, true), ipv6.ICMPTypeEchoRequest
+	}
+	var pc *icmp.PacketConn
+	if err := ns.Do(func() error {
+		var err error
+		pc, err = icmp.ListenPacket(network, laddr)
+		return err
+	}); err != nil {
+		return fmt.Errorf("opening an ICMP socket in %s: %w", t.From, err)
+	}
+	defer pc.Close()
+	if t.TTL > 0 {
+		var err error
+		if v6 {
+			err = pc.IPv6PacketConn().SetHopLimit(t.TTL)
+		} else {
+			err = pc.IPv4PacketConn().SetTTL(t.TTL)
+		}
+		if err != nil {
+			return fmt.Errorf("setting the TTL: %w", err)
+		}
+	}
+	for i := 0; i < t.Count && ctx.Err() == nil; i++ {
+		msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: os.Getpid() & 0xffff, Seq: i + 1, Data: payload}}
+		b, err := msg.Marshal(nil)
+		if err != nil {
+			return err
+		}
+		if _, err := pc.WriteTo(b, &net.IPAddr{IP: t.To.Addr().AsSlice()}); err != nil {
+			note(err)
+		}
+	}
+	return nil
 }
 
 func addrOrAny(a netip.Addr, v6 bool) string {
@@ -201,66 +207,19 @@ func addrOrAny(a netip.Addr, v6 bool) string {
 // sendBadUDP sends UDP datagrams through a raw socket, with the checksum
 // of the right one inverted.
 func sendBadUDP(ctx context.Context, ns *netns.NS, t Traffic, payload []byte, note func(error)) error {
-	v6 := t.To.Addr().Is6()
-	network := map[bool]string{false: "ip4:udp", true: "ip6:udp"}[v6]
-	var pc net.PacketConn
 	var src netip.Addr
-	err := ns.Do(func() error {
-		// The source address the kernel will choose, for the pseudo-header.
-		probe, err := net.DialUDP("udp", udpAddr(t.Src), net.UDPAddrFromAddrPort(t.To))
-		if err != nil {
-			return err
-		}
-		src = probe.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-		probe.Close()
-		pc, err = net.ListenPacket(network, src.String())
+	if err := ns.Do(func() (err error) { src, err = sourceAddr(t); return err }); err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("opening a raw UDP socket in %s: %w", t.From, err)
 	}
-	defer pc.Close()
-	const sport = 40000
-	n := 8 + len(payload)
-	b := make([]byte, n)
-	b[0], b[1] = sport>>8, sport&0xff
-	b[2], b[3] = byte(t.To.Port()>>8), byte(t.To.Port())
-	b[4], b[5] = byte(n>>8), byte(n)
-	copy(b[8:], payload)
-	sum := uint32(0)
-	add := func(p []byte) {
-		for i := 0; i+1 < len(p); i += 2 {
-			sum += uint32(p[i])<<8 | uint32(p[i+1])
-		}
-		if len(p)%2 == 1 {
-			sum += uint32(p[len(p)-1]) << 8
-		}
+	b := udpDatagram(src, t.To, rawSport, payload)
+	b[6] ^= 0x5a
+	b[7] ^= 0x5a
+	if b[6] == 0 && b[7] == 0 {
+		b[7] = 1 // zero would mean "no checksum" over IPv4
 	}
-	add(src.AsSlice())
-	add(t.To.Addr().AsSlice())
-	add([]byte{0, 17, byte(n >> 8), byte(n)})
-	add(b)
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	good := ^uint16(sum)
-	if good == 0 {
-		good = 0xffff
-	}
-	bad := good ^ 0x5a5a
-	b[6], b[7] = byte(bad>>8), byte(bad)
-	dst := &net.IPAddr{IP: t.To.Addr().AsSlice()}
+	var segs [][]byte
 	for i := 0; i < t.Count && ctx.Err() == nil; i++ {
-		if _, err := pc.WriteTo(b, dst); err != nil {
-			note(err)
-		}
+		segs = append(segs, b)
 	}
-	return nil
-}
-
-func udpAddr(a netip.Addr) *net.UDPAddr {
-	if !a.IsValid() {
-		return nil
-	}
-	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0))
+	return sendRawL4(ns, src, t.To.Addr(), unix.IPPROTO_UDP, t.TTL, segs, note)
 }

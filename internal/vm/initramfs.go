@@ -25,9 +25,11 @@ var GuestModules = []string{
 	// vishvananda/netlink's NewHandle opens NETLINK_XFRM sockets too; the
 	// guests have no modprobe, so nothing is autoloaded on demand.
 	"xfrm_user", "dummy", "sch_ingress", "cls_bpf", "act_bpf",
-	// genl/kmod's kernel tests: bridge-family chains, packets held by an
-	// NFQUEUE reader.
-	"bridge", "nfnetlink_queue", "nft_queue", "nft_meta_bridge", "nft_reject_bridge",
+	// Bridge-family chains (genl/kmod's kernel tests, the scenario
+	// library's bridges; nft_meta_bridge for rules of the bridge family),
+	// packets held by an NFQUEUE reader, VXLAN tunnels. br_netfilter stays
+	// out: the guests bridge without it.
+	"bridge", "nfnetlink_queue", "nft_queue", "nft_meta_bridge", "nft_reject_bridge", "vxlan",
 }
 
 // guest paths
