@@ -509,7 +509,10 @@ func TestCorrelateAllocsNothing(t *testing.T) {
 	for range 20000 { // warm: pools, maps and slices at their size
 		packet()
 	}
-	if n := testutil.Mallocs(5000, packet); n > 0 {
+	// None in steady state; a map's rare growth step or the runtime's own
+	// bookkeeping may show up once (seen in a VM), an allocation per
+	// record would show 5000.
+	if n := testutil.Mallocs(5000, packet); n > 2 {
 		t.Errorf("%d allocations for 5000 packets, want none in steady state", n)
 	}
 	if st := c.Stats(); st.Forced != 0 || st.ByVerdict[VerdictConfirmed] < 20000 {
