@@ -99,6 +99,11 @@ type EBPF struct {
 	decoder *Decoder
 
 	decodeErrors atomic.Uint64
+	// runMu is held by Run for as long as it runs: Close, after closing
+	// the ring that wakes it, waits on it before it closes the maps that
+	// Run's stop still reads. closed (under runMu) makes a late Run return.
+	runMu  sync.Mutex
+	closed bool
 	// eventLinks is how many of links (the first) attach the programs
 	// that write events; Run detaches them at the stop.
 	eventLinks int
@@ -579,6 +584,11 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 	if s.ring == nil {
 		return errors.New("ebpf source: Run before Start")
 	}
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	if s.closed {
+		return nil
+	}
 	filtered := len(s.cfg.filterNetns()) > 0
 	if s.nfRescan || filtered {
 		stop := make(chan struct{})
@@ -606,6 +616,7 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 	}
 	var ev fate.Event
 	var reads readSet
+	var ifnames ifnameResolver
 	handle := func(sample []byte) {
 		s.read.Add(1)
 		if err := s.decoder.Decode(sample, &ev); err != nil {
@@ -623,6 +634,10 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 				s.freedAfterRead.Add(1)
 				return
 			}
+		}
+		if ev.Ifname == "" && ev.Ifindex != 0 {
+			// The skb held no device: name the interface it arrived on.
+			ev.Ifname = ifnames.name(ev.Netns, ev.Ifindex)
 		}
 		if s.cfg.NetfilterOnly {
 			if ev.Hook == "" {
@@ -833,6 +848,9 @@ func (s *EBPF) Close() error {
 	if s.ring != nil {
 		errs = append(errs, s.ring.Close())
 	}
+	s.runMu.Lock() // a Run still going returns once the ring is closed
+	s.closed = true
+	s.runMu.Unlock()
 	for _, p := range s.progs {
 		errs = append(errs, p.Close())
 	}

@@ -18,9 +18,12 @@ type Symbols struct {
 	addrs []uint64
 	names []string
 	cache map[uint64]string
-	// pending, when set, is a table still loading (LoadKallsymsAsync):
-	// the first lookup waits for it.
+	// pending, when set, is a table loading (LoadKallsymsAsync): the
+	// first lookup waits for it. It is never changed after construction,
+	// so Ready and Err may be asked from another goroutine while this one
+	// looks up; loaded says this goroutine has taken the table.
 	pending *symbolsLoad
+	loaded  bool
 }
 
 // symbolsLoad is a table loading in the background, shared by forks.
@@ -51,12 +54,12 @@ func LoadKallsymsAsync() *Symbols {
 
 // wait takes the table once it has loaded.
 func (s *Symbols) wait() {
-	if s.pending == nil {
+	if s.pending == nil || s.loaded {
 		return
 	}
 	<-s.pending.done
 	s.addrs, s.names = s.pending.addrs, s.pending.names
-	s.pending = nil
+	s.loaded = true
 }
 
 // Err waits for a table that is loading and returns why it could not be
@@ -95,7 +98,12 @@ func (s *Symbols) Fork() *Symbols {
 	if s == nil {
 		return nil
 	}
-	return &Symbols{addrs: s.addrs, names: s.names, cache: map[uint64]string{}, pending: s.pending}
+	if s.pending != nil {
+		// The fork takes the table from the load itself: s may be
+		// taking it on another goroutine right now.
+		return &Symbols{cache: map[uint64]string{}, pending: s.pending}
+	}
+	return &Symbols{addrs: s.addrs, names: s.names, cache: map[uint64]string{}}
 }
 
 // LoadKallsyms reads /proc/kallsyms. Without CAP_SYSLOG (or with
