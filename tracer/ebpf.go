@@ -79,8 +79,9 @@ type EBPFConfig struct {
 }
 
 const (
-	defaultSnapLen    = 128
-	defaultRingBuffer = 16 << 20
+	defaultSnapLen = 128
+	// DefaultRingBuffer is the ebpf source's ring buffer, in bytes.
+	DefaultRingBuffer = 16 << 20
 	// wakeupEvery is how many events a CPU submits between two wakeups of
 	// the reader: a wakeup per event would cost the packet path an irq_work
 	// each time. readPoll bounds how long the events in between wait.
@@ -186,7 +187,7 @@ func NewEBPF(cfg EBPFConfig) *EBPF {
 		cfg.SnapLen = defaultSnapLen
 	}
 	if cfg.RingBufferSize == 0 {
-		cfg.RingBufferSize = defaultRingBuffer
+		cfg.RingBufferSize = DefaultRingBuffer
 	}
 	return &EBPF{cfg: cfg}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/pktfate/pktfate/fate"
+	"github.com/pktfate/pktfate/genl/kmod"
 	"github.com/pktfate/pktfate/internal/capture"
 	"github.com/pktfate/pktfate/internal/pcapfilter"
 	"github.com/pktfate/pktfate/internal/render"
@@ -41,6 +42,12 @@ type traceConfig struct {
 	FilterFate   string
 	SnapLen      int
 	ReadyFile    string
+	// BufferKiB is the ebpf ring buffer (-B, as tcpdump's); DropmonQueue
+	// NET_DM's per-CPU alert queue; KmodRate the module's events per
+	// second and CPU. 0 keeps each default.
+	BufferKiB    int
+	DropmonQueue uint
+	KmodRate     uint
 	// Verbose is the number of -v (-vv is 2): 1 adds progress and why
 	// each source does not run, 2 every column too.
 	Verbose     int
@@ -142,6 +149,19 @@ func traceFlags(cfg *traceConfig, stderr io.Writer, top bool) (*flag.FlagSet, ma
 	})
 	fs.IntVar(&cfg.SnapLen, "snaplen", 128, fmt.Sprintf("`BYTES` of each packet captured from its network header (max %d)", tracer.MaxSnapLen))
 	fs.StringVar(&cfg.ReadyFile, "ready-file", "", "write `FILE` once every source is attached (for scripts)")
+	bufferSize := func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 4 || n > 1<<22 || n&(n-1) != 0 {
+			return errors.New("use a power of two from 4 to 4194304 (KiB)")
+		}
+		cfg.BufferKiB = n
+		return nil
+	}
+	fs.Func("buffer-size", fmt.Sprintf("the ebpf ring buffer in `KiB`, a power of two from 4 (default %d); what does not fit is counted as ebpf_ringbuf_full", tracer.DefaultRingBuffer>>10), bufferSize)
+	fs.Func("B", "", bufferSize)
+	short["buffer-size"] = "B"
+	fs.UintVar(&cfg.DropmonQueue, "dropmon-queue", 0, "drop_monitor's alert queue per CPU, in `ALERTS` (default: the kernel's, 1000); what overflows it is counted as dropmon_queue_full")
+	fs.UintVar(&cfg.KmodRate, "kmod-rate", 0, "the module's limit in `EVENTS` per second and CPU (default: the module's, 10000); what it refuses is counted as kmod_rate_limited")
 	fs.BoolVar(&cfg.UTC, "utc", false, "print times in UTC (default: local time, as tcpdump; NDJSON is always UTC)")
 	fs.BoolVar(&cfg.Numeric, "numeric", false, "print network namespaces as inode numbers, not names")
 	fs.BoolVar(&cfg.Numeric, "n", false, "")
@@ -319,7 +339,9 @@ func prepareTrace(cfg traceConfig, stderr io.Writer) (*traceSetup, error) {
 		return nil, err
 	}
 	sel, err := tracer.Select(tracer.SelectConfig{Names: cfg.Sources, Filters: f, NetnsPath: netnsPath,
-		PcapFilter: filter.Program(), Kernel: kernel, Decoder: decoder})
+		PcapFilter: filter.Program(), Kernel: kernel, Decoder: decoder, RingBufferSize: cfg.BufferKiB << 10,
+		Dropmon: tracer.DropmonConfig{QueueLen: uint32(cfg.DropmonQueue)},
+		Kmod:    tracer.KmodConfig{Enable: kmod.EnableConfig{Rate: uint32(cfg.KmodRate)}}})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/pktfate/pktfate/fate"
+	"github.com/pktfate/pktfate/internal/testutil"
+	"github.com/pktfate/pktfate/tracer"
+)
+
+// The loss ledger end to end: each counter is driven above zero with real
+// sources, through the CLI, and what the user is shown is checked, not the
+// library's counters: the summary line (text and JSON), its complete flag,
+// and that every packet sent is either reported or counted.
+
+// lostValue returns the named loss counter of an NDJSON summary.
+func lostValue(t *testing.T, summary ndjsonLine, observer, name string) float64 {
+	t.Helper()
+	lost, _ := summary["lost"].([]any)
+	for _, l := range lost {
+		m := l.(map[string]any)
+		if m["observer"] == observer && m["name"] == name {
+			if m["unknown"] != nil {
+				t.Fatalf("%s_%s unknown: %v", observer, name, m["unknown"])
+			}
+			return m["value"].(float64)
+		}
+	}
+	t.Fatalf("summary has no %s_%s counter: %v", observer, name, summary["lost"])
+	return 0
+}
+
+// lostSum adds up an observer's loss counters.
+func lostSum(summary ndjsonLine, observer string) float64 {
+	var sum float64
+	lost, _ := summary["lost"].([]any)
+	for _, l := range lost {
+		if m := l.(map[string]any); m["observer"] == observer {
+			v, _ := m["value"].(float64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// countDrops counts the drop events (or fates) with the reason.
+func countDrops(lines []ndjsonLine, reason string) int {
+	n := 0
+	for _, l := range lines {
+		if l["fate"] == "drop" && l["reason"] == reason {
+			n++
+		}
+	}
+	return n
+}
+
+// TestLedgerRingFull: with a one-page ring and the reader stopped
+// (SIGSTOP), the BPF programs find the ring full. Every packet sent is
+// then either an event or counted in ebpf_ringbuf_full, the summary is not
+// complete, and the text summary names the counter with its value.
+func TestLedgerRingFull(t *testing.T) {
+	testutil.RequireRoot(t)
+	const n = 300
+	dst := netip.MustParseAddrPort("127.0.0.1:9")
+	for _, format := range []string{"json", "text"} {
+		t.Run(format, func(t *testing.T) {
+			ns := testutil.NewNS(t)
+			args := []string{"--source", "ebpf", "--filter-fate", "drop", "-B", "4", "--filter-netns", fmt.Sprint(ns.Inode)}
+			if format == "json" {
+				args = append(args, "--output-json")
+			}
+			r := startTrace(t, append(args, "udp")...)
+			if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			// A process stopped keeps its BPF programs running: the ring
+			// fills, nothing reads it.
+			sendUDP(t, ns, "udp4", dst, n)
+			if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			r.stop(t, os.Interrupt)
+			if format == "text" {
+				out := r.stdout.String()
+				for _, want := range []string{"lost events:", "ebpf_ringbuf_full"} {
+					if !strings.Contains(out, want) {
+						t.Errorf("text output lacks %q:\n%s", want, out)
+					}
+				}
+				if strings.Contains(out, "nothing lost") || strings.Contains(out, "ebpf_ringbuf_full=0") {
+					t.Errorf("text summary claims nothing was lost:\n%s", out)
+				}
+				return
+			}
+			events, summary := parseNDJSON(t, r.stdout.Bytes())
+			got, full := countDrops(events, "NO_SOCKET"), lostValue(t, summary, fate.ObserverEBPF, "ringbuf_full")
+			t.Logf("%d events, ebpf_ringbuf_full %v", got, full)
+			if full == 0 || got == 0 {
+				t.Errorf("%d events and ebpf_ringbuf_full %v: want both above 0 (a one-page ring, the reader stopped)", got, full)
+			}
+			if float64(got)+full != n {
+				t.Errorf("%d events + %v counted as ringbuf_full = %v, want the %d packets sent", got, full, float64(got)+full, n)
+			}
+			if summary["complete"] != false {
+				t.Errorf("summary complete = %v after a full ring", summary["complete"])
+			}
+		})
+	}
+}
+
+// TestLedgerKmodRateLimited: the module's token bucket (--kmod-rate 1,
+// its burst of 1000) refuses most of a burst of netfilter drops; every
+// drop is either reported or counted in the module's counters.
+func TestLedgerKmodRateLimited(t *testing.T) {
+	testutil.LoadModule(t) // skips on the host: it cannot load modules
+	ns := testutil.NewNS(t)
+	const port, n = 47140, 1500
+	if err := testutil.AddRule(t.Context(), ns, "nftables", "udp4", "LOCAL_IN", "DROP", port); err != nil {
+		t.Fatal(err)
+	}
+	r := startTrace(t, "--output-json", "--source", "kmod", "--kmod-rate", "1", "--filter-netns", fmt.Sprint(ns.Inode),
+		fmt.Sprintf("udp port %d", port))
+	sendUDP(t, ns, "udp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), n)
+	r.stop(t, os.Interrupt)
+	events, summary := parseNDJSON(t, r.stdout.Bytes())
+	got, limited := countDrops(events, "NETFILTER_DROP"), lostValue(t, summary, fate.ObserverKmod, "rate_limited")
+	all := lostSum(summary, fate.ObserverKmod)
+	t.Logf("%d events, kmod_rate_limited %v, all kmod losses %v", got, limited, all)
+	if limited == 0 || got == 0 {
+		t.Errorf("%d events and kmod_rate_limited %v: want both above 0", got, limited)
+	}
+	if float64(got)+all != n {
+		t.Errorf("%d events + %v counted = %v, want the %d packets sent", got, all, float64(got)+all, n)
+	}
+	if summary["complete"] != false {
+		t.Errorf("summary complete = %v with drops rate-limited", summary["complete"])
+	}
+}
+
+// TestLedgerDropmonQueue: with a NET_DM alert queue of one per CPU, a burst
+// of drops overflows it (or, where the kernel counts no overflow, the
+// socket). Whatever drop_monitor did not deliver is accounted for: every
+// fate that ebpf saw and dropmon did not is "lost" for dropmon, never
+// "missed", and then a dropmon loss counter is above 0 and the summary is
+// not complete.
+func TestLedgerDropmonQueue(t *testing.T) {
+	testutil.RequireRoot(t)
+	if err := tracer.NewDropmon(tracer.DropmonConfig{}).CanRun(fate.Filters{Drops: true}); err != nil {
+		t.Skipf("kernel without drop_monitor (NET_DM): %v", err)
+	}
+	ns := testutil.NewNS(t)
+	const port, n = 47142, 2000
+	r := startTrace(t, "--output-json", "--source", "ebpf,dropmon", "--filter-fate", "drop", "--dropmon-queue", "1",
+		"--correlate-window", "2s", fmt.Sprintf("udp port %d", port))
+	sendUDP(t, ns, "udp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), n)
+	r.stop(t, os.Interrupt)
+	fates, summary := parseFates(t, r.stdout.Bytes())
+	status := map[string]int{}
+	for _, f := range fates {
+		if f["reason"] != "NO_SOCKET" {
+			continue
+		}
+		obs := f["observers"].(map[string]any)
+		if obs["ebpf"].(map[string]any)["status"] != "saw" {
+			t.Errorf("ebpf did not see a drop: %v", f)
+		}
+		status[fmt.Sprint(obs["dropmon"].(map[string]any)["status"])]++
+	}
+	losses := lostSum(summary, fate.ObserverDropmon)
+	t.Logf("dropmon per fate %v, dropmon losses %v, lost_by_observer %v", status, losses, summary["lost_by_observer"])
+	if total := status["saw"] + status["lost"] + status["missed"]; total != n {
+		t.Errorf("%d fates of the drops, want %d", total, n)
+	}
+	if status["missed"] != 0 {
+		t.Errorf("%d drops dropmon missed without a loss counted: they must be lost (%v)", status["missed"], status)
+	}
+	if status["lost"] > 0 && (losses == 0 || summary["complete"] != false) {
+		t.Errorf("%d drops lost by dropmon, yet its losses %v and complete %v", status["lost"], losses, summary["complete"])
+	}
+	if status["saw"] == n && losses == 0 {
+		t.Logf("this kernel's drop_monitor kept up with a queue of one")
+	}
+}
