@@ -172,6 +172,9 @@ func (d *Decoder) Decode(raw []byte, ev *fate.Event) error {
 		ev.Probe = "kfree_skb"
 		if d.Reasons.IsConsumed(ev.ReasonCode) {
 			ev.Fate, ev.Reason = fate.FateConsume, ""
+			if loc.inferred != "" {
+				ev.Fate, ev.Reason, ev.ReasonInferred = fate.FateDrop, loc.inferred, true
+			}
 		} else {
 			ev.Fate, ev.Reason = fate.FateDrop, d.Reasons.Name(ev.ReasonCode)
 		}

@@ -12,11 +12,20 @@ type InferredReasons struct {
 
 // inferredReasons is the one table: function -> reason. Each entry cites
 // the kernel code that frees the refused packet there; an entry belongs
-// here only when every consume at that function is a refusal. It is empty:
-// the two refusals known to be freed with consume_skb are freed where
-// accepted packets are freed too (docs/inferred-reasons.md), so their
-// location proves nothing on its own.
-var inferredReasons = map[string]string{}
+// here only when every consume at that function is a refusal
+// (docs/inferred-reasons.md, with the refusals left out and why).
+var inferredReasons = map[string]string{
+	// net/ipv4/inet_fragment.c (6.4 and later): inet_frag_destroy()
+	// frees the fragments still queued with inet_frag_rbtree_purge(...,
+	// SKB_CONSUMED). A queue that reassembled has none left
+	// (inet_frag_reasm_finish() empties rb_fragments), so a fragment
+	// freed there belongs to a datagram never reassembled: its queue was
+	// killed (overlap, oversize, a fragment after the last) or expired,
+	// or its namespace went. IPv4, IPv6 and conntrack's IPv6 defrag share
+	// the code; the kernel counts them in ReasmFails. Earlier kernels
+	// free them with kfree_skb(): a drop (NOT_SPECIFIED) already.
+	"inet_frag_rbtree_purge": "REASM_FAILS (inferred from inet_frag_rbtree_purge)",
+}
 
 // NewInferredReasons returns a table of function -> reason (tests, and a
 // table extended for a kernel of one's own).
