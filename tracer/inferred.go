@@ -15,14 +15,14 @@ type InferredReasons struct {
 // here only when every consume at that function is a refusal
 // (docs/inferred-reasons.md, with the refusals left out and why).
 var inferredReasons = map[string]string{
-	// net/ipv4/inet_fragment.c (6.4 and later): inet_frag_destroy()
+	// net/ipv4/inet_fragment.c (6.12 and 7.2; 6.1 uses kfree_skb): inet_frag_destroy()
 	// frees the fragments still queued with inet_frag_rbtree_purge(...,
 	// SKB_CONSUMED). A queue that reassembled has none left
 	// (inet_frag_reasm_finish() empties rb_fragments), so a fragment
 	// freed there belongs to a datagram never reassembled: its queue was
 	// killed (overlap, oversize, a fragment after the last) or expired,
 	// or its namespace went. IPv4, IPv6 and conntrack's IPv6 defrag share
-	// the code; the kernel counts them in ReasmFails. Earlier kernels
+	// the code; the kernel counts them in ReasmFails. Kernels like 6.1
 	// free them with kfree_skb(): a drop (NOT_SPECIFIED) already.
 	"inet_frag_rbtree_purge": "REASM_FAILS (inferred from inet_frag_rbtree_purge)",
 }
