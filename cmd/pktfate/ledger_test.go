@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pktfate/pktfate/fate"
+	"github.com/pktfate/pktfate/genl/dropmon"
 	"github.com/pktfate/pktfate/internal/testutil"
 	"github.com/pktfate/pktfate/tracer"
 )
@@ -153,12 +154,18 @@ func TestLedgerDropmonQueue(t *testing.T) {
 	if err := tracer.NewDropmon(tracer.DropmonConfig{}).CanRun(fate.Filters{Drops: true}); err != nil {
 		t.Skipf("kernel without drop_monitor (NET_DM): %v", err)
 	}
+	before := dropmonConfig(t)
 	ns := testutil.NewNS(t)
 	const port, n = 47142, 2000
 	r := startTrace(t, "--output-json", "--source", "ebpf,dropmon", "--filter-fate", "drop", "--dropmon-queue", "1",
 		"--correlate-window", "2s", fmt.Sprintf("udp port %d", port))
 	sendUDP(t, ns, "udp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), n)
 	r.stop(t, os.Interrupt)
+	// NET_DM keeps its configuration when stopped: the queue of one must
+	// not outlive the capture (the next one would lose alerts).
+	if after := dropmonConfig(t); after != before {
+		t.Errorf("drop_monitor's configuration after the capture %+v, before %+v", after, before)
+	}
 	fates, summary := parseFates(t, r.stdout.Bytes())
 	status := map[string]int{}
 	for _, f := range fates {
@@ -199,4 +206,19 @@ func TestLedgerDropmonQueue(t *testing.T) {
 	if status["saw"] == n && losses == 0 {
 		t.Logf("this kernel's drop_monitor kept up with a queue of one")
 	}
+}
+
+// dropmonConfig reads NET_DM's configuration.
+func dropmonConfig(t *testing.T) dropmon.Config {
+	t.Helper()
+	c, err := dropmon.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg, err := c.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

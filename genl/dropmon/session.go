@@ -73,6 +73,11 @@ type Session struct {
 	recovered bool
 	started   Drops
 	config    Config
+	// prior is the configuration found before this session set its own
+	// (nil when it could not be read): Close puts it back, so that a
+	// queue length or alert mode asked for one capture does not outlive
+	// it (NET_DM keeps its configuration while stopped).
+	prior *Config
 	baseline  Stats
 	marker    string
 	markerErr error
@@ -176,6 +181,11 @@ func (s *Session) start() error {
 }
 
 func (s *Session) configureAndStart() error {
+	if s.prior == nil {
+		if prior, err := s.client.Config(); err == nil {
+			s.prior = &prior
+		}
+	}
 	if err := s.client.SetConfig(s.cfg.Config); err != nil {
 		return err
 	}
@@ -272,8 +282,15 @@ func (s *Session) shutdown() error {
 	if s.started != 0 {
 		if err := s.client.Stop(s.started); err != nil {
 			errs = append(errs, fmt.Errorf("stopping drop monitor: %w", err))
-		} else if s.marker != "" {
-			errs = append(errs, removeOwnMarker(s.marker))
+		} else {
+			if s.marker != "" {
+				errs = append(errs, removeOwnMarker(s.marker))
+			}
+			if s.prior != nil && *s.prior != s.config {
+				if err := s.client.SetConfig(*s.prior); err != nil {
+					errs = append(errs, fmt.Errorf("restoring the drop monitor's configuration: %w", err))
+				}
+			}
 		}
 		s.started = 0
 	}

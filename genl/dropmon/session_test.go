@@ -59,6 +59,35 @@ func TestSessionStartsAndStops(t *testing.T) {
 	}
 }
 
+// TestSessionRestoresConfig: a session that set its own queue length and
+// alert mode puts back the configuration it found when it stops: NET_DM
+// keeps its configuration while stopped, and a queue of one asked for one
+// capture would otherwise make the next one lose alerts.
+func TestSessionRestoresConfig(t *testing.T) {
+	k := newFakeKernel()
+	found := Config{Mode: ModeSummary, QueueLen: 1000}
+	k.cfg = found
+	s, err := testSession(t, k, SessionConfig{Config: Config{Mode: ModePacket, TruncLen: 142, QueueLen: 1}, MarkerPath: "-"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.mu.Lock()
+	during := k.cfg
+	k.mu.Unlock()
+	if during != (Config{Mode: ModePacket, TruncLen: 142, QueueLen: 1}) {
+		t.Errorf("while running: %+v", during)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	k.mu.Lock()
+	after := k.cfg
+	k.mu.Unlock()
+	if after != found {
+		t.Errorf("after Close the kernel's configuration is %+v, want the one found, %+v", after, found)
+	}
+}
+
 func TestSessionPassiveWithoutMarker(t *testing.T) {
 	k := newFakeKernel()
 	k.sw = true // dropwatch runs
