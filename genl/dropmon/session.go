@@ -77,7 +77,7 @@ type Session struct {
 	// (nil when it could not be read): Close puts it back, so that a
 	// queue length or alert mode asked for one capture does not outlive
 	// it (NET_DM keeps its configuration while stopped).
-	prior *Config
+	prior     *Config
 	baseline  Stats
 	marker    string
 	markerErr error
