@@ -80,6 +80,16 @@
 /* Owner of a traversal that runs on the CPU's irq stack (softirq). */
 #define PF_IRQ_STACK	1UL
 
+/*
+ * The per-CPU system workqueue: 6.17 named it system_percpu_wq, and 7.x
+ * warns once when work is queued on its old name.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 17, 0)
+#define PF_WQ system_percpu_wq
+#else
+#define PF_WQ system_wq
+#endif
+
 static unsigned int queue_len = 256;
 module_param(queue_len, uint, 0444);
 MODULE_PARM_DESC(queue_len, "drops queued per CPU and session (1-4096, default 256)");
@@ -807,7 +817,7 @@ static void pf_want_rebracket(struct pf_list *l)
 	if (test_bit(PF_LIST_REBRACKET, &l->flags) ||
 	    test_and_set_bit(PF_LIST_REBRACKET, &l->flags))
 		return;
-	mod_delayed_work(system_wq, &pf_rebracket_work, 0);
+	mod_delayed_work(PF_WQ, &pf_rebracket_work, 0);
 }
 
 static unsigned int pf_hook_enter(void *priv, struct sk_buff *skb,
@@ -1859,7 +1869,7 @@ static void pf_rebracket_all(struct work_struct *work)
 			again |= pf_rebracket(&pd->lists[i]);
 	mutex_unlock(&pf_lists_lock);
 	if (again)
-		queue_delayed_work(system_wq, &pf_rebracket_work, HZ);
+		queue_delayed_work(PF_WQ, &pf_rebracket_work, HZ);
 }
 
 static struct nf_hook_entries __rcu **pf_net_head(struct net *net, u8 pf, u8 hook)
