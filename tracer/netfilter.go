@@ -160,7 +160,13 @@ func (s *EBPF) attachNetfilterFexit(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 			errors.Join(ebpf.ErrNotSupported, explainLoadError(err)))
 	}
 	s.progs = append(s.progs, o.Enter, o.Exit)
-	for _, p := range []*ebpf.Program{o.Enter, o.Exit} {
+	// The exit first: attaching the second program rebuilds the
+	// trampoline, which takes an RCU-tasks grace period (hundreds of ms
+	// in a TCG guest). With the entry first, every chain run meanwhile
+	// stayed on the in-flight stack: nf_inflight_full at the start, and
+	// entries that a later skb at the same address could take for its own.
+	// An exit without its entry finds nothing to take.
+	for _, p := range []*ebpf.Program{o.Exit, o.Enter} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
 			return fmt.Errorf("attaching %s to nf_hook_slow: %w", p, err)
@@ -318,7 +324,7 @@ func attachNetfilterHere(o nfLinkObjects) ([]link.Link, error) {
 			for _, p := range []struct {
 				prog       *ebpf.Program
 				prio, step int32
-			}{{o.Enter, nfPriorityFirst, 1}, {o.Exit, nfPriorityLast, -1}} {
+			}{{o.Exit, nfPriorityLast, -1}, {o.Enter, nfPriorityFirst, 1}} { // the exit first, as for fexit
 				l, err := attachNetfilterNear(p.prog, pf, hook, p.prio, p.step)
 				if err != nil {
 					for _, l := range links {
