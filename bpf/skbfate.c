@@ -83,6 +83,12 @@ enum counter {
 	CNT_NF_STOLEN = 4,
 	/* Frees of a packet already reported at its read: one delivery. */
 	CNT_FREED_AFTER_READ = 5,
+	/*
+	 * Packets the pcap filter could not judge: none of their bytes could
+	 * be read (headers not in the linear data). Lost: whether they match
+	 * is not known.
+	 */
+	CNT_FILTER_NO_BYTES = 6,
 	CNT_MAX,
 };
 
@@ -533,6 +539,11 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 		__u64 data = (__u64)head + off;
 		__u32 proto = bpf_ntohs(protocol);
 		int match;
+
+		if (!n && skb->len) {
+			count(CNT_FILTER_NO_BYTES);
+			return 0;
+		}
 
 		if (flags & EVF_MAC)
 			match = pktfate_filter_l2(data, n, proto, n);

@@ -720,6 +720,11 @@ func (s *EBPF) Losses() []fate.Loss {
 	if s.cfg.Netfilter {
 		out = append(out, s.counterLoss(fate.ObserverNF, "inflight_full", cntNFInflightFull))
 	}
+	if s.KernelFilter == "" && len(s.cfg.PcapFilter) > 0 {
+		// The expression runs in the kernel: a packet none of whose bytes
+		// could be read cannot be judged there.
+		out = append(out, s.counterLoss(fate.ObserverEBPF, "filter_no_bytes", cntFilterNoBytes))
+	}
 	unread := fate.Loss{Observer: fate.ObserverEBPF, Name: "unread_at_stop", Value: s.unread.Load()}
 	if msg := s.unreadErr.Load(); msg != nil {
 		unread.Unknown = *msg
@@ -808,6 +813,7 @@ const (
 	cntNotPacket      = 3
 	cntNFStolen       = 4
 	cntFreedAfterRead = 5
+	cntFilterNoBytes  = 6
 )
 
 func (s *EBPF) counter(idx uint32) (uint64, error) {

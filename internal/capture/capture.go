@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -186,10 +187,14 @@ type pipeline struct {
 	lastLoss map[string]uint64
 	lastTick uint64
 	noticed  map[string]bool
+	// noBytes counts, by observer, the packets the filter expression could
+	// not judge in user space: none of their bytes arrived.
+	noBytes map[string]uint64
 }
 
 func newPipeline(cfg Config, stats *Stats) *pipeline {
-	return &pipeline{cfg: cfg, stats: stats, sum: fate.NewSummary(), lastLoss: map[string]uint64{}, noticed: map[string]bool{}}
+	return &pipeline{cfg: cfg, stats: stats, sum: fate.NewSummary(), lastLoss: map[string]uint64{}, noticed: map[string]bool{},
+		noBytes: map[string]uint64{}}
 }
 
 // start starts every source; the first failure stops those started.
@@ -279,8 +284,15 @@ func (p *pipeline) Event(e *fate.Event) {
 		p.sum.Ignored["copies_released"]++
 		return
 	}
-	if !e.KernelFiltered && !p.cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {
-		return
+	if !e.KernelFiltered && p.cfg.Filter != nil {
+		if len(e.Data) == 0 && e.Len > 0 {
+			// Whether it matches is not known: lost, and counted.
+			p.noBytes[e.Source]++
+			return
+		}
+		if !p.cfg.Filter.Match(e.EtherType, e.Data, e.MACHeader) {
+			return
+		}
 	}
 	if len(p.cfg.Reasons) > 0 && (e.Fate != fate.FateDrop || !p.cfg.Reasons[e.Reason]) {
 		return
@@ -400,6 +412,24 @@ func (p *pipeline) noteLosses(losses []fate.Loss, now uint64) {
 	p.lastTick = now
 }
 
+// addNoBytes puts the packets the filter could not judge in user space
+// into the ledger as filter_no_bytes, added to the counter of the same
+// name a source keeps for its own filter (ebpf's, in the kernel). nf's
+// sightings arrive as ebpf's events: it has a counter of its own only when
+// it runs alone and had some.
+func (p *pipeline) addNoBytes(sum *fate.Summary, observers []string) {
+	for _, o := range observers {
+		n := p.noBytes[o]
+		i := slices.IndexFunc(sum.Lost, func(l fate.Loss) bool { return l.Observer == o && l.Name == "filter_no_bytes" })
+		switch {
+		case i >= 0:
+			sum.Lost[i].Value += n
+		case o != fate.ObserverNF || n > 0:
+			sum.Lost = append(sum.Lost, fate.Loss{Observer: o, Name: "filter_no_bytes", Value: n})
+		}
+	}
+}
+
 // finish flushes the correlator, renders the summary to every output that
 // still works and returns it with everything that went wrong.
 func (p *pipeline) finish(runErr error) (*fate.Summary, error) {
@@ -413,6 +443,9 @@ func (p *pipeline) finish(runErr error) (*fate.Summary, error) {
 	p.notices()
 	for _, s := range p.started {
 		sum.Lost = append(sum.Lost, s.Losses()...)
+		if p.cfg.Filter != nil {
+			p.addNoBytes(sum, s.Observers())
+		}
 		if in, ok := s.(fate.Informer); ok {
 			for _, l := range in.Information() {
 				if l.Value > 0 {

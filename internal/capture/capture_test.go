@@ -90,6 +90,7 @@ func TestFiltersCountAndSummary(t *testing.T) {
 		udp4(fate.FateDrop, "NETFILTER_DROP", 53),
 		udp4(fate.FateConsume, "", 9),
 		udp4(fate.FateDrop, "NO_SOCKET", 9),
+		{Source: "fake", Fate: fate.FateDrop, Reason: "NO_SOCKET", Len: 40}, // no bytes: the filter cannot judge it
 	}}
 	f, err := pcapfilter.Compile("udp port 9")
 	if err != nil {
@@ -105,7 +106,7 @@ func TestFiltersCountAndSummary(t *testing.T) {
 	if sum.Events != 3 || sum.Drops != 2 || sum.Consumed != 1 || sum.ByReason["NO_SOCKET"] != 2 || sum.ByReason["NETFILTER_DROP"] != 0 {
 		t.Errorf("summary %+v: the port-53 packet must be filtered out", sum)
 	}
-	if sum.TotalLost() != 7 || !strings.Contains(out, `"lost":[{"observer":"fake","name":"lost","value":7}]`) {
+	if sum.TotalLost() != 8 || !strings.Contains(out, `"lost":[{"observer":"fake","name":"lost","value":7},{"observer":"fake","name":"filter_no_bytes","value":1}]`) {
 		t.Errorf("losses not reported: %v\n%s", sum.Lost, out)
 	}
 	if n := strings.Count(out, "\n"); n != 4 {
