@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -166,7 +167,14 @@ func TestSocketLevelDropsKeepNetns(t *testing.T) {
 
 	t.Run("tcp segment dropped by its socket", func(t *testing.T) {
 		// A listener that accepts and closes: the client's data after the
-		// server's close reaches a closing socket, which drops it.
+		// server's close reaches a closing socket, which drops it. The
+		// client writes once it has read the server's FIN (data sent
+		// before the close would be queued and purged with the socket),
+		// and a long FIN timeout keeps the orphan in FIN_WAIT2 rather than
+		// a timewait socket, which drops elsewhere.
+		if err := ns.Sysctl("net.ipv4.tcp_fin_timeout", "120"); err != nil {
+			t.Fatal(err)
+		}
 		var ln net.Listener
 		if err := ns.Do(func() error {
 			var err error
@@ -192,14 +200,17 @@ func TestSocketLevelDropsKeepNetns(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("reading the server's FIN: %d bytes, %v", n, err)
+		}
 		match := func(e *fate.Event) bool {
 			return e.Fate == fate.FateDrop && e.Packet.Proto == "tcp" && e.Packet.Dport == port
 		}
-		for end := time.Now().Add(30 * time.Second); r.col.find(0, match) == nil && time.Now().Before(end); {
-			c.Write([]byte("after close"))
-			time.Sleep(20 * time.Millisecond)
+		if _, err := c.Write([]byte("after close")); err != nil {
+			t.Fatal(err)
 		}
-		e := r.col.find(time.Second, match)
+		e := r.col.find(10*time.Second, match)
 		if e == nil {
 			for _, x := range r.col.all(func(e *fate.Event) bool { return e.Packet.Proto == "tcp" }) {
 				t.Logf("seen: %s %s %s at %s netns %d (%s) dport %d flags %s", x.Probe, x.Fate, x.Reason, x.Location, x.Netns, x.NetnsFrom, x.Packet.Dport, fate.TCPFlagString(x.Packet.TCPFlags))
