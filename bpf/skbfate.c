@@ -51,6 +51,12 @@ enum event_flags {
 	EVF_NOT_PACKET = 1 << 7,
 	/* The pcap-filter expression ran in the kernel and matched. */
 	EVF_FILTERED = 1 << 8,
+	/*
+	 * A SYN the listener refused: tcp_conn_request() counted a listen
+	 * drop on the socket while it handled this skb (accept queue or SYN
+	 * queue full), and the consume that follows is its free.
+	 */
+	EVF_LISTEN_DROP = 1 << 9,
 };
 
 /* Where netns and ifindex were taken from (netns_from, if_from). */
@@ -182,11 +188,19 @@ static __always_inline bool netns_kept(__u32 netns)
 	return false;
 }
 
-/* Per-CPU scratch: the last skb a socket read on this CPU. */
+/*
+ * Per-CPU scratch: the last skb a socket read on this CPU; the SYN a
+ * listener handles (tcp_conn_request, with the socket's drop count at its
+ * entry) and the last one it refused.
+ */
 struct cpu_state {
 	__u64 read_skb;
 	__u64 read_head;
 	__u64 scratch;
+	__u64 syn_skb;
+	__u64 refused_skb;
+	__s32 syn_drops;
+	__u32 pad;
 };
 
 struct {
@@ -422,6 +436,10 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 		c->read_skb = 0;
 		count(CNT_FREED_AFTER_READ);
 		return 0;
+	}
+	if (kind == KIND_CONSUME && c->refused_skb == as_number(&c->scratch, skb)) {
+		c->refused_skb = 0;
+		flags |= EVF_LISTEN_DROP;
 	}
 	dev = skb_device(skb, &c->scratch);
 	if (rx_sk) {
@@ -665,6 +683,40 @@ int BPF_PROG(defer_free, struct sk_buff *skb)
 	if (skb->alloc_cpu != bpf_get_smp_processor_id())
 		return 0;
 	return emit(skb, 0, 0, KIND_DEFER, 0, NULL);
+}
+
+/*
+ * Kernels with fentry: a SYN a listener refuses (accept queue full, SYN
+ * queue full without cookies) is freed with consume_skb where an accepted
+ * one is freed too (tcp_rcv_state_process), so its free proves nothing.
+ * What tells them apart is tcp_listendrop(): it counts a drop on the
+ * listening socket during tcp_conn_request(). The refused skb is
+ * remembered until its free on this CPU (the free follows on the same
+ * CPU, in the same softirq).
+ */
+SEC("fentry/tcp_conn_request")
+int BPF_PROG(listen_enter, void *rsk_ops, void *af_ops, struct sock *sk, struct sk_buff *skb)
+{
+	struct cpu_state *c = cpu_state();
+
+	if (!c)
+		return 0;
+	c->syn_skb = as_number(&c->scratch, skb);
+	c->syn_drops = sk->sk_drops.counter;
+	return 0;
+}
+
+SEC("fexit/tcp_conn_request")
+int BPF_PROG(listen_exit, void *rsk_ops, void *af_ops, struct sock *sk, struct sk_buff *skb, int ret)
+{
+	struct cpu_state *c = cpu_state();
+
+	if (!c)
+		return 0;
+	if (c->syn_skb == as_number(&c->scratch, skb) && sk->sk_drops.counter != c->syn_drops)
+		c->refused_skb = c->syn_skb;
+	c->syn_skb = 0;
+	return 0;
 }
 
 static __always_inline bool nf_wanted(const struct bpf_nf_ctx *ctx)

@@ -51,6 +51,7 @@ const (
 	flagShared      = 1 << 6
 	flagNotPacket   = 1 << 7
 	flagFiltered    = 1 << 8
+	flagListenDrop  = 1 << 9
 )
 
 // whereFrom names enum where_from (bpf/skbfate.c).
@@ -165,7 +166,9 @@ func (d *Decoder) Decode(raw []byte, ev *fate.Event) error {
 	switch kind {
 	case kindConsume:
 		ev.Fate, ev.Reason, ev.Probe = fate.FateConsume, "", "consume_skb"
-		if loc.inferred != "" {
+		if flags&flagListenDrop != 0 {
+			ev.Fate, ev.Reason, ev.ReasonInferred = fate.FateDrop, ReasonListenDrop, true
+		} else if loc.inferred != "" {
 			ev.Fate, ev.Reason, ev.ReasonInferred = fate.FateDrop, loc.inferred, true
 		}
 	case kindKfree:

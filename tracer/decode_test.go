@@ -676,3 +676,31 @@ func TestDecodeInferredReason(t *testing.T) {
 		t.Errorf("default table: consume at icmp_rcv became %s inferred %v", ev.Fate, ev.ReasonInferred)
 	}
 }
+
+// TestDecodeListenDrop: a consume the program marked as a SYN the listener
+// refused is a drop with the inferred reason; the mark means nothing on a
+// drop, which keeps the kernel's reason.
+func TestDecodeListenDrop(t *testing.T) {
+	_, raws := tracer.LoadRecords(t, tracer.RecordsDir)
+	d := fixtureDecoder(t)
+	mark := func(b []byte) []byte { b[rawFlags+1] |= 0x02; return b } // EVF_LISTEN_DROP, 1 << 9
+	var ev fate.Event
+	if err := d.Decode(mutate(raws["icmp4-echo-request"], mark), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Fate != fate.FateDrop || ev.Reason != tracer.ReasonListenDrop || !ev.ReasonInferred {
+		t.Errorf("marked consume: %s %q inferred %v", ev.Fate, ev.Reason, ev.ReasonInferred)
+	}
+	if err := d.Decode(mutate(raws["udp4-closed-port"], mark), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Fate != fate.FateDrop || ev.Reason != "NO_SOCKET" || ev.ReasonInferred {
+		t.Errorf("marked drop: %s %q inferred %v", ev.Fate, ev.Reason, ev.ReasonInferred)
+	}
+	if err := d.Decode(raws["icmp4-echo-request"], &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Fate != fate.FateConsume || ev.ReasonInferred {
+		t.Errorf("unmarked consume: %s inferred %v", ev.Fate, ev.ReasonInferred)
+	}
+}

@@ -129,6 +129,10 @@ type EBPF struct {
 	Deliveries      []string
 	DeliveriesBlind string
 	deliveriesWhy   error
+	// ListenDropsBlind, when not empty, says that SYNs a listener refuses
+	// cannot be told from accepted ones here (no fentry on
+	// tcp_conn_request): both are freed by the same consume_skb.
+	ListenDropsBlind string
 	// netnsIfindexes: the interface indexes of the filtered namespaces
 	// that the kernel filter knows, with their namespace (see
 	// filter_netns_ifindexes).
@@ -407,6 +411,11 @@ func (s *EBPF) Start() error {
 		} else {
 			s.Deliveries = append(s.Deliveries, "defer_free")
 		}
+		if err := s.attachListenDrops(spec, opts); err != nil {
+			s.ListenDropsBlind = "SYNs a listener refuses (a full accept queue: ListenOverflows, ListenDrops) are shown as " +
+				"consumed on this kernel: they are freed where accepted ones are, and fentry on tcp_conn_request, " +
+				"which tells them apart, is not available (" + err.Error() + ")"
+		}
 	}
 	s.eventLinks = len(s.links)
 	if len(kept) > 0 {
@@ -480,6 +489,36 @@ func (s *EBPF) attachDeferFree(spec *ebpf.CollectionSpec, opts *ebpf.CollectionO
 	}
 	s.progs = append(s.progs, o.Defer)
 	s.links = append(s.links, l)
+	return nil
+}
+
+type objsListen struct {
+	Enter *ebpf.Program `ebpf:"listen_enter"`
+	Exit  *ebpf.Program `ebpf:"listen_exit"`
+}
+
+// attachListenDrops attaches fentry and fexit on tcp_conn_request: a SYN
+// during which the listener counted a drop is marked refused, and its
+// free is reported as a drop (ReasonListenDrop).
+func (s *EBPF) attachListenDrops(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+	if err := FexitSupported(); err != nil {
+		return fmt.Errorf("fentry: %w", err)
+	}
+	lopts := *opts
+	lopts.MapReplacements = s.mapReplacements()
+	var o objsListen
+	if err := spec.LoadAndAssign(&o, &lopts); err != nil {
+		return fmt.Errorf("loading fentry on tcp_conn_request: %w", errors.Join(ebpf.ErrNotSupported, explainLoadError(err)))
+	}
+	s.progs = append(s.progs, o.Enter, o.Exit)
+	// The exit first: an entry without its exit would leave a SYN marked.
+	for _, p := range []*ebpf.Program{o.Exit, o.Enter} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			return fmt.Errorf("attaching %s to tcp_conn_request: %w", p, errors.Join(ebpf.ErrNotSupported, err))
+		}
+		s.links = append(s.links, l)
+	}
 	return nil
 }
 

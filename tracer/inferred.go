@@ -27,6 +27,14 @@ var inferredReasons = map[string]string{
 	"inet_frag_rbtree_purge": "REASM_FAILS (inferred from inet_frag_rbtree_purge)",
 }
 
+// ReasonListenDrop is a SYN a listener refused: tcp_conn_request()
+// counted a listen drop (tcp_listendrop: ListenDrops, and ListenOverflows
+// when the accept queue was full) while it handled the skb, which
+// tcp_rcv_state_process() then frees with consume_skb like an accepted
+// one. Seen with fentry on tcp_conn_request (EBPF.ListenDropsBlind says
+// when not).
+const ReasonListenDrop = "LISTEN_DROP (inferred from tcp_conn_request)"
+
 // NewInferredReasons returns a table of function -> reason (tests, and a
 // table extended for a kernel of one's own).
 func NewInferredReasons(byFunc map[string]string) *InferredReasons {

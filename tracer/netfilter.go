@@ -358,6 +358,9 @@ func (s *EBPF) Notices() []string {
 	if s.KernelFilter != "" {
 		out = append(out, s.KernelFilter)
 	}
+	if s.ListenDropsBlind != "" {
+		out = append(out, s.ListenDropsBlind)
+	}
 	if s.DeliveriesBlind != "" {
 		out = append(out, s.DeliveriesBlind)
 	}

@@ -14,10 +14,14 @@ import (
 )
 
 type skbfateCpuState struct {
-	_        structs.HostLayout
-	ReadSkb  uint64
-	ReadHead uint64
-	Scratch  uint64
+	_          structs.HostLayout
+	ReadSkb    uint64
+	ReadHead   uint64
+	Scratch    uint64
+	SynSkb     uint64
+	RefusedSkb uint64
+	SynDrops   int32
+	Pad        uint32
 }
 
 type skbfateEvent struct {
@@ -76,6 +80,8 @@ const (
 	skbfateProgConsumeSkbNoloc     = "consume_skb_noloc"
 	skbfateProgDeferFree           = "defer_free"
 	skbfateProgKfreeSkb            = "kfree_skb"
+	skbfateProgListenEnter         = "listen_enter"
+	skbfateProgListenExit          = "listen_exit"
 	skbfateProgNfEnter             = "nf_enter"
 	skbfateProgNfExit              = "nf_exit"
 	skbfateProgNfHookSlowEnter     = "nf_hook_slow_enter"
@@ -140,6 +146,8 @@ type skbfateProgramSpecs struct {
 	ConsumeSkbNoloc *ebpf.ProgramSpec `ebpf:"consume_skb_noloc"`
 	DeferFree       *ebpf.ProgramSpec `ebpf:"defer_free"`
 	KfreeSkb        *ebpf.ProgramSpec `ebpf:"kfree_skb"`
+	ListenEnter     *ebpf.ProgramSpec `ebpf:"listen_enter"`
+	ListenExit      *ebpf.ProgramSpec `ebpf:"listen_exit"`
 	NfEnter         *ebpf.ProgramSpec `ebpf:"nf_enter"`
 	NfExit          *ebpf.ProgramSpec `ebpf:"nf_exit"`
 	NfHookSlowEnter *ebpf.ProgramSpec `ebpf:"nf_hook_slow_enter"`
@@ -237,6 +245,8 @@ type skbfatePrograms struct {
 	ConsumeSkbNoloc *ebpf.Program `ebpf:"consume_skb_noloc"`
 	DeferFree       *ebpf.Program `ebpf:"defer_free"`
 	KfreeSkb        *ebpf.Program `ebpf:"kfree_skb"`
+	ListenEnter     *ebpf.Program `ebpf:"listen_enter"`
+	ListenExit      *ebpf.Program `ebpf:"listen_exit"`
 	NfEnter         *ebpf.Program `ebpf:"nf_enter"`
 	NfExit          *ebpf.Program `ebpf:"nf_exit"`
 	NfHookSlowEnter *ebpf.Program `ebpf:"nf_hook_slow_enter"`
@@ -250,6 +260,8 @@ func (p *skbfatePrograms) Close() error {
 		p.ConsumeSkbNoloc,
 		p.DeferFree,
 		p.KfreeSkb,
+		p.ListenEnter,
+		p.ListenExit,
 		p.NfEnter,
 		p.NfExit,
 		p.NfHookSlowEnter,

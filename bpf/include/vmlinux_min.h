@@ -74,13 +74,14 @@ struct sock_common {
 	possible_net_t skc_net;
 };
 
-struct sock {
-	struct sock_common __sk_common;
-};
-
 typedef struct {
 	int counter;
 } atomic_t;
+
+struct sock {
+	struct sock_common __sk_common;
+	atomic_t sk_drops;
+};
 
 struct skb_shared_info {
 	atomic_t dataref;
