@@ -105,6 +105,7 @@ func availableScenarios(t *testing.T) []string {
 // reviewed and committed.
 func TestCheckLibrary(t *testing.T) {
 	testutil.RequireRoot(t)
+	testutil.LockScenarios(t)
 	dir := t.TempDir()
 	junit := filepath.Join(dir, "junit.xml")
 	line := testutil.InVM()
@@ -195,6 +196,7 @@ func sameFates(t *testing.T, a, b []byte) bool {
 // NDJSON and JUnit outputs say the same.
 func TestCheckBrokenExpectation(t *testing.T) {
 	testutil.RequireRoot(t)
+	testutil.LockScenarios(t)
 	junit := filepath.Join(t.TempDir(), "junit.xml")
 	stdout, stderr, rc := runCheckBinary(t, "--junit", junit, brokenFile)
 	want := "regression: closed port: for udp dst 192.0.2.2 dport 9 expected exactly 2 × drop NETFILTER_DROP at hook LOCAL_IN; 0 did, saw 2 × drop NO_SOCKET"

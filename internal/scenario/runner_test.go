@@ -18,6 +18,7 @@ import (
 func newTestRunner(t *testing.T) *Runner {
 	t.Helper()
 	testutil.RequireRoot(t)
+	testutil.LockScenarios(t)
 	kernel, err := btf.LoadKernelSpec()
 	if err != nil {
 		t.Fatal(err)

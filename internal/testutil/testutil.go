@@ -4,11 +4,13 @@ package testutil
 import (
 	"encoding/hex"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/pktfate/pktfate/internal/netns"
+	"golang.org/x/sys/unix"
 )
 
 // InVM returns the kernel line ("6.1", "6.12", "7.2") when the test runs
@@ -92,4 +94,24 @@ func RequireNoRace(tb testing.TB) {
 	if Race {
 		tb.Skip("allocation counts are not meaningful under the race detector; the plain run checks them")
 	}
+}
+
+// LockScenarios holds, until the test ends, a lock that every test running
+// the scenario library takes (internal/scenario's runner tests, cmd/pktfate's
+// check tests), so that two packages tested at once do not run scenarios at
+// the same time. A packet whose skb names no namespace (a TCP SYN a
+// listener consumes, a datagram queued on a socket) is placed by the
+// interface it arrived on, and the scenarios' namespaces all number their
+// veths alike: one package's SYN would be taken for the other's.
+func LockScenarios(tb testing.TB) {
+	tb.Helper()
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "pktfate-scenarios.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { f.Close() }) // closing releases the lock
 }
