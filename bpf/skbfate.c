@@ -200,7 +200,7 @@ struct cpu_state {
 	__u64 syn_skb;
 	__u64 refused_skb;
 	__s32 syn_drops;
-	__u32 pad;
+	__u32 refused_netns; /* the listener's namespace */
 };
 
 struct {
@@ -421,6 +421,7 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 	__u16 nh, mh;
 	__u32 off, tail, n;
 	__u8 nf_hook = 0, nf_pf = 0;
+	__u32 listen_netns = 0;
 
 	c = cpu_state();
 	if (!c)
@@ -440,6 +441,7 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 	if (kind == KIND_CONSUME && c->refused_skb == as_number(&c->scratch, skb)) {
 		c->refused_skb = 0;
 		flags |= EVF_LISTEN_DROP;
+		listen_netns = c->refused_netns;
 	}
 	dev = skb_device(skb, &c->scratch);
 	if (rx_sk) {
@@ -451,6 +453,10 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 		netns_from = FROM_DEV;
 	} else if (sk) {
 		netns = sk_netns(sk);
+		netns_from = FROM_SK;
+	} else if (listen_netns) {
+		/* A refused SYN: the skb names nothing, the listener does. */
+		netns = listen_netns;
 		netns_from = FROM_SK;
 	} else if (kind == KIND_READ) {
 		struct task_struct *t = bpf_get_current_task_btf();
@@ -713,8 +719,10 @@ int BPF_PROG(listen_exit, void *rsk_ops, void *af_ops, struct sock *sk, struct s
 
 	if (!c)
 		return 0;
-	if (c->syn_skb == as_number(&c->scratch, skb) && sk->sk_drops.counter != c->syn_drops)
+	if (c->syn_skb == as_number(&c->scratch, skb) && sk->sk_drops.counter != c->syn_drops) {
 		c->refused_skb = c->syn_skb;
+		c->refused_netns = sk_netns(sk);
+	}
 	c->syn_skb = 0;
 	return 0;
 }

@@ -14,14 +14,14 @@ import (
 )
 
 type skbfateCpuState struct {
-	_          structs.HostLayout
-	ReadSkb    uint64
-	ReadHead   uint64
-	Scratch    uint64
-	SynSkb     uint64
-	RefusedSkb uint64
-	SynDrops   int32
-	Pad        uint32
+	_            structs.HostLayout
+	ReadSkb      uint64
+	ReadHead     uint64
+	Scratch      uint64
+	SynSkb       uint64
+	RefusedSkb   uint64
+	SynDrops     int32
+	RefusedNetns uint32
 }
 
 type skbfateEvent struct {
