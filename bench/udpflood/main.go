@@ -533,6 +533,9 @@ func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []
 			return r, fmt.Errorf("pktfate could not read its loss counter %s: %s", l.Key(), l.Unknown)
 		}
 		r.lost += l.Value
+		if l.Value > 0 {
+			fmt.Printf("  pktfate lost %s=%d\n", l.Key(), l.Value)
+		}
 	}
 	return r, nil
 }
