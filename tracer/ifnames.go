@@ -13,9 +13,10 @@ import (
 // drop, a read, a purged queue), the BPF program takes the index from
 // skb_iif but cannot read the name. Names are looked up in the namespace,
 // all of its interfaces at once, and cached; a namespace or index not
-// found is not looked for again within a second, so the cost stays off
-// the event path. Not safe for concurrent use: the ebpf source's reading
-// goroutine owns it.
+// found is not looked for again within a second. The first lookup of a
+// namespace runs on the reading goroutine (a walk of /proc when only a
+// descriptor holds the namespace); later events of it cost a map lookup.
+// Not safe for concurrent use: the ebpf source's reading goroutine owns it.
 type ifnameResolver struct {
 	names  map[ifKey]string
 	missed map[uint32]time.Time // by netns: when a lookup last failed
