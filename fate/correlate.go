@@ -177,8 +177,15 @@ type CorrelatorStats struct {
 	// window closed (a source fell behind, or its clock is off).
 	Late uint64
 	// Forced counts records emitted before their window closed because
-	// MaxPending was reached.
+	// MaxPending was reached, while another observer's sighting could
+	// still have joined them. Where no two running observers can join
+	// (ebpf with its own netfilter attribution, say), every record is
+	// whole when it arrives, and going out early loses nothing: those
+	// are counted in Early instead.
 	Forced uint64
+	// Early counts records emitted before their window closed because
+	// MaxPending was reached, in a capture where nothing could join them.
+	Early uint64
 	// MaxLag is the furthest any source's sightings arrived behind the
 	// clock (ns): how long records waited beyond the window for it.
 	MaxLag uint64
@@ -455,7 +462,11 @@ func (c *Correlator) Add(e *Event) {
 	c.addSighting(r, s, e)
 	c.noteLag(e)
 	for len(c.pending) > c.cfg.MaxPending {
-		c.stats.Forced++
+		if c.indexSkb || c.indexHash {
+			c.stats.Forced++
+		} else {
+			c.stats.Early++
+		}
 		c.pop()
 	}
 }
