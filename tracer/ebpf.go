@@ -159,6 +159,13 @@ type EBPF struct {
 	// held open by a descriptor.
 	nfLinks map[uint32][]link.Link
 	nfHeld  map[uint32]time.Time
+	// nfWait holds the namespaces (inode: path) without links because
+	// they had no chain to bracket when last looked at (nfchains.go);
+	// nfKicked those where a drop showed a hook no chain shows, and
+	// nfKick wakes the goroutine that attaches there.
+	nfWait   map[uint32]string
+	nfKicked map[uint32]bool
+	nfKick   chan struct{}
 }
 
 // NetfilterCovers reports whether the netfilter attribution could see a
@@ -183,6 +190,14 @@ func (s *EBPF) NetfilterNamespaces() int {
 	s.nfMu.Lock()
 	defer s.nfMu.Unlock()
 	return len(s.nfNetns)
+}
+
+// NetfilterWaiting is how many network namespaces have no netfilter links
+// because they had no chain to bracket when last looked at (nfchains.go).
+func (s *EBPF) NetfilterWaiting() int {
+	s.nfMu.Lock()
+	defer s.nfMu.Unlock()
+	return len(s.nfWait)
 }
 
 // NewEBPF returns an ebpf source; nothing is loaded until Start.
@@ -243,7 +258,14 @@ func (s *EBPF) Blind(observer string, r *fate.FateRecord) string {
 	if observer == fate.ObserverNF {
 		e := r.Event
 		if e.Netns != 0 && !s.NetfilterCovers(e.Netns, r.Mono()) {
-			return "netfilter links were not yet attached in this network namespace (created after the capture started; new ones are found within a second)"
+			if e.Reason != "NETFILTER_DROP" {
+				if why := fate.KnownBlind(observer, r); why != "" {
+					return why
+				}
+			}
+			return "netfilter links were not attached in this network namespace at the time: they are attached where an IPv4 or IPv6 " +
+				"chain is (nftables, iptables) and in namespaces created during the capture, looked for every second, and at once " +
+				"where a drop shows a hook that no chain shows (conntrack for tc or openvswitch, another BPF program)"
 		}
 		if e.NFBlind != "" {
 			return e.NFBlind
@@ -630,7 +652,8 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 		return nil
 	}
 	filtered := len(s.cfg.filterNetns()) > 0
-	if s.nfRescan || filtered {
+	links := s.nfWait != nil
+	if s.nfRescan || filtered || links {
 		stop := make(chan struct{})
 		done := make(chan struct{})
 		go func() {
@@ -641,9 +664,14 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 				select {
 				case <-stop:
 					return
+				case <-s.nfKick:
+					s.attachWaiting()
 				case <-t.C:
 					if s.nfRescan {
 						s.rescanNetns()
+					}
+					if links {
+						s.attachWaiting()
 					}
 					if filtered {
 						// A namespace that is gone has no interfaces left to add.
@@ -674,6 +702,9 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 				s.freedAfterRead.Add(1)
 				return
 			}
+		}
+		if links && ev.Hook == "" && ev.Netns != 0 && ev.Reason == "NETFILTER_DROP" {
+			s.kickNetns(ev.Netns) // a hook no chain shows (nfchains.go)
 		}
 		if ev.Ifname == "" && ev.Ifindex != 0 {
 			// The skb held no device: name the interface it arrived on.

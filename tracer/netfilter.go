@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -200,7 +201,14 @@ func (s *EBPF) attachNetfilterLinks(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 	s.nfNetns = map[uint32]uint64{}
 	s.nfLinks = map[uint32][]link.Link{}
 	s.nfHeld = map[uint32]time.Time{}
+	s.nfWait = map[uint32]string{}
+	s.nfKicked = map[uint32]bool{}
+	s.nfKick = make(chan struct{}, 1)
 	for ino, path := range targets {
+		if !s.nfChainsIn(path) {
+			s.nfWait[ino] = path // no chain to bracket (nfchains.go)
+			continue
+		}
 		if err := s.attachNetfilterIn(ino, path, nil); err != nil {
 			if len(targets) > 1 && errors.Is(err, os.ErrNotExist) {
 				continue // the namespace went away since it was listed
@@ -224,6 +232,8 @@ func (s *EBPF) attachNetfilterIn(ino uint32, path string, since func() uint64) e
 	s.nfMu.Lock()
 	closed := s.nfClosed
 	if err == nil && !closed {
+		delete(s.nfWait, ino)
+		delete(s.nfKicked, ino)
 		s.nfLinks[ino] = links
 		s.nfNetns[ino] = 0
 		if since != nil {
@@ -271,17 +281,21 @@ func (s *EBPF) rescanNetns() {
 	for ino, path := range targets {
 		s.nfMu.Lock()
 		_, known := s.nfNetns[ino]
+		_, waiting := s.nfWait[ino]
+		if !known && !waiting {
+			s.nfWait[ino] = path // attached below if it has a chain
+		}
 		s.nfMu.Unlock()
-		if known {
-			continue
-		}
-		if err := s.attachNetfilterIn(ino, path, MonoNow); err != nil && !errors.Is(err, os.ErrNotExist) {
-			s.nfRescanFailed(err) // not gone since it was listed
-		}
 	}
 	now := time.Now()
 	var missing []uint32
 	s.nfMu.Lock()
+	for ino := range s.nfWait {
+		if _, ok := targets[ino]; !ok {
+			delete(s.nfWait, ino) // gone: no links of ours hold it
+			delete(s.nfKicked, ino)
+		}
+	}
 	for ino := range s.nfLinks {
 		if _, ok := targets[ino]; !ok && now.Sub(s.nfHeld[ino]) >= nfHeldRecheck {
 			missing = append(missing, ino)
@@ -309,6 +323,56 @@ func (s *EBPF) rescanNetns() {
 		s.nfMu.Unlock()
 		for _, l := range links {
 			l.Close()
+		}
+	}
+}
+
+// attachWaiting attaches the netfilter links in the namespaces that had no
+// chain to bracket, where one is now, or where a drop showed a hook that
+// no chain shows (kickNetns).
+func (s *EBPF) attachWaiting() {
+	s.nfMu.Lock()
+	wait := maps.Clone(s.nfWait)
+	kicked := maps.Clone(s.nfKicked)
+	s.nfMu.Unlock()
+	for ino, path := range wait {
+		if !kicked[ino] && !s.nfChainsIn(path) {
+			continue
+		}
+		if err := s.attachNetfilterIn(ino, path, MonoNow); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.nfRescanFailed(err)
+			s.nfMu.Lock()
+			delete(s.nfWait, ino) // not again every second; nf is blind there, and says so
+			s.nfMu.Unlock()
+		}
+	}
+}
+
+// nfChainsIn reports whether the namespace at path has a chain for the
+// links to bracket (yes when it cannot be entered: the attach says why).
+func (s *EBPF) nfChainsIn(path string) bool {
+	has := true
+	_ = netns.DoPath(path, func() error {
+		has = nfChainsHere()
+		return nil
+	})
+	return has
+}
+
+// kickNetns is called for a NETFILTER_DROP that no link bracketed: in a
+// namespace waiting for a chain, a hook no chain shows dropped it, and
+// the links attach there at once.
+func (s *EBPF) kickNetns(ino uint32) {
+	s.nfMu.Lock()
+	_, waiting := s.nfWait[ino]
+	if waiting {
+		s.nfKicked[ino] = true
+	}
+	s.nfMu.Unlock()
+	if waiting {
+		select {
+		case s.nfKick <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/netns"
 	"github.com/pktfate/pktfate/internal/testutil"
@@ -42,6 +45,27 @@ func (c *collector) waitFor(port uint16, d time.Duration) *fate.Event {
 		c.mu.Unlock()
 	}
 	return nil
+}
+
+// waitCovered waits until the source's netfilter links cover the
+// namespace: they attach where a chain is, looked for every second.
+func waitCovered(t *testing.T, src *tracer.EBPF, ino uint32) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !src.NetfilterCovers(ino, tracer.MonoNow()) {
+		if time.Now().After(deadline) {
+			t.Fatal("the namespace's netfilter links not attached within 10 s of its first chain")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// addChain gives ns an nftables base chain that accepts everything.
+func addChain(t *testing.T, ns *netns.NS) {
+	t.Helper()
+	if out, err := ns.Exec(context.Background(), "table inet pktfate_test { chain in { type filter hook input priority 0; }; }\n", "nft", "-f", "-"); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
 }
 
 func sendFrom(t *testing.T, ns *netns.NS, network string, dst netip.AddrPort) {
@@ -131,6 +155,9 @@ func testHookAttribution(t *testing.T, top *testutil.Router, method string, port
 					if err := testutil.AddRule(ctx, top.Router, tool, fam.Network, hook, target, *port); err != nil {
 						t.Fatalf("%s: %v", name, err)
 					}
+					if method == tracer.NetfilterLinks {
+						waitCovered(t, src, top.Router.Inode)
+					}
 					from, dst := top.Client, fam.Server
 					switch hook {
 					case "PRE_ROUTING", "LOCAL_IN":
@@ -177,6 +204,7 @@ func TestNetfilterTwoTracers(t *testing.T) {
 	}
 	top := testutil.NewRouter(t)
 	var cols [2]collector
+	var srcs []*tracer.EBPF
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i := range cols {
@@ -186,11 +214,15 @@ func TestNetfilterTwoTracers(t *testing.T) {
 			t.Fatalf("tracer %d: %v", i+1, err)
 		}
 		defer src.Close()
+		srcs = append(srcs, src)
 		go src.Run(ctx, fate.EventFunc(cols[i].handle))
 	}
 	const port = 19999
 	if err := testutil.AddRule(ctx, top.Router, "nftables", "udp4", "LOCAL_IN", "DROP", port); err != nil {
 		t.Fatal(err)
+	}
+	for _, src := range srcs {
+		waitCovered(t, src, top.Router.Inode)
 	}
 	sendFrom(t, top.Client, "udp4", netip.AddrPortFrom(testutil.RouterFamilies[0].RouterIn, port))
 	for i := range cols {
@@ -222,6 +254,7 @@ func TestNetfilterRescan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Close()
+	addChain(t, ns)
 	if src.NetfilterCovers(ns.Inode, tracer.MonoNow()) {
 		t.Error("a namespace made after Start is covered at once")
 	}
@@ -254,6 +287,7 @@ func TestNetfilterReleasesGoneNamespaces(t *testing.T) {
 	// The veth's near end lives in here, an anonymous namespace only a
 	// descriptor holds: found at the start, it must stay covered.
 	here := testutil.NewNS(t)
+	addChain(t, here)
 	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, Netfilter: true, NetfilterAllNetns: true, NetfilterMethod: tracer.NetfilterLinks})
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
@@ -275,6 +309,7 @@ func TestNetfilterReleasesGoneNamespaces(t *testing.T) {
 	if err := netns.Veth(here, "pfrel0", ns, "pfrel1"); err != nil {
 		t.Fatal(err)
 	}
+	addChain(t, ns)
 	wait := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
@@ -301,5 +336,62 @@ func TestNetfilterReleasesGoneNamespaces(t *testing.T) {
 	})
 	if !src.NetfilterCovers(here.Inode, tracer.MonoNow()) {
 		t.Error("a namespace held only by a descriptor was released (or never covered)")
+	}
+}
+
+// TestNetfilterLinksOnlyWhereChains: links would switch netfilter on in a
+// namespace that runs none, so they attach only where a chain is; a drop
+// by a hook that no chain shows (here another BPF netfilter program)
+// makes them attach at once, and the next drop there is attributed.
+func TestNetfilterLinksOnlyWhereChains(t *testing.T) {
+	testutil.RequireRoot(t)
+	if err := tracer.NetfilterLinksSupported(); err != nil {
+		t.Skipf("kernel without BPF netfilter links: %v", err)
+	}
+	top := testutil.NewRouter(t)
+	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, FilterNetns: top.Router.Inode,
+		Netfilter: true, NetfilterNetns: top.RouterPath, NetfilterMethod: tracer.NetfilterLinks})
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if src.NetfilterCovers(top.Router.Inode, tracer.MonoNow()) || src.NetfilterWaiting() != 1 {
+		t.Fatalf("a namespace without chains: covered %v, %d waiting; want links only once a chain is there",
+			src.NetfilterCovers(top.Router.Inode, tracer.MonoNow()), src.NetfilterWaiting())
+	}
+	var col collector
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go src.Run(ctx, fate.EventFunc(col.handle))
+
+	// Another tool's BPF program drops everything entering LOCAL_IN.
+	dropper, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Netfilter, AttachType: ebpf.AttachNetfilter, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}, // NF_DROP
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dropper.Close()
+	var l link.Link
+	if err := top.Router.Do(func() error {
+		var err error
+		l, err = link.AttachNetfilter(link.NetfilterOptions{Program: dropper, ProtocolFamily: link.NetfilterProtoIPv4,
+			Hook: link.NetfilterInetLocalIn, Priority: 0})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	in := testutil.RouterFamilies[0].RouterIn
+	sendFrom(t, top.Client, "udp4", netip.AddrPortFrom(in, 20001))
+	e := col.waitFor(20001, 10*time.Second)
+	if e == nil || e.Reason != "NETFILTER_DROP" || e.Hook != "" {
+		t.Fatalf("first drop by a hook no chain shows: %+v, want NETFILTER_DROP outside any bracketed chain", e)
+	}
+	waitCovered(t, src, top.Router.Inode)
+	sendFrom(t, top.Client, "udp4", netip.AddrPortFrom(in, 20002))
+	if e := col.waitFor(20002, 10*time.Second); e == nil || e.Hook != "LOCAL_IN" || e.Family != "ipv4" {
+		t.Errorf("a drop after the links attached: %+v, want it in ipv4 LOCAL_IN", e)
 	}
 }

@@ -452,7 +452,8 @@ func logAttach(logf func(string, ...any), sel *tracer.Selection) {
 	logf("consume_skb location: %v", src.ConsumeLocation)
 	switch {
 	case src.NetfilterMethod == tracer.NetfilterLinks:
-		logf("netfilter attribution: BPF netfilter links in %d network namespace(s)", src.NetfilterNamespaces())
+		logf("netfilter attribution: BPF netfilter links in %d network namespace(s); %d without a chain to bracket, looked at every second",
+			src.NetfilterNamespaces(), src.NetfilterWaiting())
 	case src.NetfilterMethod != "":
 		logf("netfilter attribution: %s on nf_hook_slow (every network namespace)", src.NetfilterMethod)
 	}
