@@ -240,6 +240,12 @@ struct {
  */
 #define NF_STACK 8
 #define NF_STALE 250
+/*
+ * How deep the stack may go: NF_STACK, less only in tests
+ * (PKTFATE_TEST_NF_DEPTH), which drive nf_inflight_full with the nesting
+ * a REJECT makes, where eight deep needs tunnels in tunnels.
+ */
+const volatile __u32 nf_depth = NF_STACK;
 /* x86-64's THREAD_SIZE without KASAN (Debian's kernels). */
 #define TASK_STACK_SIZE (16 << 10)
 
@@ -777,6 +783,10 @@ static __always_inline void nf_record(struct sk_buff *skb, const struct nf_hook_
 		if (st->top == 0 || st->e[(st->top - 1) & (NF_STACK - 1)].skb)
 			break;
 		st->top--;
+	}
+	if (nf_depth < NF_STACK && st->top >= nf_depth) {
+		count(CNT_NF_INFLIGHT_FULL); /* this chain goes unbracketed */
+		return;
 	}
 	e = &st->e[st->top & (NF_STACK - 1)];
 	/* Nested deeper than NF_STACK: a live entry is lost, and counted. */

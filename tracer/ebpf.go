@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -190,6 +191,20 @@ func (s *EBPF) NetfilterNamespaces() int {
 	s.nfMu.Lock()
 	defer s.nfMu.Unlock()
 	return len(s.nfNetns)
+}
+
+// nfStack is the depth of the BPF programs' per-CPU stack of chains in
+// progress (NF_STACK in bpf/skbfate.c).
+const nfStack = 8
+
+// nfDepth is how deep that stack may go: nfStack, or less when the
+// environment sets PKTFATE_TEST_NF_DEPTH (a test knob: the tests drive
+// nf_inflight_full with the one nested chain a REJECT makes).
+func nfDepth() uint32 {
+	if d, err := strconv.ParseUint(os.Getenv("PKTFATE_TEST_NF_DEPTH"), 10, 32); err == nil && d > 0 && d < nfStack {
+		return uint32(d)
+	}
+	return nfStack
 }
 
 // NetfilterWaiting is how many network namespaces have no netfilter links
@@ -391,6 +406,7 @@ func (s *EBPF) Start() error {
 		skbfateVarNfEnabled:      s.cfg.Netfilter,
 		skbfateVarShowNonPackets: s.cfg.ShowNonPackets,
 		skbfateVarFilterPcap:     s.spliceFilter(spec),
+		skbfateVarNfDepth:        nfDepth(),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("setting BPF variable %s: %w", name, err)

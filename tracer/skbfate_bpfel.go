@@ -93,6 +93,7 @@ const (
 	skbfateVarFilterNetns          = "filter_netns"
 	skbfateVarFilterNetnsN         = "filter_netns_n"
 	skbfateVarFilterPcap           = "filter_pcap"
+	skbfateVarNfDepth              = "nf_depth"
 	skbfateVarNfEnabled            = "nf_enabled"
 	skbfateVarShowNonPackets       = "show_non_packets"
 	skbfateVarSnapLen              = "snap_len"
@@ -176,6 +177,7 @@ type skbfateVariableSpecs struct {
 	FilterNetns    *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterNetnsN   *ebpf.VariableSpec `ebpf:"filter_netns_n"`
 	FilterPcap     *ebpf.VariableSpec `ebpf:"filter_pcap"`
+	NfDepth        *ebpf.VariableSpec `ebpf:"nf_depth"`
 	NfEnabled      *ebpf.VariableSpec `ebpf:"nf_enabled"`
 	ShowNonPackets *ebpf.VariableSpec `ebpf:"show_non_packets"`
 	SnapLen        *ebpf.VariableSpec `ebpf:"snap_len"`
@@ -230,6 +232,7 @@ type skbfateVariables struct {
 	FilterNetns    *ebpf.Variable `ebpf:"filter_netns"`
 	FilterNetnsN   *ebpf.Variable `ebpf:"filter_netns_n"`
 	FilterPcap     *ebpf.Variable `ebpf:"filter_pcap"`
+	NfDepth        *ebpf.Variable `ebpf:"nf_depth"`
 	NfEnabled      *ebpf.Variable `ebpf:"nf_enabled"`
 	ShowNonPackets *ebpf.Variable `ebpf:"show_non_packets"`
 	SnapLen        *ebpf.Variable `ebpf:"snap_len"`

@@ -219,3 +219,64 @@ func dropmonConfig(t *testing.T) dropmon.Config {
 	}
 	return cfg
 }
+
+// TestLedgerNFInflightFull: a REJECT in LOCAL_IN sends its ICMP error
+// through LOCAL_OUT from inside the LOCAL_IN chain, one chain nested in
+// another. With the in-flight stack held to one chain (the test knob
+// PKTFATE_TEST_NF_DEPTH; eight deep takes tunnels in tunnels), every
+// nested chain overflows it: nf_inflight_full counts each, the summary is
+// not complete and the text names the counter, while the rejected
+// datagrams are still attributed to LOCAL_IN.
+func TestLedgerNFInflightFull(t *testing.T) {
+	testutil.RequireRoot(t)
+	if _, err := tracer.NetfilterMethodAvailable(); err != nil {
+		t.Skipf("no netfilter attribution on this kernel: %v", err)
+	}
+	t.Setenv("PKTFATE_TEST_NF_DEPTH", "1")
+	const port, n = 47150, 50
+	for _, format := range []string{"json", "text"} {
+		t.Run(format, func(t *testing.T) {
+			ns := testutil.NewNS(t)
+			rules := fmt.Sprintf("table inet pktfate_nest {\n"+
+				"chain in { type filter hook input priority 0; udp dport %d reject; }\n"+
+				"chain out { type filter hook output priority 0; }\n}\n", port)
+			if out, err := ns.Exec(t.Context(), rules, "nft", "-f", "-"); err != nil {
+				t.Fatalf("nft: %v: %s", err, out)
+			}
+			args := []string{"--source", "ebpf,nf", "--filter-fate", "drop", "--filter-netns", fmt.Sprint(ns.Inode)}
+			if format == "json" {
+				args = append(args, "--output-json")
+			}
+			r := startTrace(t, append(args, fmt.Sprintf("udp port %d", port))...)
+			sendUDP(t, ns, "udp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), n)
+			r.stop(t, os.Interrupt)
+			if format == "text" {
+				out := r.stdout.String()
+				for _, want := range []string{"lost events:", "nf_inflight_full"} {
+					if !strings.Contains(out, want) {
+						t.Errorf("text output lacks %q:\n%s", want, out)
+					}
+				}
+				if strings.Contains(out, "nothing lost") {
+					t.Errorf("text summary claims nothing was lost:\n%s", out)
+				}
+				return
+			}
+			events, summary := parseNDJSON(t, r.stdout.Bytes())
+			full := lostValue(t, summary, fate.ObserverNF, "inflight_full")
+			inHook := 0
+			for _, e := range events {
+				if e["reason"] == "NETFILTER_DROP" && e["hook"] == "LOCAL_IN" {
+					inHook++
+				}
+			}
+			t.Logf("%d drops attributed to LOCAL_IN, nf_inflight_full %v", inHook, full)
+			if full < n || inHook != n {
+				t.Errorf("%d of %d rejected datagrams attributed to LOCAL_IN, nf_inflight_full %v: want all, and one overflow each", inHook, n, full)
+			}
+			if summary["complete"] != false {
+				t.Errorf("summary complete = %v with nf_inflight_full %v", summary["complete"], full)
+			}
+		})
+	}
+}

@@ -29,10 +29,12 @@ func captureFiles(t *testing.T, sig os.Signal, packets int) (ndjson, pcapng stri
 	t.Cleanup(func() { ns.Close() })
 	dir := t.TempDir()
 	ndjson, pcapng = filepath.Join(dir, "cap.ndjson"), filepath.Join(dir, "cap.pcapng")
-	r := startTrace(t, "--output-json", "--output-file", ndjson, "--output-pcapng", pcapng, "--filter-netns", name)
+	// The chain first: netfilter links attach where a chain is, and a
+	// chain made during a capture is found within a second.
 	if _, err := ns.Exec(t.Context(), "table inet t {\n chain c {\n  type filter hook input priority 0;\n  udp dport 99 drop\n }\n}\n", "nft", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
+	r := startTrace(t, "--output-json", "--output-file", ndjson, "--output-pcapng", pcapng, "--filter-netns", name)
 	sendUDP(t, ns, "udp4", netip.MustParseAddrPort("127.0.0.1:9"), packets)
 	sendUDP(t, ns, "udp6", netip.MustParseAddrPort("[::1]:9"), 2)
 	sendUDP(t, ns, "udp4", netip.MustParseAddrPort("127.0.0.1:99"), 3)
