@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,6 +15,7 @@ import (
 	"github.com/pktfate/pktfate/genl/dropmon"
 	"github.com/pktfate/pktfate/internal/testutil"
 	"github.com/pktfate/pktfate/tracer"
+	"golang.org/x/sys/unix"
 )
 
 // The loss ledger end to end: each counter is driven above zero with real
@@ -279,4 +283,50 @@ func TestLedgerNFInflightFull(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLedgerKmodQueueFull: with the module's per-CPU queue at 2 entries,
+// a burst of netfilter drops from a SCHED_FIFO thread (the work item that
+// drains the queue runs on the same CPU and cannot preempt it) overflows
+// it well within the rate limit's burst; every drop is either reported or
+// counted, and kmod_queue_full is among the counts the user is shown.
+func TestLedgerKmodQueueFull(t *testing.T) {
+	testutil.LoadModuleWith(t, "queue_len=2") // skips on the host: it cannot load modules
+	ns := testutil.NewNS(t)
+	const port, n = 47160, 500
+	if err := testutil.AddRule(t.Context(), ns, "nftables", "udp4", "LOCAL_IN", "DROP", port); err != nil {
+		t.Fatal(err)
+	}
+	r := startTrace(t, "--output-json", "--source", "kmod", "--filter-netns", fmt.Sprint(ns.Inode), fmt.Sprintf("udp port %d", port))
+	var conn *net.UDPConn
+	if err := ns.Do(func() error {
+		var err error
+		conn, err = net.ListenUDP("udp4", nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sent := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with its policy
+		if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 1}, 0); err != nil {
+			sent <- fmt.Errorf("SCHED_FIFO for the sender: %w", err)
+			return
+		}
+		dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+		for range n {
+			if _, err := conn.WriteToUDPAddrPort([]byte("pktfate queue"), dst); err != nil && !errors.Is(err, unix.EPERM) {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	r.stop(t, os.Interrupt)
+	events, summary := parseNDJSON(t, r.stdout.Bytes())
+	checkBalance(t, summary, countDrops(events, "NETFILTER_DROP"), fate.ObserverKmod, "queue_full", n)
 }

@@ -63,9 +63,12 @@ func InsertModule(path, params string) error {
 
 // LoadModule loads pktfate.ko for the rest of the test and unloads it at
 // cleanup.
-func LoadModule(tb testing.TB) {
+func LoadModule(tb testing.TB) { LoadModuleWith(tb, "") }
+
+// LoadModuleWith is LoadModule with module parameters ("queue_len=2").
+func LoadModuleWith(tb testing.TB, params string) {
 	tb.Helper()
-	if err := InsertModule(ModulePath(tb), ""); err != nil {
+	if err := InsertModule(ModulePath(tb), params); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
