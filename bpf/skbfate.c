@@ -95,6 +95,12 @@ enum counter {
 	 * is not known.
 	 */
 	CNT_FILTER_NO_BYTES = 6,
+	/*
+	 * In-flight entries found older than NF_STALE and let go: a packet
+	 * stolen long ago, or a chain that finished on another CPU after its
+	 * task migrated; one freed with such an entry is not attributed.
+	 */
+	CNT_NF_STALE = 7,
 	CNT_MAX,
 };
 
@@ -273,6 +279,16 @@ struct {
 	__type(value, struct nf_stack);
 } inflight SEC(".maps");
 
+static __always_inline __u64 count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (!v)
+		return 0;
+	*v += 1;
+	return *v;
+}
+
 static __always_inline struct nf_stack *nf_stack(void)
 {
 	__u32 zero = 0;
@@ -320,6 +336,8 @@ static __always_inline bool nf_take(struct nf_stack *st, __u64 skb, __u64 jiffie
 			*hook = e->hook;
 			*pf = e->pf;
 			found = true;
+		} else {
+			count(CNT_NF_STALE);
 		}
 		break;
 	}
@@ -334,16 +352,6 @@ static __always_inline bool nf_take(struct nf_stack *st, __u64 skb, __u64 jiffie
 
 /* Force the generated Go type: bpf2go -type event. */
 const struct event *unused_event __attribute__((unused));
-
-static __always_inline __u64 count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
-
-	if (!v)
-		return 0;
-	*v += 1;
-	return *v;
-}
 
 static __always_inline struct cpu_state *cpu_state(void)
 {
@@ -774,8 +782,7 @@ static __always_inline void nf_record(struct sk_buff *skb, const struct nf_hook_
 		e = &st->e[k];
 		if (e->skb && e->stack == stack && e->frame <= frame) {
 			e->skb = 0;
-			if (now - e->jiffies < NF_STALE)
-				count(CNT_NF_STOLEN);
+			count(now - e->jiffies < NF_STALE ? CNT_NF_STOLEN : CNT_NF_STALE);
 		}
 	}
 #pragma unroll
@@ -790,8 +797,8 @@ static __always_inline void nf_record(struct sk_buff *skb, const struct nf_hook_
 	}
 	e = &st->e[st->top & (NF_STACK - 1)];
 	/* Nested deeper than NF_STACK: a live entry is lost, and counted. */
-	if (e->skb && now - e->jiffies < NF_STALE)
-		count(CNT_NF_INFLIGHT_FULL);
+	if (e->skb)
+		count(now - e->jiffies < NF_STALE ? CNT_NF_INFLIGHT_FULL : CNT_NF_STALE);
 	e->skb = (__u64)skb;
 	e->jiffies = now;
 	e->frame = frame;

@@ -887,7 +887,10 @@ func (s *EBPF) Information() []fate.Loss {
 		s.freedAfterReadCount(),
 	}
 	if s.cfg.Netfilter {
-		out = append(out, s.counterLoss(fate.ObserverNF, "stolen", cntNFStolen))
+		out = append(out, s.counterLoss(fate.ObserverNF, "stolen", cntNFStolen),
+			// Entries older than the in-flight stack's stale age (1 s at
+			// HZ=250) let go: a packet freed with one is not attributed.
+			s.counterLoss(fate.ObserverNF, "stale", cntNFStale))
 	}
 	return out
 }
@@ -900,6 +903,7 @@ const (
 	cntNFStolen       = 4
 	cntFreedAfterRead = 5
 	cntFilterNoBytes  = 6
+	cntNFStale        = 7
 )
 
 func (s *EBPF) counter(idx uint32) (uint64, error) {
