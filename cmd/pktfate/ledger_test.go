@@ -330,3 +330,66 @@ func TestLedgerKmodQueueFull(t *testing.T) {
 	events, summary := parseNDJSON(t, r.stdout.Bytes())
 	checkBalance(t, summary, countDrops(events, "NETFILTER_DROP"), fate.ObserverKmod, "queue_full", n)
 }
+
+// TestLedgerDropmonOverrun: with the reader stopped (SIGSTOP) and NET_DM's
+// queue longer than the burst, its alerts fill pktfate's 8 MiB socket buffer and the kernel drops the rest
+// there: an ENOBUFS the reader sees when it runs again. It is counted
+// (dropmon_socket_overrun), it opens a loss interval, so every drop ebpf
+// saw and dropmon did not is "lost" for dropmon, never "missed", and what
+// dropmon delivered plus that estimate is what was sent.
+func TestLedgerDropmonOverrun(t *testing.T) {
+	testutil.RequireRoot(t)
+	if err := tracer.NewDropmon(tracer.DropmonConfig{}).CanRun(fate.Filters{Drops: true}); err != nil {
+		t.Skipf("kernel without drop_monitor (NET_DM): %v", err)
+	}
+	ns := testutil.NewNS(t)
+	const port, n = 47170, 20000
+	// A queue longer than the burst: the alerts overflow the socket, not
+	// NET_DM's queue (8 MiB holds about 12,000 of them).
+	r := startTrace(t, "--output-json", "--source", "ebpf,dropmon", "--filter-fate", "drop", "--dropmon-queue", "50000",
+		"--correlate-window", "2s", fmt.Sprintf("udp port %d", port))
+	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	sendUDP(t, ns, "udp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), n)
+	if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	r.stop(t, os.Interrupt)
+	fates, summary := parseFates(t, r.stdout.Bytes())
+	// The reader stopped longer than the correlator waits for a late
+	// source (MaxLag): a few of dropmon's alerts come in after the record
+	// of their packet went out, and become records of their own, each
+	// counted as late. The balance is over the packets ebpf saw.
+	status := map[string]int{}
+	split := 0
+	for _, f := range fates {
+		if f["reason"] != "NO_SOCKET" {
+			continue
+		}
+		obs := f["observers"].(map[string]any)
+		if obs["ebpf"].(map[string]any)["status"] != "saw" {
+			split++
+			continue
+		}
+		status[fmt.Sprint(obs["dropmon"].(map[string]any)["status"])]++
+	}
+	late, _ := summary["late"].(float64)
+	if float64(split) > late {
+		t.Errorf("%d records ebpf did not see, %v counted late", split, late)
+	}
+	overrun := lostValue(t, summary, fate.ObserverDropmon, "socket_overrun")
+	by, _ := summary["lost_by_observer"].(map[string]any)
+	est, _ := by[fate.ObserverDropmon].(float64)
+	t.Logf("dropmon per fate %v, %d split (late %v), socket_overrun %v, estimated lost %v", status, split, late, overrun, est)
+	if overrun == 0 {
+		t.Fatalf("no overrun of a stopped reader's socket after %d alerts (%v)", n, status)
+	}
+	if status["missed"] != 0 || status["saw"]+status["lost"] != n || status["saw"]+int(est) != n {
+		t.Errorf("dropmon delivered %d, lost %d (estimated %v), missed %d: want delivered + lost = the %d sent, none missed",
+			status["saw"], status["lost"], est, status["missed"], n)
+	}
+	if summary["complete"] != false {
+		t.Errorf("summary complete = %v after %v overruns", summary["complete"], overrun)
+	}
+}
