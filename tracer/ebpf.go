@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -167,6 +168,10 @@ type EBPF struct {
 	nfWait   map[uint32]string
 	nfKicked map[uint32]bool
 	nfKick   chan struct{}
+	// nfWatch holds the nftables notification sockets of the waiting
+	// namespaces (nftWatch); nfWatchers waits for their goroutines.
+	nfWatch    map[uint32]io.Closer
+	nfWatchers sync.WaitGroup
 }
 
 // NetfilterCovers reports whether the netfilter attribution could see a
@@ -941,7 +946,11 @@ func (s *EBPF) Close() error {
 		}
 	}
 	s.nfLinks = nil
+	for ino := range s.nfWatch {
+		s.stopWatch(ino)
+	}
 	s.nfMu.Unlock()
+	s.nfWatchers.Wait()
 	if s.ring != nil {
 		errs = append(errs, s.ring.Close())
 	}

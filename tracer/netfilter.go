@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"os"
@@ -204,9 +205,10 @@ func (s *EBPF) attachNetfilterLinks(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 	s.nfWait = map[uint32]string{}
 	s.nfKicked = map[uint32]bool{}
 	s.nfKick = make(chan struct{}, 1)
+	s.nfWatch = map[uint32]io.Closer{}
 	for ino, path := range targets {
 		if !s.nfChainsIn(path) {
-			s.nfWait[ino] = path // no chain to bracket (nfchains.go)
+			s.nfWaitIn(ino, path) // no chain to bracket (nfchains.go)
 			continue
 		}
 		if err := s.attachNetfilterIn(ino, path, nil); err != nil {
@@ -234,6 +236,7 @@ func (s *EBPF) attachNetfilterIn(ino uint32, path string, since func() uint64) e
 	if err == nil && !closed {
 		delete(s.nfWait, ino)
 		delete(s.nfKicked, ino)
+		s.stopWatch(ino)
 		s.nfLinks[ino] = links
 		s.nfNetns[ino] = 0
 		if since != nil {
@@ -254,7 +257,7 @@ func (s *EBPF) attachNetfilterIn(ino uint32, path string, since func() uint64) e
 
 // nfRescanEvery is how often a capture over every namespace looks for
 // namespaces created since (containers come and go).
-const nfRescanEvery = time.Second
+var nfRescanEvery = time.Second // a variable for tests only
 
 // nfHeldRecheck is how long a namespace found held only by another
 // process's descriptor is kept before it is looked for again.
@@ -282,10 +285,10 @@ func (s *EBPF) rescanNetns() {
 		s.nfMu.Lock()
 		_, known := s.nfNetns[ino]
 		_, waiting := s.nfWait[ino]
-		if !known && !waiting {
-			s.nfWait[ino] = path // attached below if it has a chain
-		}
 		s.nfMu.Unlock()
+		if !known && !waiting {
+			s.nfWaitIn(ino, path) // attached below if it has a chain
+		}
 	}
 	now := time.Now()
 	var missing []uint32
@@ -294,6 +297,7 @@ func (s *EBPF) rescanNetns() {
 		if _, ok := targets[ino]; !ok {
 			delete(s.nfWait, ino) // gone: no links of ours hold it
 			delete(s.nfKicked, ino)
+			s.stopWatch(ino)
 		}
 	}
 	for ino := range s.nfLinks {
@@ -343,8 +347,36 @@ func (s *EBPF) attachWaiting() {
 			s.nfRescanFailed(err)
 			s.nfMu.Lock()
 			delete(s.nfWait, ino) // not again every second; nf is blind there, and says so
+			s.stopWatch(ino)
 			s.nfMu.Unlock()
 		}
+	}
+}
+
+// nfWaitIn keeps a namespace without a chain to bracket, and watches it
+// for nftables chains made in it (nftWatch); without the watch (no
+// nf_tables), the look every second finds them.
+func (s *EBPF) nfWaitIn(ino uint32, path string) {
+	w, err := nftWatch(path, &s.nfWatchers, func() { s.kickNetns(ino) })
+	s.nfMu.Lock()
+	defer s.nfMu.Unlock()
+	if s.nfClosed {
+		if err == nil {
+			w.Close()
+		}
+		return
+	}
+	s.nfWait[ino] = path
+	if err == nil {
+		s.nfWatch[ino] = w
+	}
+}
+
+// stopWatch ends the watch of a namespace (s.nfMu is held).
+func (s *EBPF) stopWatch(ino uint32) {
+	if w := s.nfWatch[ino]; w != nil {
+		w.Close()
+		delete(s.nfWatch, ino)
 	}
 }
 

@@ -395,3 +395,38 @@ func TestNetfilterLinksOnlyWhereChains(t *testing.T) {
 		t.Errorf("a drop after the links attached: %+v, want it in ipv4 LOCAL_IN", e)
 	}
 }
+
+// TestNetfilterLinksFollowNewChains: a chain made during the capture in a
+// namespace that had none is bracketed at once, from nftables' change
+// notifications: with the look every second held off for an hour, the
+// links attach anyway, and the chain's first drop is attributed.
+func TestNetfilterLinksFollowNewChains(t *testing.T) {
+	testutil.RequireRoot(t)
+	if err := tracer.NetfilterLinksSupported(); err != nil {
+		t.Skipf("kernel without BPF netfilter links: %v", err)
+	}
+	defer tracer.SetNetfilterLookEvery(time.Hour)()
+	top := testutil.NewRouter(t)
+	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, FilterNetns: top.Router.Inode,
+		Netfilter: true, NetfilterNetns: top.RouterPath, NetfilterMethod: tracer.NetfilterLinks})
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var col collector
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go src.Run(ctx, fate.EventFunc(col.handle))
+	if src.NetfilterCovers(top.Router.Inode, tracer.MonoNow()) {
+		t.Fatal("covered before it had a chain")
+	}
+	const port = 20011
+	if err := testutil.AddRule(ctx, top.Router, "nftables", "udp4", "LOCAL_IN", "DROP", port); err != nil {
+		t.Fatal(err)
+	}
+	waitCovered(t, src, top.Router.Inode)
+	sendFrom(t, top.Client, "udp4", netip.AddrPortFrom(testutil.RouterFamilies[0].RouterIn, port))
+	if e := col.waitFor(port, 10*time.Second); e == nil || e.Hook != "LOCAL_IN" || e.Family != "ipv4" {
+		t.Errorf("the new chain's drop: %+v, want it in ipv4 LOCAL_IN", e)
+	}
+}

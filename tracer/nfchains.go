@@ -3,10 +3,13 @@ package tracer
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/mdlayher/netlink"
+	"github.com/pktfate/pktfate/internal/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -120,4 +123,50 @@ func chainHooksInet(data []byte) bool {
 		}
 	}
 	return false
+}
+
+// nftables' change notifications (NFNLGRP_NFTABLES) and the message that
+// announces a new chain.
+const (
+	nfnlgrpNFTables = 7
+	nftMsgNewChain  = 3
+)
+
+// nftWatch subscribes to nftables' change notifications in the namespace
+// at path and calls onChain, from a goroutine of its own, whenever a base
+// chain the links could bracket is made there (or notifications were
+// lost: then one may have been). A chain made during a capture is thus
+// bracketed within milliseconds, not at the next look a second later;
+// legacy iptables sends no notifications, and waits for the look. Closing
+// the returned closer ends the goroutine, which wg waits for.
+func nftWatch(path string, wg *sync.WaitGroup, onChain func()) (io.Closer, error) {
+	var c *netlink.Conn
+	err := netns.DoPath(path, func() error {
+		var err error
+		c, err = netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{Groups: 1 << (nfnlgrpNFTables - 1)})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			msgs, err := c.Receive()
+			if errors.Is(err, unix.ENOBUFS) {
+				onChain() // notifications lost: look
+				continue
+			}
+			if err != nil {
+				return // closed
+			}
+			for _, m := range msgs {
+				if m.Header.Type == netlink.HeaderType(nfnlSubsysNFTables<<8|nftMsgNewChain) && chainHooksInet(m.Data) {
+					onChain()
+				}
+			}
+		}
+	}()
+	return c, nil
 }
