@@ -1,12 +1,10 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,7 +13,6 @@ import (
 	"github.com/pktfate/pktfate/genl/dropmon"
 	"github.com/pktfate/pktfate/internal/testutil"
 	"github.com/pktfate/pktfate/tracer"
-	"golang.org/x/sys/unix"
 )
 
 // The loss ledger end to end: each counter is driven above zero with real
@@ -307,23 +304,7 @@ func TestLedgerKmodQueueFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	sent := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with its policy
-		if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 1}, 0); err != nil {
-			sent <- fmt.Errorf("SCHED_FIFO for the sender: %w", err)
-			return
-		}
-		dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
-		for range n {
-			if _, err := conn.WriteToUDPAddrPort([]byte("pktfate queue"), dst); err != nil && !errors.Is(err, unix.EPERM) {
-				sent <- err
-				return
-			}
-		}
-		sent <- nil
-	}()
-	if err := <-sent; err != nil {
+	if err := testutil.BurstFIFO(conn, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), n, []byte("pktfate queue")); err != nil {
 		t.Fatal(err)
 	}
 	r.stop(t, os.Interrupt)

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -466,22 +465,7 @@ func TestKernelOverflow(t *testing.T) {
 	// drained by a kworker on the same CPU, which then cannot preempt the
 	// sender, so a queue of 1 must overflow. From an ordinary thread the
 	// kworker may win after every drop (6.1 under TCG did, now and then).
-	sent := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with its policy
-		if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 1}, 0); err != nil {
-			sent <- fmt.Errorf("SCHED_FIFO for the sender: %w", err)
-			return
-		}
-		for range 3000 {
-			if _, err := p.conn.WriteToUDPAddrPort([]byte("pktfate-dropmon-flood"), p.closed); err != nil {
-				sent <- fmt.Errorf("sending to %s: %w", p.closed, err)
-				return
-			}
-		}
-		sent <- nil
-	}()
-	if err := <-sent; err != nil {
+	if err := testutil.BurstFIFO(p.conn, p.closed, 3000, []byte("pktfate-dropmon-flood")); err != nil {
 		t.Fatal(err)
 	}
 	var l Loss

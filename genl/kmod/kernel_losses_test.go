@@ -8,14 +8,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pktfate/pktfate/internal/testutil"
-	"golang.org/x/sys/unix"
 )
 
 // flood sends UDP from the client through the router to the server until
@@ -121,22 +119,7 @@ func TestKernelQueueFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn := udpSocket(t, top.Client, f.Network)
-	sent := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with its policy
-		if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 1}, 0); err != nil {
-			sent <- fmt.Errorf("SCHED_FIFO for the sender: %w", err)
-			return
-		}
-		for range 500 {
-			if _, err := conn.WriteToUDPAddrPort(make([]byte, 64), netip.AddrPortFrom(f.Server, dropPort)); err != nil {
-				sent <- err
-				return
-			}
-		}
-		sent <- nil
-	}()
-	if err := <-sent; err != nil {
+	if err := testutil.BurstFIFO(conn, netip.AddrPortFrom(f.Server, dropPort), 500, make([]byte, 64)); err != nil {
 		t.Fatal(err)
 	}
 	var st Stats
