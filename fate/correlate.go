@@ -671,6 +671,10 @@ func (c *Correlator) Advance(now uint64) {
 	if c.cfg.Record != nil {
 		c.cfg.Record.write(&Step{Op: StepAdvance, Now: now})
 	}
+	var jump uint64
+	if c.now != 0 && now > c.now+uint64(stallGap) {
+		jump = now - c.now
+	}
 	c.now = max(c.now, now)
 	if sec := c.now / uint64(time.Second); sec != c.lagSecond {
 		c.lagPrev = 0
@@ -678,6 +682,16 @@ func (c *Correlator) Advance(now uint64) {
 			c.lagPrev = c.lagCur
 		}
 		c.lagCur, c.lagSecond = 0, sec
+	}
+	if jump > 0 {
+		// The clock jumped: this process did not run meanwhile (stopped,
+		// Ctrl-Z then fg; starved of CPU), and what its sources queued is
+		// not read yet. Every source is as far behind as the jump: it
+		// counts as their lag, whatever MaxLag (the sources' clocks are
+		// not in doubt), so records wait one to two seconds for the
+		// backlog instead of going out without the sightings in it.
+		c.lagCur = max(c.lagCur, jump)
+		c.stats.MaxLag = max(c.stats.MaxLag, jump)
 	}
 	var closed uint64
 	if l := max(c.lagCur, c.lagPrev); c.now > l {
@@ -688,6 +702,10 @@ func (c *Correlator) Advance(now uint64) {
 		c.pop()
 	}
 }
+
+// stallGap is the longest pause between two Advance calls (ticks every
+// 100 ms) taken for a busy machine's; a longer one is a jump of the clock.
+const stallGap = time.Second
 
 // Flush emits every pending record (at the end of a capture).
 func (c *Correlator) Flush() {

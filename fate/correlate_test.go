@@ -536,3 +536,75 @@ func TestCorrelateAllocsNothing(t *testing.T) {
 		t.Errorf("records not emitted by their windows: %+v", st)
 	}
 }
+
+// TestCorrelateStalledProcess: the process stops for 8 s (Ctrl-Z, then
+// fg), longer than MaxLag, while packets keep coming: their sightings
+// queue in the ring and the NET_DM socket. On resume the first tick comes
+// before the backlog is read. Every record must still wait for its NET_DM
+// sighting: none late, all confirmed.
+func TestCorrelateStalledProcess(t *testing.T) {
+	const (
+		base  = 10_000 * ms
+		every = 10 * ms
+		tick  = 100 * ms
+		stop  = 1000 * ms // the process stops 1 s in
+		cont  = 9000 * ms // and runs again 8 s later
+		n     = 1000      // 10 s of packets
+	)
+	c, out := collect(CorrelatorConfig{Running: running("ebpf", "dropmon")})
+	next := base + tick
+	advance := func(to uint64) {
+		for ; next <= to; next += tick {
+			c.Advance(next)
+		}
+	}
+	ebpf := func(i int) *Event {
+		mono := base + uint64(i)*every
+		return ebpfDrop(mono, 0x1000+uint64(i), uint16(1000+i), "NO_SOCKET", "__udp4_lib_rcv+0x4bc")
+	}
+	dropmon := func(i int) *Event {
+		return dropmonDrop(base+uint64(i)*every, uint16(1000+i), "NO_SOCKET", "__udp4_lib_rcv+0x4bc")
+	}
+	// Running: eBPF at once, NET_DM 50 ms later, ticks every 100 ms.
+	i := 0
+	for ; base+uint64(i)*every < base+stop; i++ {
+		advance(base + uint64(i)*every)
+		c.Add(ebpf(i))
+		if i >= 5 {
+			c.Add(dropmon(i - 5))
+		}
+	}
+	// Stopped until cont. Then: a tick, the ring's backlog, a tick, the
+	// socket's backlog (NET_DM's are parsed more slowly), and on.
+	next = base + cont
+	c.Advance(next)
+	next += tick
+	resumed := int((cont) / every)
+	for j := i; j < resumed; j++ {
+		c.Add(ebpf(j))
+	}
+	c.Advance(next)
+	next += tick
+	for j := i - 5; j < resumed; j++ {
+		c.Add(dropmon(j))
+	}
+	for j := resumed; j < n; j++ {
+		advance(base + uint64(j)*every)
+		c.Add(ebpf(j))
+		c.Add(dropmon(j))
+	}
+	advance(base + uint64(n)*every + 3000*ms)
+	c.Flush()
+	var late, confirmed int
+	for _, r := range *out {
+		if r.late {
+			late++
+		}
+		if r.verdict == VerdictConfirmed {
+			confirmed++
+		}
+	}
+	if len(*out) != n || late != 0 || confirmed != n {
+		t.Errorf("%d records, %d late, %d confirmed; want %d, none late, all confirmed", len(*out), late, confirmed, n)
+	}
+}
