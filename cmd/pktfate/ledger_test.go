@@ -327,11 +327,13 @@ func TestLedgerDropmonOverrun(t *testing.T) {
 	const port, n = 47170, 20000
 	// A queue longer than the burst: the alerts overflow the socket, not
 	// NET_DM's queue (8 MiB holds 11,000 to 16,000 of them). A window
-	// longer than the stop (sending takes 8 s in a TCG guest): the
-	// correlator waits for a source behind the clock by at most 5 s
-	// (MaxLag), and a reader stopped longer than window and lag would see
-	// records of a few thousand packets go out before their dropmon alert
-	// was read (each then counted late, and dropmon "missed" in them).
+	// longer than the stop (sending takes 8 s in a TCG guest): after a
+	// jump of its clock the correlator holds records one to two seconds
+	// for the backlog, and for a source behind by at most 5 s (MaxLag);
+	// reading 30,000 sightings in a TCG guest can take longer, and records
+	// would go out before their dropmon alert was read (each then counted
+	// late, and dropmon "missed" in them: TestCorrelateStalledProcess
+	// proves the hold itself).
 	r := startTrace(t, "--output-json", "--source", "ebpf,dropmon", "--filter-fate", "drop", "--dropmon-queue", "50000",
 		"--correlate-window", "30s", fmt.Sprintf("udp port %d", port))
 	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
