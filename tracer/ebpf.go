@@ -117,6 +117,9 @@ type EBPF struct {
 	unread         atomic.Uint64
 	unreadErr      atomic.Pointer[string]
 	freedAfterRead atomic.Uint64 // found in user space; the BPF counts its own
+	// netnsByIif counts packets reported whose namespace nothing in the skb
+	// named: the netns filter placed them by the interface they arrived on.
+	netnsByIif atomic.Uint64
 	// KernelFilter says why the pcap-filter expression does not run in the
 	// kernel ("" when it does, or there is none). Valid after Start.
 	KernelFilter string
@@ -724,6 +727,9 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 				return
 			}
 		}
+		if ev.NetnsFrom == "iif" {
+			s.netnsByIif.Add(1)
+		}
 		if links && ev.Hook == "" && ev.Netns != 0 && ev.Reason == "NETFILTER_DROP" {
 			s.kickNetns(ev.Netns) // a hook no chain shows (nfchains.go)
 		}
@@ -890,6 +896,13 @@ func (s *EBPF) Information() []fate.Loss {
 		// Delivered packets are reported at their read; their free after
 		// it is one delivery, not two.
 		s.freedAfterReadCount(),
+	}
+	if len(s.cfg.filterNetns()) > 0 {
+		// Placed in a kept namespace by the index of the interface they
+		// arrived on, the one thing left that names it (fragments purged
+		// from a reassembly queue, say): another namespace's interface of
+		// the same index would be taken for it.
+		out = append(out, fate.Loss{Observer: fate.ObserverEBPF, Name: "netns_by_iif", Value: s.netnsByIif.Load()})
 	}
 	if s.cfg.Netfilter {
 		out = append(out, s.counterLoss(fate.ObserverNF, "stolen", cntNFStolen),

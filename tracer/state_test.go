@@ -227,6 +227,20 @@ func TestSocketLevelDropsKeepNetns(t *testing.T) {
 	r.stop()
 	r.stop = nil
 	assertNoLoss(t, r.src.Losses())
+	// What only the arrival interface placed in the namespace is counted
+	// (another namespace's interface of that index would be taken for it).
+	byIif := len(r.col.all(func(e *fate.Event) bool { return e.NetnsFrom == "iif" }))
+	var counted uint64
+	found := false
+	for _, l := range r.src.Information() {
+		if l.Observer == fate.ObserverEBPF && l.Name == "netns_by_iif" {
+			counted, found = l.Value, true
+		}
+	}
+	if !found || counted != uint64(byIif) {
+		t.Errorf("ebpf netns_by_iif %d (listed %v), want the %d events placed by their interface", counted, found, byIif)
+	}
+	t.Logf("%d events placed in the namespace by their arrival interface", byIif)
 }
 
 // sendFragments sends two fragments of a UDP datagram over lo, the last
