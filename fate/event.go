@@ -136,6 +136,10 @@ type Event struct {
 	Packet Packet
 }
 
+// NetnsGuessed is Event.NetnsFrom of a packet whose namespace nothing in
+// the skb named: the netns filter placed it by its arrival interface.
+const NetnsGuessed = "iif"
+
 // afPacket is AF_PACKET: the family of packet sockets (taps such as
 // tcpdump), which get copies of packets.
 const afPacket = 17

@@ -55,7 +55,12 @@ type PacketFields struct {
 	Ifindex uint32 `json:"ifindex,omitempty"`
 	Ifname  string `json:"ifname,omitempty"`
 	Netns   uint32 `json:"netns,omitempty"`
-	Mark    uint32 `json:"mark"`
+	// NetnsFrom is "iif" when nothing in the skb named its namespace and
+	// the netns filter placed it by the index of the interface it arrived
+	// on: a guess (another namespace's interface of that index would be
+	// taken for it); omitted when the skb named it.
+	NetnsFrom string `json:"netns_from,omitempty"`
+	Mark      uint32 `json:"mark"`
 	// Len is the packet's length from its network header: the IP
 	// header's own length where it is IP, else what the observer counted.
 	Len uint32 `json:"len"`
@@ -347,7 +352,7 @@ func RecordedEventLine(e *Event) EventLine {
 // Event returns the event a recorded line describes.
 func (l *EventLine) Event() (*Event, error) {
 	e := &Event{Source: l.Source, Mono: l.Mono, Time: l.Time.Time, CPU: l.CPU, ReasonCode: l.ReasonCode,
-		Reason: l.Reason, LocationAddr: l.LocationAddr, Location: l.Location, Netns: l.Netns,
+		Reason: l.Reason, LocationAddr: l.LocationAddr, Location: l.Location, Netns: l.Netns, NetnsFrom: l.NetnsFrom,
 		Ifindex: l.Ifindex, Ifname: l.Ifname, Mark: l.Mark, Len: l.SkbLen, EtherType: l.EtherType,
 		Data: l.Data, MACHeader: l.MACHeader, HadMAC: l.HadMAC, Hook: l.Hook, Family: l.Family, Verdict: l.NFVerdict}
 	var err error
@@ -383,6 +388,9 @@ func whereOf(e *Event) WhereFields {
 func packetOf(e *Event) PacketFields {
 	p := &e.Packet
 	f := PacketFields{Ifindex: e.Ifindex, Ifname: e.Ifname, Netns: e.Netns, Mark: e.Mark, Len: uint32(WireLen(e)), Proto: p.Proto}
+	if e.NetnsFrom == NetnsGuessed {
+		f.NetnsFrom = NetnsGuessed
+	}
 	if p.Proto == "" {
 		f.EtherType = e.EtherType
 	}

@@ -465,6 +465,12 @@ func (s *EBPF) Notices() []string {
 			out = append(out, fmt.Sprintf("locations are shown as addresses: %v (reading /proc/kallsyms needs CAP_SYSLOG)", err))
 		}
 	}
+	if s.netnsByIif.Load() > 0 {
+		out = append(out, "some packets named no network namespace (no device, no socket: fragments purged from a reassembly queue, "+
+			"datagrams left in a closed socket) and were placed in a filtered one by the index of the interface they arrived on; "+
+			"another namespace's interface of that index would be taken for it: they are marked netns_from \"iif\" (\"?\" in text) "+
+			"and counted in ebpf netns_by_iif")
+	}
 	if s.nfRescanErrs > 0 {
 		out = append(out, fmt.Sprintf("netfilter attribution could not attach in network namespaces created during the capture (%d failures, the last: %v): nf is blind in them", s.nfRescanErrs, s.nfRescanLast))
 	}

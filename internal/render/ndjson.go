@@ -77,6 +77,7 @@ type headKey struct {
 type ifaceKey struct {
 	ifindex, netns uint32
 	ifname         string
+	guessed        bool
 }
 
 func (r *NDJSON) appendAddr(b []byte, src bool, a netip.Addr) []byte {
@@ -134,7 +135,7 @@ func renderHead(h []byte, e *fate.Event) []byte {
 }
 
 func (r *NDJSON) appendIface(b []byte, e *fate.Event) []byte {
-	k := ifaceKey{e.Ifindex, e.Netns, e.Ifname}
+	k := ifaceKey{e.Ifindex, e.Netns, e.Ifname, e.NetnsFrom == fate.NetnsGuessed}
 	if j := r.ifaces.get(k); j != nil {
 		return append(b, j...)
 	}
@@ -153,6 +154,9 @@ func renderIface(h []byte, e *fate.Event) []byte {
 	if e.Netns != 0 {
 		h = append(h, `,"netns":`...)
 		h = strconv.AppendUint(h, uint64(e.Netns), 10)
+		if e.NetnsFrom == fate.NetnsGuessed {
+			h = append(h, `,"netns_from":"iif"`...)
+		}
 	}
 	if h == nil {
 		h = []byte{} // cached as present, even when empty

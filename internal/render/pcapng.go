@@ -139,6 +139,9 @@ func FateComment(e *fate.Event, verdict, observers, missed string) string {
 	if e.Netns != 0 {
 		kv("netns", strconv.FormatUint(uint64(e.Netns), 10))
 	}
+	if e.NetnsFrom == fate.NetnsGuessed {
+		kv("netns_from", e.NetnsFrom) // placed by its arrival interface: a guess
+	}
 	kv("ifname", e.Ifname)
 	return b.String()
 }

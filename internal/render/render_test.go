@@ -69,6 +69,15 @@ func goldenEvents() []*fate.Event {
 			Packet: fate.Packet{Proto: "icmp6", Src: a("fd00::1"), Dst: a("fd00:1::9"), ICMPType: 1, ICMPCode: 4},
 		},
 		{
+			// Purged from a reassembly queue: no device, no socket; the
+			// netns filter placed it by its arrival interface.
+			Source: "ebpf", Time: time.Date(2026, 11, 27, 4, 10, 2, 500, time.UTC), CPU: 1,
+			Fate: fate.FateDrop, ReasonCode: 70, Reason: "FRAG_REASM_TIMEOUT",
+			LocationAddr: 0xffffffff82031000, Location: "inet_frag_rbtree_purge+0x55",
+			Netns: 4026532246, NetnsFrom: fate.NetnsGuessed, Ifindex: 1, IfindexFrom: "iif", Ifname: "lo", Len: 1500, EtherType: 0x0800,
+			Packet: fate.Packet{Proto: "udp", Src: a("127.0.0.1"), Dst: a("127.0.0.1"), Sport: 5000, Dport: 9},
+		},
+		{
 			Source: "ebpf", Time: time.Date(2026, 11, 27, 4, 10, 3, 500000000, time.UTC), CPU: 1,
 			Fate: fate.FateDrop, ReasonCode: 2, Reason: "NOT_SPECIFIED",
 			LocationAddr: 0xffffffff8202b01f, Location: "arp_rcv+0x1f",

@@ -111,6 +111,9 @@ func (r *Text) appendTime(b []byte, t time.Time, width int) []byte {
 // ("veth0@blue").
 func (r *Text) where(e *fate.Event) string {
 	s := dash(ifaceName(e))
+	if e.NetnsFrom == fate.NetnsGuessed {
+		return s + "@" + r.netnsName(e.Netns) + "?" // placed by its interface: a guess
+	}
 	if e.Netns != 0 && e.Netns != r.HomeNetns {
 		s += "@" + r.netnsName(e.Netns)
 	}
@@ -239,7 +242,11 @@ func (r *Text) appendLine(b []byte, e *fate.Event, verdict string) []byte {
 		b = pad(b, dash(e.Location), wWideLoc)
 		b = pad(b, wideHook(e), wHook)
 		b = pad(b, wideIface(e), wIface)
-		b = pad(b, r.wideNetns(e.Netns), wNetns)
+		n := r.wideNetns(e.Netns)
+		if e.NetnsFrom == fate.NetnsGuessed {
+			n += "?"
+		}
+		b = pad(b, n, wNetns)
 		b = pad(b, "0x"+strconv.FormatUint(uint64(e.Mark), 16), wMark)
 		return b
 	}

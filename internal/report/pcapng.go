@@ -307,6 +307,9 @@ func packetEvent(p *packet, observer string, f fate.Fate, kv map[string]string) 
 	if n, err := strconv.ParseUint(kv["netns"], 10, 32); err == nil {
 		e.Netns = uint32(n)
 	}
+	if kv["netns_from"] == fate.NetnsGuessed {
+		e.NetnsFrom = fate.NetnsGuessed
+	}
 	if len(p.data) >= sll2HeaderLen {
 		e.EtherType = binary.BigEndian.Uint16(p.data)
 		e.Ifindex = binary.BigEndian.Uint32(p.data[4:])
