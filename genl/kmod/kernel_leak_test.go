@@ -144,9 +144,12 @@ func kernelLog(t *testing.T) []string {
 
 // checkMemoryBack: with no session left, the module holds what it held
 // fresh from insmod, and every message it allocated is released.
-func checkMemoryBack(t *testing.T, i int, fresh, now ModuleStats) {
+func checkMemoryBack(t *testing.T, i int, fresh, now ModuleStats, ignore ...MemKind) {
 	t.Helper()
 	for k := MemKind(1); k < memKinds; k++ {
+		if slices.Contains(ignore, k) {
+			continue
+		}
 		fb, fo := fresh.Memory[k].InUse()
 		nb, no := now.Memory[k].InUse()
 		if nb != fb || no != fo {
@@ -336,7 +339,10 @@ func TestKernelMemoryCounters(t *testing.T) {
 	if !waitFor(5*time.Second, func() bool { return moduleStats(t, c).Sessions == 0 }) {
 		t.Fatal("session left after its socket closed")
 	}
-	checkMemoryBack(t, 0, fresh, moduleStats(t, c))
+	// Hook entries follow devices, not sessions: those of namespaces
+	// earlier tests deleted go whenever the kernel's cleanup gets to them
+	// (6.1 freed four during this test).
+	checkMemoryBack(t, 0, fresh, moduleStats(t, c), MemHooks)
 }
 
 // vethPath is a sender in one namespace and a reading sink in another,
