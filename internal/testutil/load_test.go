@@ -39,6 +39,25 @@ func burners(t *testing.T) []int {
 	return pids
 }
 
+// waitBurners polls until n burners run, failing after a deadline: a
+// child's /proc cmdline is empty for a moment after exec lets its vfork
+// parent go on (the kernel sets the new arguments' place after that), so
+// one just started may not show yet.
+func waitBurners(t *testing.T, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids := burners(t)
+		if len(pids) == n {
+			return pids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d burners running, want %d", len(pids), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitBurning polls until pid has used at least 20 more clock ticks of CPU
 // (200 ms at USER_HZ 100), failing after a generous deadline.
 func waitBurning(t *testing.T, pid int) {
@@ -70,10 +89,7 @@ func TestLoadCPU(t *testing.T) {
 	var pids []int
 	t.Run("unpinned", func(t *testing.T) {
 		LoadCPU(t)
-		pids = burners(t)
-		if len(pids) != 1 {
-			t.Fatalf("%d burners running, want 1", len(pids))
-		}
+		pids = waitBurners(t, 1)
 		waitBurning(t, pids[0])
 	})
 	// Cleanup killed and reaped it.
@@ -93,10 +109,7 @@ func TestLoadCPU(t *testing.T) {
 			}
 		}
 		LoadCPU(t, cpu)
-		pids := burners(t)
-		if len(pids) != 1 {
-			t.Fatalf("%d burners running, want 1", len(pids))
-		}
+		pids := waitBurners(t, 1)
 		var set unix.CPUSet
 		if err := unix.SchedGetaffinity(pids[0], &set); err != nil {
 			t.Fatal(err)
