@@ -287,8 +287,9 @@ func (s *EBPF) Blind(observer string, r *fate.FateRecord) string {
 				}
 			}
 			return "netfilter links were not attached in this network namespace at the time: they are attached where an IPv4 or IPv6 " +
-				"chain is (nftables, iptables) and in namespaces created during the capture, looked for every second, and at once " +
-				"where a drop shows a hook that no chain shows (conntrack for tc or openvswitch, another BPF program)"
+				"chain is (an nftables chain within milliseconds of its making, a legacy iptables table or a namespace made during the " +
+				"capture within a second), and at once where a drop shows a hook that no chain shows (conntrack for tc or openvswitch, " +
+				"another BPF program)"
 		}
 		if e.NFBlind != "" {
 			return e.NFBlind
@@ -727,7 +728,7 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 				return
 			}
 		}
-		if ev.NetnsFrom == "iif" {
+		if ev.NetnsFrom == fate.NetnsGuessed {
 			s.netnsByIif.Add(1)
 		}
 		if links && ev.Hook == "" && ev.Netns != 0 && ev.Reason == "NETFILTER_DROP" {

@@ -207,7 +207,7 @@ func (s *EBPF) attachNetfilterLinks(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 	s.nfKick = make(chan struct{}, 1)
 	s.nfWatch = map[uint32]io.Closer{}
 	for ino, path := range targets {
-		if !s.nfChainsIn(path) {
+		if !s.nfChainsIn(path, true) {
 			s.nfWaitIn(ino, path) // no chain to bracket (nfchains.go)
 			continue
 		}
@@ -338,9 +338,15 @@ func (s *EBPF) attachWaiting() {
 	s.nfMu.Lock()
 	wait := maps.Clone(s.nfWait)
 	kicked := maps.Clone(s.nfKicked)
+	watched := map[uint32]bool{}
+	for ino := range s.nfWatch {
+		watched[ino] = true
+	}
 	s.nfMu.Unlock()
 	for ino, path := range wait {
-		if !kicked[ino] && !s.nfChainsIn(path) {
+		// A watched namespace's nftables chains announce themselves
+		// (nftWatch): only legacy iptables is looked for there.
+		if !kicked[ino] && !s.nfChainsIn(path, !watched[ino]) {
 			continue
 		}
 		if err := s.attachNetfilterIn(ino, path, MonoNow); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -359,8 +365,8 @@ func (s *EBPF) attachWaiting() {
 func (s *EBPF) nfWaitIn(ino uint32, path string) {
 	w, err := nftWatch(path, &s.nfWatchers, func() { s.kickNetns(ino) })
 	s.nfMu.Lock()
-	defer s.nfMu.Unlock()
 	if s.nfClosed {
+		s.nfMu.Unlock()
 		if err == nil {
 			w.Close()
 		}
@@ -369,6 +375,12 @@ func (s *EBPF) nfWaitIn(ino uint32, path string) {
 	s.nfWait[ino] = path
 	if err == nil {
 		s.nfWatch[ino] = w
+	}
+	s.nfMu.Unlock()
+	// A chain made before the watch began sends it nothing: look once
+	// now that it listens (without a watch, every look reads nftables).
+	if err == nil && s.nfChainsIn(path, true) {
+		s.kickNetns(ino)
 	}
 }
 
@@ -381,11 +393,12 @@ func (s *EBPF) stopWatch(ino uint32) {
 }
 
 // nfChainsIn reports whether the namespace at path has a chain for the
-// links to bracket (yes when it cannot be entered: the attach says why).
-func (s *EBPF) nfChainsIn(path string) bool {
+// links to bracket, nftables' too when nft (yes when it cannot be entered:
+// the attach says why).
+func (s *EBPF) nfChainsIn(path string, nft bool) bool {
 	has := true
 	_ = netns.DoPath(path, func() error {
-		has = nfChainsHere()
+		has = nfChainsHere(nft)
 		return nil
 	})
 	return has

@@ -339,6 +339,23 @@ func TestNetfilterReleasesGoneNamespaces(t *testing.T) {
 	}
 }
 
+// startRouterLinks runs an ebpf source with netfilter links in the
+// router's namespace, collecting its events, until the test ends.
+func startRouterLinks(t *testing.T, top *testutil.Router) (*tracer.EBPF, *collector) {
+	t.Helper()
+	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, FilterNetns: top.Router.Inode,
+		Netfilter: true, NetfilterNetns: top.RouterPath, NetfilterMethod: tracer.NetfilterLinks})
+	if err := src.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	col := &collector{}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // before Close: cleanups run last first
+	go src.Run(ctx, fate.EventFunc(col.handle))
+	return src, col
+}
+
 // TestNetfilterLinksOnlyWhereChains: links would switch netfilter on in a
 // namespace that runs none, so they attach only where a chain is; a drop
 // by a hook that no chain shows (here another BPF netfilter program)
@@ -349,20 +366,11 @@ func TestNetfilterLinksOnlyWhereChains(t *testing.T) {
 		t.Skipf("kernel without BPF netfilter links: %v", err)
 	}
 	top := testutil.NewRouter(t)
-	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, FilterNetns: top.Router.Inode,
-		Netfilter: true, NetfilterNetns: top.RouterPath, NetfilterMethod: tracer.NetfilterLinks})
-	if err := src.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	src, col := startRouterLinks(t, top)
 	if src.NetfilterCovers(top.Router.Inode, tracer.MonoNow()) || src.NetfilterWaiting() != 1 {
 		t.Fatalf("a namespace without chains: covered %v, %d waiting; want links only once a chain is there",
 			src.NetfilterCovers(top.Router.Inode, tracer.MonoNow()), src.NetfilterWaiting())
 	}
-	var col collector
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go src.Run(ctx, fate.EventFunc(col.handle))
 
 	// Another tool's BPF program drops everything entering LOCAL_IN.
 	dropper, err := ebpf.NewProgram(&ebpf.ProgramSpec{
@@ -407,21 +415,12 @@ func TestNetfilterLinksFollowNewChains(t *testing.T) {
 	}
 	defer tracer.SetNetfilterLookEvery(time.Hour)()
 	top := testutil.NewRouter(t)
-	src := tracer.NewEBPF(tracer.EBPFConfig{Drops: true, FilterNetns: top.Router.Inode,
-		Netfilter: true, NetfilterNetns: top.RouterPath, NetfilterMethod: tracer.NetfilterLinks})
-	if err := src.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	var col collector
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go src.Run(ctx, fate.EventFunc(col.handle))
+	src, col := startRouterLinks(t, top)
 	if src.NetfilterCovers(top.Router.Inode, tracer.MonoNow()) {
 		t.Fatal("covered before it had a chain")
 	}
 	const port = 20011
-	if err := testutil.AddRule(ctx, top.Router, "nftables", "udp4", "LOCAL_IN", "DROP", port); err != nil {
+	if err := testutil.AddRule(t.Context(), top.Router, "nftables", "udp4", "LOCAL_IN", "DROP", port); err != nil {
 		t.Fatal(err)
 	}
 	waitCovered(t, src, top.Router.Inode)

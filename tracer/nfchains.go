@@ -37,12 +37,15 @@ const (
 )
 
 // nfChainsHere reports whether the calling thread's network namespace has
-// a netfilter chain the links could bracket (IPv4, IPv6 or inet). When it
-// cannot tell, it says yes: attaching where nothing runs costs speed, not
-// answers.
-func nfChainsHere() bool {
+// a netfilter chain the links could bracket (IPv4, IPv6 or inet): a legacy
+// iptables table, or with nft an nftables base chain. When it cannot tell,
+// it says yes: attaching where nothing runs costs speed, not answers.
+func nfChainsHere(nft bool) bool {
 	if n, err := legacyTables(); err != nil || n > 0 {
 		return true
+	}
+	if !nft {
+		return false
 	}
 	has, err := nftBaseChains()
 	return err != nil || has
