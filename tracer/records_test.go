@@ -29,6 +29,7 @@ import (
 
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/netns"
+	"github.com/pktfate/pktfate/internal/ringrec"
 	"github.com/pktfate/pktfate/internal/testutil"
 )
 
@@ -349,7 +350,7 @@ func TestRecordFixtures(t *testing.T) {
 func wantFromEvent(sc recordScenario, file string, raw []byte, ev *fate.Event) RecordedWant {
 	return RecordedWant{
 		Name: sc.name, Scenario: sc.title, File: file,
-		Kind: raw[offKind], Flags: raw[offFlags],
+		Kind: raw[ringrec.OffKind], Flags: raw[ringrec.OffFlags],
 		Fate: ev.Fate.String(), Reason: ev.Reason, ReasonCode: ev.ReasonCode,
 		Location: ev.Location, LocationAddr: ev.LocationAddr,
 		Mono: ev.Mono, CPU: ev.CPU, Skb: ev.Skb,
@@ -511,12 +512,12 @@ func TestEventLayout(t *testing.T) {
 		t.Errorf("struct event is %d bytes in BPF, %d in Go", st.Size, unsafe.Sizeof(skbfateEvent{}))
 	}
 	want := map[string]struct{ got, abi uintptr }{
-		"ts": {offTs, 0}, "skb": {offSkb, 8}, "location": {offLocation, 16}, "head": {offHead, 24},
-		"reason": {offReason, 32}, "netns": {offNetns, 36}, "ifindex": {offIfindex, 40}, "iif": {offIif, 44},
-		"mark": {offMark, 48}, "len": {offLen, 52}, "cpu": {offCPU, 56}, "protocol": {offProtocol, 60},
-		"cap_len": {offCapLen, 62}, "flags": {offFlags, 64}, "kind": {offKind, 66}, "nf_hook": {offNfHook, 67},
-		"nf_pf": {offNfPf, 68}, "sk_family": {offSkFamily, 69}, "netns_from": {offNetnsFrom, 70},
-		"if_from": {offIfFrom, 71}, "ifname": {offIfname, 72}, "data": {offData, 88},
+		"ts": {ringrec.OffTs, 0}, "skb": {ringrec.OffSkb, 8}, "location": {ringrec.OffLocation, 16}, "head": {ringrec.OffHead, 24},
+		"reason": {ringrec.OffReason, 32}, "netns": {ringrec.OffNetns, 36}, "ifindex": {ringrec.OffIfindex, 40}, "iif": {ringrec.OffIif, 44},
+		"mark": {ringrec.OffMark, 48}, "len": {ringrec.OffLen, 52}, "cpu": {ringrec.OffCPU, 56}, "protocol": {ringrec.OffProtocol, 60},
+		"cap_len": {ringrec.OffCapLen, 62}, "flags": {ringrec.OffFlags, 64}, "kind": {ringrec.OffKind, 66}, "nf_hook": {ringrec.OffNfHook, 67},
+		"nf_pf": {ringrec.OffNfPf, 68}, "sk_family": {ringrec.OffSkFamily, 69}, "netns_from": {ringrec.OffNetnsFrom, 70},
+		"if_from": {ringrec.OffIfFrom, 71}, "ifname": {ringrec.OffIfname, 72}, "data": {ringrec.OffData, 88},
 	}
 	seen := 0
 	for _, m := range st.Members {

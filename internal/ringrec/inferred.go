@@ -1,4 +1,4 @@
-package tracer
+package ringrec
 
 // InferredReasons maps the kernel functions that free a refused packet
 // with consume_skb (no drop reason, as if it had been processed) to a

@@ -1,4 +1,4 @@
-package tracer
+package ringrec
 
 import (
 	"encoding/binary"
@@ -8,35 +8,65 @@ import (
 	"github.com/pktfate/pktfate/fate"
 )
 
-// Offsets of struct event (bpf/skbfate.c), taken from the bpf2go-generated
-// type so that C and Go share one definition.
+// event is struct event of bpf/skbfate.c as bpf2go writes it in tracer,
+// which checks at compile time that every offset below equals its own.
+type event struct {
+	Ts        uint64
+	Skb       uint64
+	Location  uint64
+	Head      uint64
+	Reason    uint32
+	Netns     uint32
+	Ifindex   uint32
+	Iif       uint32
+	Mark      uint32
+	Len       uint32
+	Cpu       uint32
+	Protocol  uint16
+	CapLen    uint16
+	Flags     uint16
+	Kind      uint8
+	NfHook    uint8
+	NfPf      uint8
+	SkFamily  uint8
+	NetnsFrom uint8
+	IfFrom    uint8
+	Ifname    [16]int8
+	Data      [256]uint8
+}
+
+// Offsets of struct event's fields in a ring record.
 const (
-	offTs        = unsafe.Offsetof(skbfateEvent{}.Ts)
-	offSkb       = unsafe.Offsetof(skbfateEvent{}.Skb)
-	offLocation  = unsafe.Offsetof(skbfateEvent{}.Location)
-	offHead      = unsafe.Offsetof(skbfateEvent{}.Head)
-	offReason    = unsafe.Offsetof(skbfateEvent{}.Reason)
-	offNetns     = unsafe.Offsetof(skbfateEvent{}.Netns)
-	offIfindex   = unsafe.Offsetof(skbfateEvent{}.Ifindex)
-	offIif       = unsafe.Offsetof(skbfateEvent{}.Iif)
-	offMark      = unsafe.Offsetof(skbfateEvent{}.Mark)
-	offLen       = unsafe.Offsetof(skbfateEvent{}.Len)
-	offCPU       = unsafe.Offsetof(skbfateEvent{}.Cpu)
-	offProtocol  = unsafe.Offsetof(skbfateEvent{}.Protocol)
-	offCapLen    = unsafe.Offsetof(skbfateEvent{}.CapLen)
-	offFlags     = unsafe.Offsetof(skbfateEvent{}.Flags)
-	offKind      = unsafe.Offsetof(skbfateEvent{}.Kind)
-	offNfHook    = unsafe.Offsetof(skbfateEvent{}.NfHook)
-	offNfPf      = unsafe.Offsetof(skbfateEvent{}.NfPf)
-	offSkFamily  = unsafe.Offsetof(skbfateEvent{}.SkFamily)
-	offNetnsFrom = unsafe.Offsetof(skbfateEvent{}.NetnsFrom)
-	offIfFrom    = unsafe.Offsetof(skbfateEvent{}.IfFrom)
-	offIfname    = unsafe.Offsetof(skbfateEvent{}.Ifname)
-	offData      = unsafe.Offsetof(skbfateEvent{}.Data)
+	OffTs        = unsafe.Offsetof(event{}.Ts)
+	OffSkb       = unsafe.Offsetof(event{}.Skb)
+	OffLocation  = unsafe.Offsetof(event{}.Location)
+	OffHead      = unsafe.Offsetof(event{}.Head)
+	OffReason    = unsafe.Offsetof(event{}.Reason)
+	OffNetns     = unsafe.Offsetof(event{}.Netns)
+	OffIfindex   = unsafe.Offsetof(event{}.Ifindex)
+	OffIif       = unsafe.Offsetof(event{}.Iif)
+	OffMark      = unsafe.Offsetof(event{}.Mark)
+	OffLen       = unsafe.Offsetof(event{}.Len)
+	OffCPU       = unsafe.Offsetof(event{}.Cpu)
+	OffProtocol  = unsafe.Offsetof(event{}.Protocol)
+	OffCapLen    = unsafe.Offsetof(event{}.CapLen)
+	OffFlags     = unsafe.Offsetof(event{}.Flags)
+	OffKind      = unsafe.Offsetof(event{}.Kind)
+	OffNfHook    = unsafe.Offsetof(event{}.NfHook)
+	OffNfPf      = unsafe.Offsetof(event{}.NfPf)
+	OffSkFamily  = unsafe.Offsetof(event{}.SkFamily)
+	OffNetnsFrom = unsafe.Offsetof(event{}.NetnsFrom)
+	OffIfFrom    = unsafe.Offsetof(event{}.IfFrom)
+	OffIfname    = unsafe.Offsetof(event{}.Ifname)
+	OffData      = unsafe.Offsetof(event{}.Data)
 
 	// MaxSnapLen is the most packet bytes one event can carry.
-	MaxSnapLen = len(skbfateEvent{}.Data)
+	MaxSnapLen = len(event{}.Data)
+	// EventSize is the size of a whole record.
+	EventSize = unsafe.Sizeof(event{})
+)
 
+const (
 	kindKfree   = 0
 	kindConsume = 1
 	kindRead    = 2
@@ -122,38 +152,38 @@ func (d *Decoder) Fork() *Decoder {
 // Decode fills ev from one record. ev.Data aliases raw: copy the event
 // (Event.Clone) to keep it after raw is reused.
 func (d *Decoder) Decode(raw []byte, ev *fate.Event) error {
-	if len(raw) < int(offData) {
-		return fmt.Errorf("record of %d bytes is shorter than the %d-byte event header", len(raw), offData)
+	if len(raw) < int(OffData) {
+		return fmt.Errorf("record of %d bytes is shorter than the %d-byte event header", len(raw), OffData)
 	}
 	le := binary.LittleEndian
-	capLen := int(le.Uint16(raw[offCapLen:]))
-	if capLen > len(raw)-int(offData) {
-		return fmt.Errorf("record claims %d packet bytes but carries %d", capLen, len(raw)-int(offData))
+	capLen := int(le.Uint16(raw[OffCapLen:]))
+	if capLen > len(raw)-int(OffData) {
+		return fmt.Errorf("record claims %d packet bytes but carries %d", capLen, len(raw)-int(OffData))
 	}
-	kind := raw[offKind]
-	flags := le.Uint16(raw[offFlags:])
+	kind := raw[OffKind]
+	flags := le.Uint16(raw[OffFlags:])
 
 	ev.Source = "ebpf"
-	ev.Mono = le.Uint64(raw[offTs:])
+	ev.Mono = le.Uint64(raw[OffTs:])
 	ev.Time = d.Clock.Wall(ev.Mono)
-	ev.CPU = le.Uint32(raw[offCPU:])
-	ev.Skb = le.Uint64(raw[offSkb:])
-	ev.Head = le.Uint64(raw[offHead:])
-	ev.ReasonCode = le.Uint32(raw[offReason:])
-	ev.LocationAddr = le.Uint64(raw[offLocation:])
-	ev.Netns = le.Uint32(raw[offNetns:])
-	ev.Ifindex = le.Uint32(raw[offIfindex:])
-	ev.Iif = le.Uint32(raw[offIif:])
-	ev.Mark = le.Uint32(raw[offMark:])
-	ev.Len = le.Uint32(raw[offLen:])
+	ev.CPU = le.Uint32(raw[OffCPU:])
+	ev.Skb = le.Uint64(raw[OffSkb:])
+	ev.Head = le.Uint64(raw[OffHead:])
+	ev.ReasonCode = le.Uint32(raw[OffReason:])
+	ev.LocationAddr = le.Uint64(raw[OffLocation:])
+	ev.Netns = le.Uint32(raw[OffNetns:])
+	ev.Ifindex = le.Uint32(raw[OffIfindex:])
+	ev.Iif = le.Uint32(raw[OffIif:])
+	ev.Mark = le.Uint32(raw[OffMark:])
+	ev.Len = le.Uint32(raw[OffLen:])
 	// skb->protocol is big endian in the kernel.
-	ev.EtherType = binary.BigEndian.Uint16(raw[offProtocol:])
-	ev.Data = raw[offData : int(offData)+capLen]
+	ev.EtherType = binary.BigEndian.Uint16(raw[OffProtocol:])
+	ev.Data = raw[OffData : int(OffData)+capLen]
 	ev.MACHeader = flags&flagMAC != 0
 	ev.HadMAC = flags&flagMACSet != 0
-	ev.NetnsFrom = whereName(raw[offNetnsFrom])
-	ev.IfindexFrom = whereName(raw[offIfFrom])
-	ev.SockFamily = raw[offSkFamily]
+	ev.NetnsFrom = whereName(raw[OffNetnsFrom])
+	ev.IfindexFrom = whereName(raw[OffIfFrom])
+	ev.SockFamily = raw[OffSkFamily]
 	ev.Cloned = flags&flagCloned != 0
 	ev.DataShared = flags&flagShared != 0
 	ev.NotPacket = flags&flagNotPacket != 0
@@ -192,8 +222,8 @@ func (d *Decoder) Decode(raw []byte, ev *fate.Event) error {
 	}
 	ev.Hook, ev.Family, ev.Verdict = "", "", ""
 	if flags&flagNF != 0 {
-		pf := raw[offNfPf]
-		ev.Hook, ev.Family = fate.NetfilterHook(pf, raw[offNfHook]), fate.NetfilterFamily(pf)
+		pf := raw[OffNfPf]
+		ev.Hook, ev.Family = fate.NetfilterHook(pf, raw[OffNfHook]), fate.NetfilterFamily(pf)
 		ev.Verdict = "drop"
 		if ev.Fate == fate.FateConsume {
 			ev.Verdict = "stolen"
@@ -201,9 +231,9 @@ func (d *Decoder) Decode(raw []byte, ev *fate.Event) error {
 	} else if d.NFBlind != "" && ev.Fate == fate.FateDrop && ev.Reason == "NETFILTER_DROP" {
 		ev.NFBlind = d.NFBlind
 	}
-	ev.Ifname = d.ifname(raw[offIfname : offIfname+16])
+	ev.Ifname = d.ifname(raw[OffIfname : OffIfname+16])
 	if flags&(flagNetwork|flagMAC) != 0 {
-		decodePacket(&ev.Packet, ev.EtherType, ev.Data, ev.MACHeader)
+		fate.DecodePacket(&ev.Packet, ev.EtherType, ev.Data, ev.MACHeader)
 	} else {
 		ev.Packet = fate.Packet{}
 	}
