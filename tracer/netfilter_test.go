@@ -122,6 +122,7 @@ func testHookAttribution(t *testing.T, top *testutil.Router, method string, port
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
+	src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 	defer src.Close()
 	if src.NetfilterMethod != method {
 		t.Fatalf("method in use %q, want %q", src.NetfilterMethod, method)
@@ -213,6 +214,7 @@ func TestNetfilterTwoTracers(t *testing.T) {
 		if err := src.Start(); err != nil {
 			t.Fatalf("tracer %d: %v", i+1, err)
 		}
+		src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 		defer src.Close()
 		srcs = append(srcs, src)
 		go src.Run(ctx, fate.EventFunc(cols[i].handle))
@@ -244,6 +246,7 @@ func TestNetfilterRescan(t *testing.T) {
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
+	src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 	defer src.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -292,6 +295,7 @@ func TestNetfilterReleasesGoneNamespaces(t *testing.T) {
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
+	src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 	defer src.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -348,6 +352,7 @@ func startRouterLinks(t *testing.T, top *testutil.Router) (*tracer.EBPF, *collec
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
+	src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 	t.Cleanup(func() { src.Close() })
 	col := &collector{}
 	ctx, cancel := context.WithCancel(context.Background())
