@@ -20,6 +20,7 @@ import (
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/cbpf"
 	"github.com/pktfate/pktfate/internal/netns"
+	"github.com/pktfate/pktfate/internal/ringrec"
 	"golang.org/x/net/bpf"
 )
 
@@ -78,6 +79,12 @@ type EBPFConfig struct {
 	// Decoder turns records into events (nil builds one from the kernel's
 	// BTF and /proc/kallsyms).
 	Decoder *Decoder
+	// Raw, when set, receives every record undecoded (a raw capture,
+	// pktfate trace --output-raw) and Run hands its sink nothing: decoding,
+	// and finding the frees after a read, are left to the capture's
+	// reader (ringrec.Stream). Interfaces the records name only by index
+	// are named in the capture.
+	Raw *ringrec.RawWriter
 }
 
 const (
@@ -101,7 +108,9 @@ type EBPF struct {
 	ring    *ring
 	decoder *Decoder
 
-	decodeErrors atomic.Uint64
+	// stream decodes the records; it counts the undecodable and the frees
+	// after a read it found (the BPF programs count their own).
+	stream ringrec.Stream
 	// runMu is held by Run for as long as it runs: Close, after closing
 	// the ring that wakes it, waits on it before it closes the maps that
 	// Run's stop still reads. closed (under runMu) makes a late Run return.
@@ -113,10 +122,9 @@ type EBPF struct {
 	// read counts the records read from the ring; unread is what the
 	// programs submitted that was still unread when the drain at the
 	// stop ended (unreadErr when that could not be counted).
-	read           atomic.Uint64
-	unread         atomic.Uint64
-	unreadErr      atomic.Pointer[string]
-	freedAfterRead atomic.Uint64 // found in user space; the BPF counts its own
+	read      atomic.Uint64
+	unread    atomic.Uint64
+	unreadErr atomic.Pointer[string]
 	// netnsByIif counts packets reported whose namespace nothing in the skb
 	// named: the netns filter placed them by the interface they arrived on.
 	netnsByIif atomic.Uint64
@@ -708,25 +716,29 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 		defer func() { close(stop); <-done }()
 	}
 	var ev fate.Event
-	var reads readSet
 	var ifnames ifnameResolver
-	handle := func(sample []byte) {
-		s.read.Add(1)
-		if err := s.decoder.Decode(sample, &ev); err != nil {
-			s.decodeErrors.Add(1)
-			return
+	s.stream.Decoder = s.decoder
+	var handle func([]byte)
+	if raw := s.cfg.Raw; raw != nil {
+		raw.Symbols = s.decoder.Symbols
+		raw.Ifname = ifnames.name
+		handle = func(sample []byte) {
+			s.read.Add(1)
+			raw.Record(sample)
 		}
-		switch ev.Probe {
-		case "read":
-			reads.add(ev.Skb, ev.Head)
-		case "consume_skb", "defer_free":
-			// The BPF program drops the free after a read on the same
-			// CPU; a free on another CPU (the deferred free's flush)
-			// comes here, after the read in the ring's order.
-			if reads.take(ev.Skb, ev.Head) {
-				s.freedAfterRead.Add(1)
-				return
+		return s.readRing(ctx, handle, func(n int) error {
+			if n == 0 {
+				// Idle: what is buffered goes to the file, so that a
+				// capture killed later keeps it.
+				return raw.Flush()
 			}
+			return raw.Err()
+		})
+	}
+	handle = func(sample []byte) {
+		s.read.Add(1)
+		if !s.stream.Next(sample, &ev) {
+			return
 		}
 		if ev.NetnsFrom == fate.NetnsGuessed {
 			s.netnsByIif.Add(1)
@@ -746,8 +758,21 @@ func (s *EBPF) Run(ctx context.Context, h fate.Sink) error {
 		}
 		h.Event(&ev)
 	}
+	return s.readRing(ctx, handle, nil)
+}
+
+// readRing hands every record to handle until ctx is done, then stops the
+// observation (stop). after, when set, is called after each drain with
+// the number of records it handed out; its error (a raw capture that
+// cannot be written) ends the reading.
+func (s *EBPF) readRing(ctx context.Context, handle func([]byte), after func(n int) error) error {
 	for {
-		_, err := s.ring.drain(handle)
+		n, err := s.ring.drain(handle)
+		if err == nil && after != nil {
+			if err = after(n); err != nil {
+				return fmt.Errorf("writing the raw capture: %w", err)
+			}
+		}
 		switch {
 		case errors.Is(err, errRingClosed):
 			return nil
@@ -813,7 +838,7 @@ func (s *EBPF) stop(handle func([]byte)) error {
 func (s *EBPF) Losses() []fate.Loss {
 	out := []fate.Loss{
 		s.counterLoss(fate.ObserverEBPF, "ringbuf_full", cntRingbufFull),
-		{Observer: fate.ObserverEBPF, Name: "decode_errors", Value: s.decodeErrors.Load()},
+		{Observer: fate.ObserverEBPF, Name: "decode_errors", Value: s.stream.DecodeErrors.Load()},
 	}
 	if s.cfg.Netfilter {
 		out = append(out, s.counterLoss(fate.ObserverNF, "inflight_full", cntNFInflightFull))
@@ -843,47 +868,8 @@ func (s *EBPF) counterLoss(observer, name string, idx uint32) fate.Loss {
 
 func (s *EBPF) freedAfterReadCount() fate.Loss {
 	l := s.counterLoss(fate.ObserverEBPF, "freed_after_read", cntFreedAfterRead)
-	l.Value += s.freedAfterRead.Load()
+	l.Value += s.stream.FreedAfterRead.Load()
 	return l
-}
-
-// readSet remembers the packets sockets read lately (skb and data
-// addresses), so that their later free on another CPU is not reported as
-// a second delivery. It is bounded: the oldest are forgotten first.
-type readSet struct {
-	ring [readSetSize]readKey
-	next int
-	m    map[readKey]bool
-}
-
-type readKey struct{ skb, head uint64 }
-
-// readSetSize is how many reads wait for their free; a free comes within
-// microseconds of the read unless the socket is closed with the packet.
-const readSetSize = 4096
-
-func (r *readSet) add(skb, head uint64) {
-	if r.m == nil {
-		r.m = make(map[readKey]bool, readSetSize)
-	}
-	k := readKey{skb, head}
-	if r.m[k] {
-		return
-	}
-	delete(r.m, r.ring[r.next])
-	r.ring[r.next] = k
-	r.next = (r.next + 1) % readSetSize
-	r.m[k] = true
-}
-
-// take reports whether skb was read and forgets it.
-func (r *readSet) take(skb, head uint64) bool {
-	k := readKey{skb, head}
-	if !r.m[k] {
-		return false
-	}
-	delete(r.m, k)
-	return true
 }
 
 // Information implements fate.Informer: counts that are not losses. skbs

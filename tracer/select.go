@@ -11,6 +11,7 @@ import (
 
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/genl/kmod"
+	"github.com/pktfate/pktfate/internal/ringrec"
 )
 
 // Source names as the user gives them (--source).
@@ -50,6 +51,9 @@ type SelectConfig struct {
 	Decoder *Decoder
 	// RingBufferSize overrides the ebpf source's ring (0: the default).
 	RingBufferSize int
+	// Raw makes the ebpf source write its records undecoded
+	// (EBPFConfig.Raw).
+	Raw *ringrec.RawWriter
 	// Dropmon and Kmod carry the options of those sources (their filters
 	// and decoders are filled in by Select).
 	Dropmon DropmonConfig
@@ -116,6 +120,7 @@ func Select(cfg SelectConfig) (*Selection, error) {
 			RingBufferSize: cfg.RingBufferSize, Kernel: cfg.Kernel, Decoder: cfg.Decoder.Fork(),
 			PcapFilter:    cfg.PcapFilter,
 			NetfilterOnly: !tried(SourceEBPF),
+			Raw:           cfg.Raw,
 		}
 		if len(f.Netns) == 1 {
 			ecfg.FilterNetns = f.Netns[0]

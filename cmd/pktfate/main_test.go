@@ -62,6 +62,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"trace", "--filter-reason", "NO_SOCKET", "--filter-fate", "all"}, "--filter-reason shows drops only, and --filter-fate all asks for consumed packets too"},
 		{[]string{"top", "--interval", "1ms"}, "--interval 1ms out of range: use 100ms to 1h"},
 		{[]string{"top", "--output-json"}, "unknown flag --output-json (pktfate top -h lists the flags)"},
+		{[]string{"trace", "--output-raw", filepath.Join(dir, "r.raw"), "--output-json"}, "--output-raw writes the records undecoded, for pktfate report to render later"},
+		{[]string{"trace", "--output-raw", filepath.Join(dir, "r.raw"), "--source", "ebpf,dropmon"}, "--output-raw records the ebpf source's ring alone, and --source ebpf,dropmon asks for more"},
 		{[]string{"report"}, "report takes a capture file"},
 		{[]string{"report", nd, "udp"}, "a filter expression limits the packet list: add --packets (-l)"},
 		{[]string{"report", "-l", nd, "udp"}, "a filter expression needs the packets' bytes, and NDJSON holds none"},

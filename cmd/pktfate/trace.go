@@ -21,6 +21,7 @@ import (
 	"github.com/pktfate/pktfate/internal/capture"
 	"github.com/pktfate/pktfate/internal/pcapfilter"
 	"github.com/pktfate/pktfate/internal/render"
+	"github.com/pktfate/pktfate/internal/ringrec"
 	"github.com/pktfate/pktfate/tracer"
 )
 
@@ -31,6 +32,7 @@ type traceConfig struct {
 	OutputJSON   bool
 	OutputFile   string
 	OutputPcapng string
+	OutputRaw    string
 	Record       string
 	Window       time.Duration
 	Duration     time.Duration
@@ -116,6 +118,7 @@ func traceFlags(cfg *traceConfig, stderr io.Writer, top bool) (*flag.FlagSet, ma
 		fs.StringVar(&cfg.OutputPcapng, "output-pcapng", "", "also write every packet with its fate as a comment to `FILE` (pcapng, mode 0600, owned by the sudo user; Wireshark opens it)")
 		fs.StringVar(&cfg.OutputPcapng, "w", "", "")
 		short["output-pcapng"] = "w"
+		fs.StringVar(&cfg.OutputRaw, "output-raw", "", "write the ebpf source's records undecoded to `FILE` (mode 0600, owned by the sudo user) and nothing else: the cheapest capture, as perf record's; pktfate report FILE renders it afterwards (--source ebpf alone)")
 		fs.StringVar(&cfg.Record, "record", "", "also write what the correlator received (every event with its bytes, loss intervals, clock ticks) to `FILE` as JSON lines, to reproduce a capture's correlation offline (needs two or more observers; mode 0600)")
 		fs.BoolVar(&cfg.Wide, "wide", false, "text: every column (the date, source, hook family and verdict, interface index, namespace inode, mark, observers)")
 	} else {
@@ -216,6 +219,9 @@ func parseTraceOrTop(args []string, stderr io.Writer, top bool) (traceConfig, er
 	if cfg.FilterReason != "" {
 		cfg.FilterFate = "drop"
 	}
+	if err := checkRaw(&cfg); err != nil {
+		return cfg, err
+	}
 	if err := distinctOutputs(cfg); err != nil {
 		return cfg, err
 	}
@@ -227,7 +233,7 @@ func parseTraceOrTop(args []string, stderr io.Writer, top bool) (traceConfig, er
 func distinctOutputs(cfg traceConfig) error {
 	seen := map[string]string{}
 	for _, o := range []struct{ flag, path string }{
-		{"--output-file", cfg.OutputFile}, {"--output-pcapng", cfg.OutputPcapng},
+		{"--output-file", cfg.OutputFile}, {"--output-pcapng", cfg.OutputPcapng}, {"--output-raw", cfg.OutputRaw},
 		{"--record", cfg.Record}, {"--ready-file", cfg.ReadyFile},
 	} {
 		if o.path == "" || o.path == "-" {
@@ -279,6 +285,8 @@ type traceSetup struct {
 	// home is the namespace text lines leave unnamed: the one traced, or
 	// pktfate's own.
 	home uint32
+	// raw is the --output-raw file, open with its header written.
+	raw *rawOutput
 }
 
 // prepareTrace checks everything the user typed and chooses the sources,
@@ -338,11 +346,23 @@ func prepareTrace(cfg traceConfig, stderr io.Writer) (*traceSetup, error) {
 	if err != nil {
 		return nil, err
 	}
-	sel, err := tracer.Select(tracer.SelectConfig{Names: cfg.Sources, Filters: f, NetnsPath: netnsPath,
+	var raw *rawOutput
+	var rawWriter *ringrec.RawWriter
+	if cfg.OutputRaw != "" {
+		if raw, err = openRaw(cfg, decoder, home, stderr); err != nil {
+			return nil, err
+		}
+		rawWriter = raw.w
+	}
+	sel, err := tracer.Select(tracer.SelectConfig{Names: cfg.Sources, Filters: f, NetnsPath: netnsPath, Raw: rawWriter,
 		PcapFilter: filter.Program(), Kernel: kernel, Decoder: decoder, RingBufferSize: cfg.BufferKiB << 10,
 		Dropmon: tracer.DropmonConfig{QueueLen: uint32(cfg.DropmonQueue)},
 		Kmod:    tracer.KmodConfig{Enable: kmod.EnableConfig{Rate: uint32(cfg.KmodRate)}}})
 	if err != nil {
+		if raw != nil {
+			raw.Close()
+			os.Remove(cfg.OutputRaw)
+		}
 		return nil, err
 	}
 	for _, st := range sel.Status {
@@ -351,7 +371,7 @@ func prepareTrace(cfg traceConfig, stderr io.Writer) (*traceSetup, error) {
 			fmt.Fprintf(stderr, "pktfate:   %s\n", st.Reason)
 		}
 	}
-	return &traceSetup{filter: filter, reasons: reasons, sel: sel, home: home}, nil
+	return &traceSetup{filter: filter, reasons: reasons, sel: sel, home: home, raw: raw}, nil
 }
 
 // newText is the text renderer as the flags ask for it.
@@ -390,8 +410,20 @@ func runTrace(ctx context.Context, cfg traceConfig, stdout, stderr io.Writer) er
 	}
 	sel := setup.sel
 	observers := sel.Observers()
-	sinks, err := openSinks(cfg, observers, setup.home, stdout, stderr)
-	if err != nil {
+	var sinks *traceSinks
+	if setup.raw != nil {
+		sinks = &traceSinks{renderer: setup.raw, closers: []func() error{setup.raw.Close}}
+		if cfg.Count > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithCancel(ctx)
+			defer cancel()
+			setup.raw.w.OnRecord = func(n uint64) {
+				if n == cfg.Count {
+					cancel()
+				}
+			}
+		}
+	} else if sinks, err = openSinks(cfg, observers, setup.home, stdout, stderr); err != nil {
 		return err
 	}
 	defer sinks.Close()

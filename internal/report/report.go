@@ -22,11 +22,12 @@ import (
 	"strings"
 
 	"github.com/pktfate/pktfate/fate"
+	"github.com/pktfate/pktfate/internal/ringrec"
 )
 
 // Result is what a capture file says.
 type Result struct {
-	// Format is "ndjson", "pcapng" or "recording".
+	// Format is "ndjson", "pcapng", "recording" or "raw".
 	Format string
 	// Schema is the schema version of the file's summary (0 before
 	// versions were written, -1 when there is no summary).
@@ -128,7 +129,7 @@ func (e errStop) Unwrap() error { return e.err }
 // ReadWith is Read with options.
 func ReadWith(r io.Reader, name string, opt Options) (*Result, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
-	head, err := br.Peek(4)
+	head, err := br.Peek(len(ringrec.RawMagic))
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
@@ -137,12 +138,14 @@ func ReadWith(r io.Reader, name string, opt Options) (*Result, error) {
 	}
 	var res *Result
 	switch {
-	case bytes.Equal(head, pcapngMagic):
+	case string(head) == ringrec.RawMagic:
+		res, err = readRaw(br, opt)
+	case bytes.HasPrefix(head, pcapngMagic):
 		res, err = readPcapng(br, opt)
 	case head[0] == '{':
 		res, err = readLines(br, opt)
 	default:
-		return nil, fmt.Errorf("%s is neither NDJSON nor pcapng written by pktfate (it starts with %q)", name, head)
+		return nil, fmt.Errorf("%s is neither NDJSON, pcapng nor a raw capture written by pktfate (it starts with %q)", name, head[:min(len(head), 4)])
 	}
 	if stop := (errStop{}); errors.As(err, &stop) {
 		return nil, stop.err

@@ -52,3 +52,6 @@ func MonoNow() uint64 {
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
 }
+
+// Offset returns CLOCK_REALTIME - CLOCK_MONOTONIC in ns, as measured.
+func (c Clock) Offset() int64 { return c.offset }

@@ -24,6 +24,9 @@ type Symbols struct {
 	// looks up; loaded says this goroutine has taken the table.
 	pending *symbolsLoad
 	loaded  bool
+	// fixed, when set, names the locations instead of a table: a raw
+	// capture's (RawReader), one formatted name per address.
+	fixed map[uint64]string
 }
 
 // symbolsLoad is a table loading in the background, shared by forks.
@@ -97,6 +100,9 @@ const symbolCacheMax = 4096
 func (s *Symbols) Fork() *Symbols {
 	if s == nil {
 		return nil
+	}
+	if s.fixed != nil {
+		return &Symbols{fixed: s.fixed}
 	}
 	if s.pending != nil {
 		// The fork takes the table from the load itself: s may be
@@ -241,6 +247,12 @@ func (s *Symbols) Lookup(addr uint64) (name string, off uint64, ok bool) {
 func (s *Symbols) Format(addr uint64) string {
 	if addr == 0 {
 		return ""
+	}
+	if s != nil && s.fixed != nil {
+		if v, ok := s.fixed[addr]; ok {
+			return v
+		}
+		return "0x" + strconv.FormatUint(addr, 16)
 	}
 	if s != nil {
 		if v, ok := s.cache[addr]; ok {
