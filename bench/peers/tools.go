@@ -18,6 +18,9 @@ const (
 	KindBpftracePrintf Kind = "bpftrace-printf" // bpftrace printing each drop
 	KindDropwatch      Kind = "dropwatch"       // dropwatch, NET_DM packet mode
 	KindPktfate        Kind = "pktfate"         // pktfate trace ARGS --output-json
+	// KindPktfateRaw is pktfate trace ARGS --output-raw FILE, rendered
+	// after the run by pktfate report --output-json FILE.
+	KindPktfateRaw Kind = "pktfate-raw"
 )
 
 // Tool is one line of the tools file: a name for the table, its kind and
@@ -56,9 +59,9 @@ func ParseTools(r io.Reader) ([]Tool, error) {
 			t.Args = strings.Fields(parts[2])
 		}
 		switch t.Kind {
-		case KindBaseline, KindPerf, KindBpftraceMap, KindBpftracePrintf, KindDropwatch, KindPktfate:
+		case KindBaseline, KindPerf, KindBpftraceMap, KindBpftracePrintf, KindDropwatch, KindPktfate, KindPktfateRaw:
 		default:
-			return nil, fmt.Errorf("tools file line %d: unknown kind %q (want baseline, perf, bpftrace-map, bpftrace-printf, dropwatch or pktfate)", n, t.Kind)
+			return nil, fmt.Errorf("tools file line %d: unknown kind %q (want baseline, perf, bpftrace-map, bpftrace-printf, dropwatch, pktfate or pktfate-raw)", n, t.Kind)
 		}
 		if t.Name == "" {
 			return nil, fmt.Errorf("tools file line %d: empty name", n)

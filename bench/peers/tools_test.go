@@ -14,8 +14,9 @@ func TestParseToolsFile(t *testing.T) {
 	for _, tl := range tools {
 		kinds[tl.Kind]++
 	}
-	// The brief's rows: baseline, perf, two bpftrace, dropwatch, four pktfate.
-	if len(tools) != 9 || kinds[KindPktfate] != 4 || kinds[KindBaseline] != 1 || tools[0].Kind != KindBaseline {
+	// The brief's rows: baseline, perf, two bpftrace, dropwatch, four pktfate;
+	// and pktfate's raw capture.
+	if len(tools) != 10 || kinds[KindPktfate] != 4 || kinds[KindPktfateRaw] != 1 || kinds[KindBaseline] != 1 || tools[0].Kind != KindBaseline {
 		t.Errorf("tools.txt has %d tools, kinds %v", len(tools), kinds)
 	}
 	if got := strings.Join(tools[1].Args, " "); got != "-e skb:kfree_skb -a" {

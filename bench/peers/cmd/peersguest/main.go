@@ -197,13 +197,18 @@ func (d *driver) command(t peers.Tool) (*exec.Cmd, error) {
 		return exec.Command("bpftrace", append(t.Args, "-e", peers.BpftracePrintfProgram)...), nil
 	case peers.KindDropwatch:
 		return exec.Command("dropwatch", t.Args...), nil
-	case peers.KindPktfate:
+	case peers.KindPktfate, peers.KindPktfateRaw:
 		bin := os.Getenv("PKTFATE_BIN")
 		if bin == "" {
 			return nil, errors.New("PKTFATE_BIN unset: pktfate was not built")
 		}
 		args := append([]string{"trace"}, t.Args...)
-		args = append(args, "--output-json", "--output-file", d.path("pktfate.ndjson"), "--ready-file", d.path("ready"))
+		if t.Kind == peers.KindPktfateRaw {
+			args = append(args, "--output-raw", d.path("pktfate.raw"))
+		} else {
+			args = append(args, "--output-json", "--output-file", d.path("pktfate.ndjson"))
+		}
+		args = append(args, "--ready-file", d.path("ready"))
 		return exec.Command(bin, args...), nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", t.Kind)
@@ -211,7 +216,7 @@ func (d *driver) command(t peers.Tool) (*exec.Cmd, error) {
 
 func (d *driver) runTool(t peers.Tool, round int) peers.Run {
 	r := peers.Run{Tool: t.Name, Kind: t.Kind, Round: round}
-	for _, f := range []string{"perf.data", "pktfate.ndjson", "ready", "probes.txt"} {
+	for _, f := range []string{"perf.data", "pktfate.ndjson", "pktfate.raw", "ready", "probes.txt"} {
 		os.Remove(d.path(f))
 	}
 	s0, err := snmp()
@@ -271,7 +276,7 @@ func (d *driver) runTool(t peers.Tool, round int) peers.Run {
 		r.Err = err.Error()
 	}
 	r.ReadyProbeNS, r.ReadyProbeOK = peers.ReadyByProbes(sent, r.Counts.Probe, start)
-	if t.Kind == peers.KindPktfate {
+	if t.Kind == peers.KindPktfate || t.Kind == peers.KindPktfateRaw {
 		if fi, err := os.Stat(d.path("ready")); err == nil {
 			// Guest wall and monotonic clocks run together under
 			// instruction counting: the ready file's time, from the
@@ -386,7 +391,22 @@ func (d *driver) read(t peers.Tool, st *started, r *peers.Run) ([]byte, error) {
 		r.Counts, loss, err = peers.Dropwatch(io.MultiReader(bytes.NewReader(st.stdout.Bytes()), strings.NewReader("\n"), bytes.NewReader(st.stderr.Bytes())))
 		r.Lost, r.Overruns = loss.TailDropped, loss.Overruns
 		r.LostHow = "NET_DM tail drops (its stats command); +N ENOBUFS: netlink receive failures it printed, alerts lost uncounted"
-	case peers.KindPktfate:
+	case peers.KindPktfate, peers.KindPktfateRaw:
+		var report bytes.Buffer
+		if t.Kind == peers.KindPktfateRaw {
+			// Rendered after the run, as a user would: not measured.
+			// Exit status 3 or 4 says the capture lost events or may
+			// have: the summary says which.
+			cmd := exec.Command(os.Getenv("PKTFATE_BIN"), "report", "--output-json", d.path("pktfate.raw"))
+			var stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &report, &stderr
+			if err := cmd.Run(); err != nil && report.Len() == 0 {
+				return nil, fmt.Errorf("pktfate report of the raw capture: %v: %s", err, stderr.String())
+			}
+			if err := os.WriteFile(d.path("pktfate.ndjson"), report.Bytes(), 0o600); err != nil {
+				return nil, err
+			}
+		}
 		f, ferr := os.Open(d.path("pktfate.ndjson"))
 		if ferr != nil {
 			return nil, ferr
