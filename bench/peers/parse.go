@@ -312,7 +312,32 @@ func Dropwatch(r io.Reader) (Counts, DropwatchLoss, error) {
 type PktfateSummary struct {
 	Drops    uint64            `json:"drops"`
 	ByReason map[string]uint64 `json:"by_reason"`
-	Lost     map[string]uint64 `json:"lost"`
+	// Lost is the ledger: an object of counters before schema 1, a list
+	// of {observer, name, value} since.
+	Lost json.RawMessage `json:"lost"`
+}
+
+// pktfateLost reads either form of the summary's lost counters.
+func pktfateLost(raw json.RawMessage) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	if len(raw) == 0 || string(raw) == "null" {
+		return out, nil
+	}
+	if raw[0] == '{' {
+		return out, json.Unmarshal(raw, &out)
+	}
+	var list []struct {
+		Observer string `json:"observer"`
+		Name     string `json:"name"`
+		Value    uint64 `json:"value"`
+	}
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, err
+	}
+	for _, l := range list {
+		out[l.Observer+"_"+l.Name] += l.Value
+	}
+	return out, nil
 }
 
 // Pktfate reads the summary line ("type":"summary") of pktfate's NDJSON
@@ -344,6 +369,10 @@ func Pktfate(r io.Reader) (Counts, map[string]uint64, error) {
 	if sum == nil {
 		return Counts{}, nil, fmt.Errorf("parsing pktfate output: no summary line")
 	}
+	lost, err := pktfateLost(sum.Lost)
+	if err != nil {
+		return Counts{}, nil, fmt.Errorf("parsing pktfate summary's lost counters: %w", err)
+	}
 	var c Counts
 	var byReason uint64
 	for reason, n := range sum.ByReason {
@@ -351,9 +380,9 @@ func Pktfate(r io.Reader) (Counts, map[string]uint64, error) {
 		byReason += n
 	}
 	if byReason != sum.Drops {
-		return c, sum.Lost, fmt.Errorf("parsing pktfate summary: by_reason adds up to %d, drops is %d", byReason, sum.Drops)
+		return c, lost, fmt.Errorf("parsing pktfate summary: by_reason adds up to %d, drops is %d", byReason, sum.Drops)
 	}
-	return c, sum.Lost, nil
+	return c, lost, nil
 }
 
 // ParseProbeTimes reads the probe sender's send times (ns, one a line).

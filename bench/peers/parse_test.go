@@ -210,3 +210,12 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// TestPktfateLostList: since schema 1 the summary's ledger is a list.
+func TestPktfateLostList(t *testing.T) {
+	line := `{"type":"summary","schema":1,"drops":5,"by_reason":{"NO_SOCKET":5},"lost":[{"observer":"ebpf","name":"ringbuf_full","value":3},{"observer":"ebpf","name":"decode_errors","value":0}]}` + "\n"
+	c, lost, err := Pktfate(strings.NewReader(line))
+	if err != nil || c.Flood != 5 || lost["ebpf_ringbuf_full"] != 3 || len(lost) != 2 {
+		t.Errorf("Pktfate = %+v, %v, %v; want 5 flood drops, ebpf_ringbuf_full 3 of two counters", c, lost, err)
+	}
+}

@@ -183,7 +183,7 @@ func TestReportDamagedFiles(t *testing.T) {
 	}
 	// Not a capture at all.
 	os.WriteFile(filepath.Join(dir, "x.txt"), []byte("hello"), 0o600)
-	if _, errOut, err := runPktfate(t, "report", filepath.Join(dir, "x.txt")); err == nil || !strings.Contains(errOut, "neither NDJSON nor pcapng") {
+	if _, errOut, err := runPktfate(t, "report", filepath.Join(dir, "x.txt")); err == nil || !strings.Contains(errOut, "neither NDJSON, pcapng nor a raw capture") {
 		t.Errorf("not a capture: %v %q", err, errOut)
 	}
 }
