@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -49,7 +50,7 @@ func checkRaw(cfg *traceConfig) error {
 }
 
 // openRaw creates the file and writes its header.
-func openRaw(cfg traceConfig, d *tracer.Decoder, home uint32, stderr io.Writer) (*rawOutput, error) {
+func openRaw(cfg traceConfig, d *tracer.Decoder, reasons map[string]bool, home uint32, stderr io.Writer) (*rawOutput, error) {
 	var s traceSinks // for createOutput; rawOutput closes the file
 	f, err := s.createOutput(cfg.OutputRaw, "--output-raw")
 	if err != nil {
@@ -59,9 +60,7 @@ func openRaw(cfg traceConfig, d *tracer.Decoder, home uint32, stderr io.Writer) 
 	h := ringrec.RawHeader{Pktfate: version, Kernel: kernelRelease(), Started: time.Now().UTC(),
 		ClockOffset: d.Clock.Offset(), Reasons: core, Subsys: subsys, Filter: cfg.Expr, NFBlind: d.NFBlind, HomeNetns: home}
 	h.Hostname, _ = os.Hostname()
-	if cfg.FilterReason != "" {
-		h.FilterReasons = strings.Split(cfg.FilterReason, ",")
-	}
+	h.FilterReasons = slices.Sorted(maps.Keys(reasons)) // as parseReasons checked them
 	w, err := ringrec.NewRawWriter(f, h)
 	if err != nil {
 		f.Close()
@@ -103,7 +102,10 @@ func (r *rawOutput) Summary(s *fate.Summary) error {
 	}
 	err = errors.Join(err, r.f.Close())
 	if err != nil {
-		return fmt.Errorf("--output-raw %s: %w", r.path, err)
+		// The trailer, and with it raw_unwritten, did not reach the file:
+		// the count goes in the error.
+		return fmt.Errorf("--output-raw %s: %w: %d records written, %d not; the file has no trailer, and pktfate report says its losses are unknown",
+			r.path, err, r.w.Records(), r.w.Unwritten())
 	}
 	lost := "none lost"
 	if n := s.TotalLost(); n > 0 {

@@ -349,7 +349,7 @@ func prepareTrace(cfg traceConfig, stderr io.Writer) (*traceSetup, error) {
 	var raw *rawOutput
 	var rawWriter *ringrec.RawWriter
 	if cfg.OutputRaw != "" {
-		if raw, err = openRaw(cfg, decoder, home, stderr); err != nil {
+		if raw, err = openRaw(cfg, decoder, reasons, home, stderr); err != nil {
 			return nil, err
 		}
 		rawWriter = raw.w

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/pcapfilter"
@@ -29,7 +28,7 @@ func readRaw(r *bufio.Reader, opt Options) (*Result, error) {
 	}
 	reasons := map[string]bool{}
 	for _, n := range h.FilterReasons {
-		reasons[strings.ToUpper(strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(n)), "SKB_DROP_REASON_"))] = true
+		reasons[n] = true
 	}
 	res := &Result{Format: "raw", Schema: -1}
 	b := newBuilder()

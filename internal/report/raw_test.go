@@ -90,7 +90,7 @@ func TestReadRaw(t *testing.T) {
 	if v, ok := lossValue(res.Summary, "ebpf_filter_no_bytes"); !ok || v != 0 {
 		t.Errorf("filter_no_bytes %d (listed %v), want 0, listed", v, ok)
 	}
-	res, err = Read(bytes.NewReader(rawCapture(t, ringrec.RawHeader{FilterReasons: []string{"no_socket"}}, 10, nil, trailer)), "raw")
+	res, err = Read(bytes.NewReader(rawCapture(t, ringrec.RawHeader{FilterReasons: []string{"NO_SOCKET"}}, 10, nil, trailer)), "raw")
 	if err != nil {
 		t.Fatal(err)
 	}

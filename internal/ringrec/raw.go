@@ -64,12 +64,11 @@ type RawHeader struct {
 	// Filter is the pcap-filter expression; records the kernel did not
 	// filter (fate.Event.KernelFiltered) are filtered when read.
 	Filter string `json:"filter,omitempty"`
-	// FilterReasons keeps only drops with these reasons (when read).
+	// FilterReasons keeps only drops with these reasons (when read), as
+	// the trace checked them: upper case, without SKB_DROP_REASON_.
 	FilterReasons []string `json:"filter_reasons,omitempty"`
 	// NFBlind is Decoder.NFBlind.
 	NFBlind string `json:"nf_blind,omitempty"`
-	// Sources lists the sources asked for that did not run.
-	Sources []fate.SourceStatus `json:"sources,omitempty"`
 	// HomeNetns is the namespace text output leaves unnamed.
 	HomeNetns uint32 `json:"home_netns,omitempty"`
 }
