@@ -13,7 +13,10 @@ import (
 	"github.com/pktfate/pktfate/internal/ringrec"
 )
 
-// Root returns the module's root directory (where go.mod is).
+// Root returns the repository's root directory: the first directory above
+// the test's that holds testdata/records. It is not found by go.mod: the VM
+// payload (internal/vm) ships the repository's testdata folders under /repo
+// and no go.mod.
 func Root(t testing.TB) string {
 	t.Helper()
 	dir, err := os.Getwd()
@@ -21,12 +24,12 @@ func Root(t testing.TB) string {
 		t.Fatal(err)
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "testdata", "records", "records.json")); err == nil {
 			return dir
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
+			t.Fatal("no testdata/records/records.json above the test's directory")
 		}
 		dir = parent
 	}
