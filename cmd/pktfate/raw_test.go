@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pktfate/pktfate/fate"
+	"github.com/pktfate/pktfate/internal/ringrec"
+	"github.com/pktfate/pktfate/internal/ringrec/ringrectest"
 	"github.com/pktfate/pktfate/internal/testutil"
 )
 
@@ -132,5 +135,84 @@ func TestTraceRawEndings(t *testing.T) {
 				t.Errorf("trace said %q", r.stderr.String())
 			}
 		})
+	}
+}
+
+// writeRawFixtures writes the recorded ring records rounds times as trace
+// --output-raw would, with its trailer, ran in namespace home.
+func writeRawFixtures(t *testing.T, home uint32, rounds int) string {
+	t.Helper()
+	fx := ringrectest.Fixtures(t)
+	h := ringrec.RawHeader{HomeNetns: home}
+	h.Reasons, h.Subsys = ringrectest.Reasons(fx).Table()
+	path := filepath.Join(t.TempDir(), "fixtures.raw")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := ringrec.NewRawWriter(f, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Symbols = ringrectest.Symbols(t)
+	for range rounds {
+		for _, r := range fx {
+			w.Record(r.Raw)
+		}
+	}
+	start := time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)
+	if err := w.Close(ringrec.RawTrailer{Start: start, End: start.Add(time.Second),
+		Lost: []fate.Loss{{Observer: "ebpf", Name: "ringbuf_full"}}, Sources: []fate.SourceStatus{{Name: "ebpf", Running: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestReportRawHomeAndClosedOutput: report's text leaves the namespace
+// the capture ran in unnamed, as the live trace did (a raw capture's
+// header says which it was), and names the others; a reader that goes
+// away (report | head) ends the report quietly, with the status that says
+// completeness is unknown (the report stopped before it knew).
+func TestReportRawHomeAndClosedOutput(t *testing.T) {
+	const ns = 4026532177 // the first fixture's namespace (testdata/records)
+	home := writeRawFixtures(t, ns, 1)
+	away := writeRawFixtures(t, 1, 1)
+	out, errOut, err := runPktfate(t, "report", "-n", "-l", home)
+	if err != nil {
+		t.Fatalf("report: %v: %s", err, errOut)
+	}
+	if !strings.Contains(out, " lo\n") || strings.Contains(out, fmt.Sprintf("lo@%d", ns)) {
+		t.Errorf("report of a capture run in namespace %d names it:\n%s", ns, out)
+	}
+	out, errOut, err = runPktfate(t, "report", "-n", "-l", away)
+	if err != nil {
+		t.Fatalf("report: %v: %s", err, errOut)
+	}
+	if !strings.Contains(out, fmt.Sprintf(" lo@%d\n", ns)) {
+		t.Errorf("report of a capture run in another namespace does not name %d:\n%s", ns, out)
+	}
+
+	big := writeRawFixtures(t, ns, 5000) // far more than a pipe holds
+	for _, args := range [][]string{{"report", "-l", big}, {"report", "-l", "--output-json", big}} {
+		cmd := exec.Command(pktfateBinary(t), args...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		pipe, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line := make([]byte, 64)
+		if _, err := pipe.Read(line); err != nil {
+			t.Fatalf("%v: reading its first bytes: %v", args, err)
+		}
+		pipe.Close() // what head does once it has its lines
+		err = cmd.Wait()
+		if code := exitCode(err); code != 4 || stderr.Len() != 0 {
+			t.Errorf("%v with its reader gone: exit status %d (want 4), stderr %q", args, code, stderr.String())
+		}
 	}
 }

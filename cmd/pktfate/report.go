@@ -42,7 +42,8 @@ func parseReport(args []string, stderr io.Writer) (reportConfig, error) {
 			"packets come first, as trace printed them; a trailing filter expression (tcpdump's\n"+
 			"language) limits that list. It needs the packets' bytes: a pcapng or a recording.\n\n"+
 			"Exit status: 0 the capture is complete, 3 it lost events, 4 whether it lost\n"+
-			"events is unknown (no summary, an unreadable counter, damage), 1 errors.\n\nFlags:\n")
+			"events is unknown (no summary, an unreadable counter, damage, or the output was\n"+
+			"closed before the end: report | head), 1 errors.\n\nFlags:\n")
 		printFlags(stderr, fs, map[string]string{"packets": "l", "numeric": "n"})
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -136,14 +137,29 @@ func (l *packetList) counts() (listed, seen int) {
 	return l.listedEvents, l.seenEvents
 }
 
-func runReport(_ context.Context, cfg reportConfig, stdout, stderr io.Writer) error {
+func runReport(ctx context.Context, cfg reportConfig, stdout, stderr io.Writer) error {
+	err := reportTo(ctx, cfg, stdout, stderr)
+	if closed, rest := outputClosed(err); closed && rest == nil {
+		// The reader went away (pktfate report | head): it has what it
+		// read, as from cat. The status cannot say whether the capture
+		// was complete: the report stopped before it knew.
+		return &exitError{code: exitUnknown}
+	} else if closed {
+		return rest
+	}
+	return err
+}
+
+func reportTo(_ context.Context, cfg reportConfig, stdout, stderr io.Writer) error {
 	var out render.Renderer
+	var opt report.Options
 	if cfg.OutputJSON {
 		out = render.NewNDJSON(stdout)
 	} else {
-		out = newText(stdout, traceConfig{Wide: cfg.Wide, UTC: cfg.UTC, Numeric: cfg.Numeric}, 0)
+		t := newText(stdout, traceConfig{Wide: cfg.Wide, UTC: cfg.UTC, Numeric: cfg.Numeric}, 0)
+		opt.Home = func(netns uint32) { t.HomeNetns = netns }
+		out = t
 	}
-	var opt report.Options
 	var list *packetList
 	if cfg.Packets {
 		list = &packetList{r: out, expr: cfg.Expr}

@@ -22,6 +22,9 @@ func readRaw(r *bufio.Reader, opt Options) (*Result, error) {
 		return nil, err
 	}
 	h := rr.Header
+	if opt.Home != nil && h.HomeNetns != 0 {
+		opt.Home(h.HomeNetns)
+	}
 	filter, err := pcapfilter.Compile(h.Filter)
 	if err != nil {
 		return nil, fmt.Errorf("the capture's filter expression %q: %w", h.Filter, err)

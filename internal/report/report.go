@@ -89,6 +89,11 @@ type Options struct {
 	// recording's event have the bytes too. An error it returns stops
 	// the reading and is returned.
 	Records func(Record) error
+	// Home, when set, receives the network namespace the capture ran in,
+	// before the first record, from a file that says it (a raw capture's
+	// header); text output leaves that namespace unnamed, as the live
+	// trace did.
+	Home func(netns uint32)
 }
 
 // Record is one event or one packet's fate record of a capture.
