@@ -1,6 +1,7 @@
 package ringrec
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -15,8 +16,7 @@ import (
 // /proc/kallsyms. Not safe for concurrent use (it caches results): give
 // each goroutine its own Fork.
 type Symbols struct {
-	addrs []uint64
-	names []string
+	table
 	cache map[uint64]string
 	// pending, when set, is a table loading (LoadKallsymsAsync): the
 	// first lookup waits for it. It is never changed after construction,
@@ -29,12 +29,22 @@ type Symbols struct {
 	fixed map[uint64]string
 }
 
+// table is the symbols sorted by address. The names live in one string
+// (names[start[i]:end[i]]): two allocations for some 120,000 symbols,
+// and no pointer for the garbage collector to follow per name.
+type table struct {
+	addrs      []uint64
+	start, end []uint32
+	names      string
+}
+
+func (t *table) name(i int) string { return t.names[t.start[i]:t.end[i]] }
+
 // symbolsLoad is a table loading in the background, shared by forks.
 type symbolsLoad struct {
-	done  chan struct{}
-	addrs []uint64
-	names []string
-	err   error
+	done chan struct{}
+	table
+	err error
 }
 
 // LoadKallsymsAsync starts reading /proc/kallsyms and returns at once:
@@ -50,7 +60,7 @@ func LoadKallsymsAsync() *Symbols {
 			l.err = err
 			return
 		}
-		l.addrs, l.names = t.addrs, t.names
+		l.table = t.table
 	}()
 	return &Symbols{cache: map[uint64]string{}, pending: l}
 }
@@ -61,7 +71,7 @@ func (s *Symbols) wait() {
 		return
 	}
 	<-s.pending.done
-	s.addrs, s.names = s.pending.addrs, s.pending.names
+	s.table = s.pending.table
 	s.loaded = true
 }
 
@@ -109,99 +119,159 @@ func (s *Symbols) Fork() *Symbols {
 		// taking it on another goroutine right now.
 		return &Symbols{cache: map[uint64]string{}, pending: s.pending}
 	}
-	return &Symbols{addrs: s.addrs, names: s.names, cache: map[uint64]string{}}
+	return &Symbols{table: s.table, cache: map[uint64]string{}}
 }
 
 // LoadKallsyms reads /proc/kallsyms. Without CAP_SYSLOG (or with
 // kernel.kptr_restrict=2) every address reads as zero; that is reported as
 // an error because locations could not be named.
 func LoadKallsyms() (*Symbols, error) {
-	b, err := os.ReadFile("/proc/kallsyms")
+	f, err := os.Open("/proc/kallsyms")
 	if err != nil {
 		return nil, fmt.Errorf("reading kernel symbols: %w", err)
 	}
-	s, err := parseKallsyms(b)
+	defer f.Close()
+	s, err := ParseKallsyms(f)
 	if err != nil {
 		return nil, fmt.Errorf("reading /proc/kallsyms: %w", err)
 	}
 	return s, nil
 }
 
+// kallsymsChunk is how much of the file is read at a time: the lines are
+// parsed as they come, so the file (5 MB and more) is never held whole.
+const kallsymsChunk = 256 << 10
+
 // ParseKallsyms parses the /proc/kallsyms format: "address type name [module]".
-// Only text symbols (t, T, w, W) are kept.
+// Only text symbols (t, T, w, W) are kept. It reads r in chunks and keeps
+// only the names, in one string: no per-line allocation, and none of the
+// copies that reading the whole file first costs (a fresh pktfate spent
+// most of its start there on a one-CPU machine).
 func ParseKallsyms(r io.Reader) (*Symbols, error) {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return nil, err
+	p := kallsymsParser{line: 1, sorted: true}
+	buf := make([]byte, kallsymsChunk)
+	have := 0
+	for {
+		n, err := r.Read(buf[have:])
+		have += n
+		done := 0
+		for {
+			nl := bytes.IndexByte(buf[done:have], '\n')
+			if nl < 0 {
+				break
+			}
+			if err := p.add(buf[done : done+nl]); err != nil {
+				return nil, err
+			}
+			done += nl + 1
+		}
+		have = copy(buf, buf[done:have])
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if have == len(buf) {
+			return nil, fmt.Errorf("line %d: longer than %d bytes", p.line, len(buf))
+		}
 	}
-	return parseKallsyms(b)
+	if have > 0 { // a last line without its newline
+		if err := p.add(buf[:have]); err != nil {
+			return nil, err
+		}
+	}
+	return p.finish()
 }
 
-// parseKallsyms parses the whole file at once: one string for every name
-// (each a slice of it), no per-line allocation. A kernel has some 120,000
-// symbols; this runs in a few milliseconds where a line scanner with
-// strings.Fields took a fifth of a second of pktfate's start.
-func parseKallsyms(b []byte) (*Symbols, error) {
-	text := string(b)
-	s := &Symbols{cache: map[uint64]string{}}
-	nonZero, sorted := false, true
-	for line, rest := 1, text; rest != ""; line++ {
-		l, next, _ := strings.Cut(rest, "\n")
-		rest = next
-		// "ffffffff81000000 T _stext" or "... t nft_do_chain\t[nf_tables]"
-		sp := strings.IndexByte(l, ' ')
-		if sp <= 0 || len(l) < sp+4 || l[sp+2] != ' ' {
-			return nil, fmt.Errorf("line %d: want \"address type name\", got %q", line, l)
-		}
-		typ := l[sp+1]
-		name := strings.TrimSpace(l[sp+3:])
-		if name == "" {
-			return nil, fmt.Errorf("line %d: want \"address type name\", got %q", line, l)
-		}
-		addr, ok := parseHex(l[:sp])
-		if !ok {
-			return nil, fmt.Errorf("line %d: bad address %q", line, l[:sp])
-		}
-		if addr != 0 {
-			nonZero = true
-		}
-		switch typ {
-		case 't', 'T', 'w', 'W':
-		default:
-			continue
-		}
-		if i := strings.IndexAny(name, " \t"); i >= 0 {
-			// "name [module]": one space between them, as Format prints.
-			name = name[:i] + " " + strings.TrimSpace(name[i+1:])
-		}
-		if n := len(s.addrs); n > 0 && s.addrs[n-1] > addr {
-			sorted = false
-		}
-		s.addrs = append(s.addrs, addr)
-		s.names = append(s.names, name)
+// kallsymsParser builds a table line by line.
+type kallsymsParser struct {
+	t               table
+	arena           strings.Builder
+	line            int
+	nonZero, sorted bool
+}
+
+// add parses one line: "ffffffff81000000 T _stext" or
+// "... t nft_do_chain\t[nf_tables]".
+func (p *kallsymsParser) add(l []byte) error {
+	line := p.line
+	p.line++
+	sp := bytes.IndexByte(l, ' ')
+	if sp <= 0 || len(l) < sp+4 || l[sp+2] != ' ' {
+		return fmt.Errorf("line %d: want \"address type name\", got %q", line, l)
 	}
-	if len(s.addrs) > 0 && !nonZero {
+	typ := l[sp+1]
+	name := bytes.TrimSpace(l[sp+3:])
+	if len(name) == 0 {
+		return fmt.Errorf("line %d: want \"address type name\", got %q", line, l)
+	}
+	addr, ok := parseHex(l[:sp])
+	if !ok {
+		return fmt.Errorf("line %d: bad address %q", line, l[:sp])
+	}
+	if addr != 0 {
+		p.nonZero = true
+	}
+	switch typ {
+	case 't', 'T', 'w', 'W':
+	default:
+		return nil
+	}
+	t := &p.t
+	if n := len(t.addrs); n > 0 && t.addrs[n-1] > addr {
+		p.sorted = false
+	}
+	// Grow by doubling: append grows a large slice by a quarter, which
+	// copies a 120,000-symbol table some twenty times over.
+	if len(t.addrs) == cap(t.addrs) {
+		c := max(2*cap(t.addrs), 1024)
+		t.addrs = slices.Grow(t.addrs, c-len(t.addrs))
+		t.start = slices.Grow(t.start, c-len(t.start))
+		t.end = slices.Grow(t.end, c-len(t.end))
+	}
+	if p.arena.Cap()-p.arena.Len() < len(name)+1 {
+		p.arena.Grow(max(p.arena.Cap(), 64<<10, len(name)+1))
+	}
+	t.addrs = append(t.addrs, addr)
+	t.start = append(t.start, uint32(p.arena.Len()))
+	if i := bytes.IndexAny(name, " \t"); i >= 0 {
+		// "name [module]": one space between them, as Format prints.
+		p.arena.Write(name[:i])
+		p.arena.WriteByte(' ')
+		p.arena.Write(bytes.TrimSpace(name[i+1:]))
+	} else {
+		p.arena.Write(name)
+	}
+	t.end = append(t.end, uint32(p.arena.Len()))
+	return nil
+}
+
+func (p *kallsymsParser) finish() (*Symbols, error) {
+	t := p.t
+	if len(t.addrs) > 0 && !p.nonZero {
 		return nil, fmt.Errorf("all addresses are zero: run as root (CAP_SYSLOG) or lower kernel.kptr_restrict")
 	}
-	if !sorted {
+	t.names = p.arena.String()
+	if !p.sorted {
 		// Stable: of several names at one address the first listed wins.
-		idx := make([]int, len(s.addrs))
+		idx := make([]int, len(t.addrs))
 		for i := range idx {
 			idx[i] = i
 		}
-		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(s.addrs[a], s.addrs[b]) })
-		addrs, names := make([]uint64, len(idx)), make([]string, len(idx))
+		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(t.addrs[a], t.addrs[b]) })
+		s := table{addrs: make([]uint64, len(idx)), start: make([]uint32, len(idx)), end: make([]uint32, len(idx)), names: t.names}
 		for i, j := range idx {
-			addrs[i], names[i] = s.addrs[j], s.names[j]
+			s.addrs[i], s.start[i], s.end[i] = t.addrs[j], t.start[j], t.end[j]
 		}
-		s.addrs, s.names = addrs, names
+		t = s
 	}
-	return s, nil
+	return &Symbols{table: t, cache: map[uint64]string{}}, nil
 }
 
 // parseHex parses a kernel address of at most 16 hex digits.
-func parseHex(h string) (uint64, bool) {
-	if h == "" || len(h) > 16 {
+func parseHex(h []byte) (uint64, bool) {
+	if len(h) == 0 || len(h) > 16 {
 		return 0, false
 	}
 	var v uint64
@@ -239,7 +309,7 @@ func (s *Symbols) Lookup(addr uint64) (name string, off uint64, ok bool) {
 	for i > 0 && s.addrs[i-1] == s.addrs[i] {
 		i--
 	}
-	return s.names[i], addr - s.addrs[i], true
+	return s.name(i), addr - s.addrs[i], true
 }
 
 // Format returns "func+0xoff" for addr, or its hex value when it is in no
