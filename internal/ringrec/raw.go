@@ -102,6 +102,7 @@ type RawWriter struct {
 	Ifname func(netns, ifindex uint32) string
 
 	records, unwritten uint64
+	hdr                [4]byte
 	locs               [8]uint64
 	nextLoc            int
 	seenLoc            map[uint64]bool
@@ -132,9 +133,10 @@ func NewRawWriter(w io.Writer, h RawHeader) (*RawWriter, error) {
 }
 
 func (rw *RawWriter) frame(kind uint32, b []byte) {
-	var hdr [4]byte
-	binary.LittleEndian.PutUint32(hdr[:], kind<<frameKindBits|uint32(len(b)))
-	rw.w.Write(hdr[:])
+	// The header goes through a field: a local array would escape to the
+	// heap, one allocation per record.
+	binary.LittleEndian.PutUint32(rw.hdr[:], kind<<frameKindBits|uint32(len(b)))
+	rw.w.Write(rw.hdr[:])
 	rw.w.Write(b)
 }
 

@@ -197,3 +197,29 @@ func TestRawWriteError(t *testing.T) {
 		t.Error("Close after a write error returned nil")
 	}
 }
+
+// BenchmarkRawRecord is the user-space cost of one record in a raw
+// capture (trace --output-raw): on a one-CPU machine the sender pays it.
+// The records are as the ring holds them, snap length reserved.
+func BenchmarkRawRecord(b *testing.B) {
+	fx := ringrectest.Fixtures(b)
+	w, err := ringrec.NewRawWriter(io.Discard, ringrec.RawHeader{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.Symbols = ringrectest.Symbols(b)
+	recs := make([][]byte, len(fx))
+	for i := range fx {
+		recs[i] = make([]byte, ringrec.EventSize)
+		copy(recs[i], fx[i].Raw)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		w.Record(recs[i%len(recs)])
+		i++
+	}
+	if w.Records() != uint64(i) || w.Err() != nil {
+		b.Fatalf("%d records written of %d: %v", w.Records(), i, w.Err())
+	}
+}
