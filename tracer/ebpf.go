@@ -348,7 +348,7 @@ func (s *EBPF) kernelBTF() (*btf.Spec, error) {
 	if s.cfg.Kernel != nil {
 		return s.cfg.Kernel, nil
 	}
-	spec, err := btf.LoadKernelSpec()
+	spec, err := KernelBTF()
 	if err != nil {
 		return nil, fmt.Errorf("loading kernel BTF (the kernel needs CONFIG_DEBUG_INFO_BTF=y, /sys/kernel/btf/vmlinux): %w", err)
 	}
@@ -429,7 +429,7 @@ func (s *EBPF) Start() error {
 			return fmt.Errorf("setting BPF variable %s: %w", name, err)
 		}
 	}
-	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
+	opts := collectionOptions(kernel)
 	if err := spec.LoadAndAssign(&s.maps, opts); err != nil {
 		return fmt.Errorf("creating BPF maps: %w", explainLoadError(err))
 	}

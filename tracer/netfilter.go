@@ -71,10 +71,15 @@ var fexitProbe = sync.OnceValue(func() error {
 		License:      "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
 	}
-	prog, err := ebpf.NewProgram(spec)
+	// Loaded as a collection: with the shared kernel BTF, which finding
+	// nf_hook_slow would otherwise read and decode once more.
+	kernel, _ := KernelBTF()
+	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{"probe": spec}}, *collectionOptions(kernel))
 	if err != nil {
 		return fmt.Errorf("loading an fexit program on nf_hook_slow: %w", errors.Join(ebpf.ErrNotSupported, err))
 	}
+	prog := coll.DetachProgram("probe")
+	coll.Close()
 	defer prog.Close()
 	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cilium/ebpf/btf"
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/scenario"
 	"github.com/pktfate/pktfate/tracer"
@@ -177,7 +176,7 @@ func allNetnsSources(cfg tracer.SelectConfig) scenario.AllSourceFunc {
 }
 
 func runCheck(ctx context.Context, cfg checkConfig, stdout, stderr io.Writer) error {
-	spec, specErr := btf.LoadKernelSpec()
+	spec, specErr := tracer.KernelBTF()
 	var decoder *tracer.Decoder
 	if specErr == nil {
 		var err error

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cilium/ebpf/btf"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 
@@ -199,7 +198,7 @@ func runDemo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) erro
 	}
 	defer d.Close()
 
-	kernel, err := btf.LoadKernelSpec()
+	kernel, err := tracer.KernelBTF()
 	if err != nil {
 		return fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
 	}

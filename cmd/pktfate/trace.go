@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf/btf"
 
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/genl/kmod"
@@ -334,7 +333,7 @@ func prepareTrace(cfg traceConfig, stderr io.Writer) (*traceSetup, error) {
 	if len(f.Netns) == 1 {
 		home = f.Netns[0]
 	}
-	kernel, err := btf.LoadKernelSpec()
+	kernel, err := tracer.KernelBTF()
 	if err != nil {
 		return nil, fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
 	}
@@ -545,7 +544,7 @@ func dropReasons(names []string) []string {
 }
 
 func listReasons(stdout io.Writer) error {
-	kernel, err := btf.LoadKernelSpec()
+	kernel, err := tracer.KernelBTF()
 	if err != nil {
 		return fmt.Errorf("loading kernel BTF (pktfate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y): %w", err)
 	}
