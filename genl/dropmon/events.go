@@ -79,6 +79,11 @@ func (e *Events) SetReadDeadline(t time.Time) error { return e.r.SetReadDeadline
 // socket: each time at least one alert was lost.
 func (e *Events) Overruns() uint64 { return e.r.Overruns() }
 
+// SocketDrops returns how many alerts the kernel dropped at the events
+// socket because its receive buffer was full: each one (the socket's
+// sk_drops), where Overruns counts the ENOBUFS reports.
+func (e *Events) SocketDrops() (uint64, error) { return e.r.SocketDrops() }
+
 // DecodeErrors returns how many messages could not be decoded (or were no
 // alerts); LastDecodeError returns the last such error.
 func (e *Events) DecodeErrors() uint64 { return e.r.DecodeErrors() }

@@ -248,6 +248,10 @@ type Loss struct {
 	Queue, HWQueue uint64
 	// Overruns is ENOBUFS on the events socket (each at least one alert).
 	Overruns uint64
+	// SocketDrops is the alerts the events socket could not hold, each
+	// one (its sk_drops), unless SocketDropsErr says why it is unknown.
+	SocketDrops    uint64
+	SocketDropsErr error
 	// Decode is messages that could not be decoded.
 	Decode uint64
 }
@@ -256,6 +260,7 @@ type Loss struct {
 // started.
 func (s *Session) Loss() (Loss, error) {
 	l := Loss{Overruns: s.events.Overruns(), Decode: s.events.DecodeErrors()}
+	l.SocketDrops, l.SocketDropsErr = s.events.SocketDrops()
 	st, err := s.client.Stats()
 	if err != nil {
 		return l, err

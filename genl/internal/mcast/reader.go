@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
@@ -207,6 +208,43 @@ func (r *Reader[T]) SetReadDeadline(t time.Time) error { return r.c.SetReadDeadl
 // Overruns returns how many times the kernel reported ENOBUFS on the
 // socket: each time at least one message was lost.
 func (r *Reader[T]) Overruns() uint64 { return r.overruns.Load() }
+
+// ErrNoSocketDrops is returned by SocketDrops for a connection without a
+// file descriptor (a test double).
+var ErrNoSocketDrops = errors.New("the socket has no file descriptor to ask")
+
+// SocketDrops returns how many messages the kernel dropped at this socket
+// because its receive buffer was full: every one, where Overruns counts
+// the ENOBUFS reports, of which one stands for a whole burst. It is the
+// socket's sk_drops (SO_MEMINFO, Linux 4.12+), which netlink raises for
+// each multicast message it could not queue; the socket is this Reader's
+// own, so the count starts at zero.
+func (r *Reader[T]) SocketDrops() (uint64, error) {
+	rc, err := r.c.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrNoSocketDrops, err)
+	}
+	var info [unix.SK_MEMINFO_VARS]uint32
+	var gerr error
+	err = rc.Control(func(fd uintptr) {
+		n := uint32(len(info) * 4)
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&n)), 0)
+		switch {
+		case e != 0:
+			gerr = e
+		case n < (unix.SK_MEMINFO_DROPS+1)*4:
+			gerr = fmt.Errorf("SO_MEMINFO returned %d bytes, no drop count", n)
+		}
+	})
+	if err == nil {
+		err = gerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading the %s events socket's drop count (SO_MEMINFO): %w", r.cfg.Family, err)
+	}
+	return uint64(info[unix.SK_MEMINFO_DROPS]), nil
+}
 
 // DecodeErrors returns how many messages Read skipped because they were
 // not the family's or did not decode.
