@@ -142,25 +142,13 @@ func TestTraceRawEndings(t *testing.T) {
 // --output-raw would, with its trailer, ran in namespace home.
 func writeRawFixtures(t *testing.T, home uint32, rounds int) string {
 	t.Helper()
-	fx := ringrectest.Fixtures(t)
-	h := ringrec.RawHeader{HomeNetns: home}
-	h.Reasons, h.Subsys = ringrectest.Reasons(fx).Table()
 	path := filepath.Join(t.TempDir(), "fixtures.raw")
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	w, err := ringrec.NewRawWriter(f, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Symbols = ringrectest.Symbols(t)
-	for range rounds {
-		for _, r := range fx {
-			w.Record(r.Raw)
-		}
-	}
+	w := ringrectest.WriteRaw(t, f, ringrec.RawHeader{HomeNetns: home}, ringrectest.Fixtures(t), rounds)
 	start := time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)
 	if err := w.Close(ringrec.RawTrailer{Start: start, End: start.Add(time.Second),
 		Lost: []fate.Loss{{Observer: "ebpf", Name: "ringbuf_full"}}, Sources: []fate.SourceStatus{{Name: "ebpf", Running: true}}}); err != nil {

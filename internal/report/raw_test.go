@@ -14,19 +14,8 @@ import (
 // --output-raw would, with h's filters, and a trailer when t is not nil.
 func rawCapture(tb testing.TB, h ringrec.RawHeader, rounds int, extra [][]byte, t *ringrec.RawTrailer) []byte {
 	tb.Helper()
-	fx := ringrectest.Fixtures(tb)
-	h.Reasons, h.Subsys = ringrectest.Reasons(fx).Table()
 	var buf bytes.Buffer
-	w, err := ringrec.NewRawWriter(&buf, h)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	w.Symbols = ringrectest.Symbols(tb)
-	for range rounds {
-		for _, f := range fx {
-			w.Record(f.Raw)
-		}
-	}
+	w := ringrectest.WriteRaw(tb, &buf, h, ringrectest.Fixtures(tb), rounds)
 	for _, r := range extra {
 		w.Record(r)
 	}

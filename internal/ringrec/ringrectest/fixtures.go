@@ -5,6 +5,7 @@ package ringrectest
 import (
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,4 +109,23 @@ func Reasons(fx []Fixture) *ringrec.Reasons {
 	}
 	r.AddSubsys(1, "SKB_DROP_REASON_SUBSYS_MAC80211_UNUSABLE")
 	return r
+}
+
+// WriteRaw writes the records of fx rounds times to w as trace
+// --output-raw would (header h, the fixtures' reasons and symbols), and
+// returns the writer for the caller to flush or close with a trailer.
+func WriteRaw(tb testing.TB, w io.Writer, h ringrec.RawHeader, fx []Fixture, rounds int) *ringrec.RawWriter {
+	tb.Helper()
+	h.Reasons, h.Subsys = Reasons(fx).Table()
+	rw, err := ringrec.NewRawWriter(w, h)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rw.Symbols = Symbols(tb)
+	for range rounds {
+		for _, f := range fx {
+			rw.Record(f.Raw)
+		}
+	}
+	return rw
 }
