@@ -338,7 +338,7 @@ func (s *EBPF) CanRun(f fate.Filters) error {
 	for _, tp := range []string{"kfree_skb", "consume_skb"} {
 		var td *btf.Typedef
 		if err := spec.TypeByName("btf_trace_"+tp, &td); err != nil {
-			return fmt.Errorf("kernel has no %s tracepoint in its BTF: %w", tp, errors.Join(ebpf.ErrNotSupported, err))
+			return fmt.Errorf("kernel has no %s tracepoint in its BTF: %w", tp, notSupported(err))
 		}
 	}
 	return nil
@@ -535,12 +535,12 @@ func (s *EBPF) attachDeferFree(spec *ebpf.CollectionSpec, opts *ebpf.CollectionO
 	dopts.MapReplacements = s.mapReplacements()
 	var o objsDefer
 	if err := spec.LoadAndAssign(&o, &dopts); err != nil {
-		return fmt.Errorf("loading fentry on skb_attempt_defer_free: %w", errors.Join(ebpf.ErrNotSupported, explainLoadError(err)))
+		return fmt.Errorf("loading fentry on skb_attempt_defer_free: %w", notSupported(explainLoadError(err)))
 	}
 	l, err := link.AttachTracing(link.TracingOptions{Program: o.Defer})
 	if err != nil {
 		o.Defer.Close()
-		return fmt.Errorf("attaching fentry on skb_attempt_defer_free: %w", errors.Join(ebpf.ErrNotSupported, err))
+		return fmt.Errorf("attaching fentry on skb_attempt_defer_free: %w", notSupported(err))
 	}
 	s.progs = append(s.progs, o.Defer)
 	s.links = append(s.links, l)
@@ -563,14 +563,14 @@ func (s *EBPF) attachListenDrops(spec *ebpf.CollectionSpec, opts *ebpf.Collectio
 	lopts.MapReplacements = s.mapReplacements()
 	var o objsListen
 	if err := spec.LoadAndAssign(&o, &lopts); err != nil {
-		return fmt.Errorf("loading fentry on tcp_conn_request: %w", errors.Join(ebpf.ErrNotSupported, explainLoadError(err)))
+		return fmt.Errorf("loading fentry on tcp_conn_request: %w", notSupported(explainLoadError(err)))
 	}
 	s.progs = append(s.progs, o.Enter, o.Exit)
 	// The exit first: an entry without its exit would leave a SYN marked.
 	for _, p := range []*ebpf.Program{o.Exit, o.Enter} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
-			return fmt.Errorf("attaching %s to tcp_conn_request: %w", p, errors.Join(ebpf.ErrNotSupported, err))
+			return fmt.Errorf("attaching %s to tcp_conn_request: %w", p, notSupported(err))
 		}
 		s.links = append(s.links, l)
 	}

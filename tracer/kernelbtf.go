@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -41,3 +42,8 @@ func collectionOptions(kernel *btf.Spec) *ebpf.CollectionOptions {
 	}
 	return opts
 }
+
+// notSupported marks err as a missing kernel feature (ebpf.ErrNotSupported)
+// on one line: errors.Join would put a newline in the message, which the
+// summary's notes then print split.
+func notSupported(err error) error { return fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err) }

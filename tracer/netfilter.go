@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 	"github.com/pktfate/pktfate/fate"
 	"github.com/pktfate/pktfate/internal/netns"
 	"golang.org/x/sys/unix"
@@ -71,19 +72,25 @@ var fexitProbe = sync.OnceValue(func() error {
 		License:      "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
 	}
+	// As Start does before its loads: on kernels that still charge BPF
+	// memory to RLIMIT_MEMLOCK, a probe failing on it would say fentry is
+	// missing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raising RLIMIT_MEMLOCK: %w", err)
+	}
 	// Loaded as a collection: with the shared kernel BTF, which finding
 	// nf_hook_slow would otherwise read and decode once more.
 	kernel, _ := KernelBTF()
 	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{"probe": spec}}, *collectionOptions(kernel))
 	if err != nil {
-		return fmt.Errorf("loading an fexit program on nf_hook_slow: %w", errors.Join(ebpf.ErrNotSupported, err))
+		return fmt.Errorf("loading an fexit program on nf_hook_slow: %w", notSupported(err))
 	}
 	prog := coll.DetachProgram("probe")
 	coll.Close()
 	defer prog.Close()
 	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 	if err != nil {
-		return fmt.Errorf("attaching an fexit program to nf_hook_slow: %w", errors.Join(ebpf.ErrNotSupported, err))
+		return fmt.Errorf("attaching an fexit program to nf_hook_slow: %w", notSupported(err))
 	}
 	return l.Close()
 })
@@ -164,7 +171,7 @@ func (s *EBPF) attachNetfilterFexit(spec *ebpf.CollectionSpec, opts *ebpf.Collec
 	var o nfFexitObjects
 	if err := spec.LoadAndAssign(&o, opts); err != nil {
 		return fmt.Errorf("loading fentry/fexit programs on nf_hook_slow (the kernel needs BPF trampolines; netfilter links need 6.4+): %w",
-			errors.Join(ebpf.ErrNotSupported, explainLoadError(err)))
+			notSupported(explainLoadError(err)))
 	}
 	s.progs = append(s.progs, o.Enter, o.Exit)
 	// The exit first: attaching the second program rebuilds the
