@@ -498,6 +498,14 @@ func (s *EBPF) Start() error {
 	if s.cfg.Netfilter {
 		s.decoder.NFBlind = NetfilterBlindness(s.NetfilterMethod)
 	}
+	// Started means able to decode: the first record names its location,
+	// so it waits for /proc/kallsyms (read in the background since the
+	// decoder was made, alongside the loads above). Returning earlier let
+	// the traffic begin while this source could not read a record, and
+	// the others' sightings of the first packets went out on their own
+	// (dropmon's alerts carry their symbol, and need no table). A table
+	// that could not be read is no failure: locations are then addresses.
+	_ = s.decoder.Symbols.Err()
 	return nil
 }
 
