@@ -36,7 +36,6 @@ func capture(t *testing.T, ns *netns.NS, cfg tracer.EBPFConfig, noPorts uint64, 
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
-	src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 	defer src.Close()
 
 	base := udpNoPorts(t, ns)
@@ -270,7 +269,6 @@ func TestStopReadsEverySubmitted(t *testing.T) {
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
-	src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 	defer src.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	var delivered atomic.Uint64
@@ -361,7 +359,6 @@ func TestKernelPcapFilter(t *testing.T) {
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
-	src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 	defer src.Close()
 	if src.KernelFilter == "" || !strings.Contains(src.KernelFilter, "user space") {
 		t.Errorf("a 5001-instruction filter: KernelFilter %q, want why it runs in user space", src.KernelFilter)

@@ -122,7 +122,6 @@ func testHookAttribution(t *testing.T, top *testutil.Router, method string, port
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
-	src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 	defer src.Close()
 	if src.NetfilterMethod != method {
 		t.Fatalf("method in use %q, want %q", src.NetfilterMethod, method)
@@ -214,7 +213,6 @@ func TestNetfilterTwoTracers(t *testing.T) {
 		if err := src.Start(); err != nil {
 			t.Fatalf("tracer %d: %v", i+1, err)
 		}
-		src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 		defer src.Close()
 		srcs = append(srcs, src)
 		go src.Run(ctx, fate.EventFunc(cols[i].handle))
@@ -246,7 +244,6 @@ func TestNetfilterRescan(t *testing.T) {
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
-	src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 	defer src.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -295,7 +292,6 @@ func TestNetfilterReleasesGoneNamespaces(t *testing.T) {
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
-	src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 	defer src.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -352,7 +348,6 @@ func startRouterLinks(t *testing.T, top *testutil.Router) (*tracer.EBPF, *collec
 	if err := src.Start(); err != nil {
 		t.Fatal(err)
 	}
-	src.WaitSymbols() // the first event waits for them: not inside a find's deadline
 	t.Cleanup(func() { src.Close() })
 	col := &collector{}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -209,10 +209,6 @@ func (r *Reader[T]) SetReadDeadline(t time.Time) error { return r.c.SetReadDeadl
 // socket: each time at least one message was lost.
 func (r *Reader[T]) Overruns() uint64 { return r.overruns.Load() }
 
-// ErrNoSocketDrops is returned by SocketDrops for a connection without a
-// file descriptor (a test double).
-var ErrNoSocketDrops = errors.New("the socket has no file descriptor to ask")
-
 // SocketDrops returns how many messages the kernel dropped at this socket
 // because its receive buffer was full: every one, where Overruns counts
 // the ENOBUFS reports, of which one stands for a whole burst. It is the
@@ -222,7 +218,7 @@ var ErrNoSocketDrops = errors.New("the socket has no file descriptor to ask")
 func (r *Reader[T]) SocketDrops() (uint64, error) {
 	rc, err := r.c.SyscallConn()
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrNoSocketDrops, err)
+		return 0, fmt.Errorf("the %s events socket has no file descriptor to ask its drop count: %w", r.cfg.Family, err)
 	}
 	var info [unix.SK_MEMINFO_VARS]uint32
 	var gerr error
