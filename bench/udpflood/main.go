@@ -32,6 +32,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -53,6 +54,8 @@ func main() {
 	flag.DurationVar(&settle, "settle", time.Second, "wait this long after pktfate is ready before its flood")
 	flag.BoolVar(&perfShare, "perf", false, "also sample the sender's CPU with perf (linux-perf) and report the share of its time in netfilter hooks (nf_hook_slow) and in tracepoint BPF programs (bpf_trace_run*), with and without pktfate: a ratio within each flood, unmoved by the machine's speed swings")
 	flag.IntVar(&tracerCPU, "tracer-cpu", -1, "pin pktfate to this CPU (taskset) to separate its user-space share from the kernel-side cost; -1 leaves it to the scheduler")
+	flag.IntVar(&recvBatch, "recv-batch", 64, "with -target veth: datagrams the receiver reads a call (recvmmsg); how many it frees at once decides whether the kernel hands them back to the sender's CPU (skb_attempt_defer_free) or frees them where they were read")
+	flag.StringVar(&keepOutput, "keep-output", "", "copy the last traced flood's NDJSON output (events and summary) to this file")
 	traceArgs := flag.String("trace-args", "--filter-fate drop", "extra pktfate trace arguments")
 	child := flag.Bool("send-child", false, "internal: be the pinned sender process (socket on fd 3)")
 	sendTo := flag.String("send-to", "", "internal: the sender's destination")
@@ -76,11 +79,17 @@ func main() {
 
 type result struct {
 	sent, noPorts, captured, lost uint64
-	secs                          float64
-	tracerUser, tracerSys         time.Duration               // pktfate's CPU time during the flood, traced floods only
-	boxBusy                       float64                     // CPU-seconds busy on all CPUs during the flood
-	bpfFrom, bpfTo                map[ebpf.ProgramID]progCost // with -bpf-stats
-	shares                        shares                      // with -perf
+	// rcvbuf counts datagrams the receiving socket had no room for
+	// (Udp RcvbufErrors, -target veth): not delivered after all.
+	rcvbuf uint64
+	// What pktfate's summary counted in its namespace: a delivered flood
+	// whose datagrams the kernel frees without a tracepoint shows none.
+	events, drops, consumed uint64
+	secs                    float64
+	tracerUser, tracerSys   time.Duration               // pktfate's CPU time during the flood, traced floods only
+	boxBusy                 float64                     // CPU-seconds busy on all CPUs during the flood
+	bpfFrom, bpfTo          map[ebpf.ProgramID]progCost // with -bpf-stats
+	shares                  shares                      // with -perf
 }
 
 func (r result) rate() float64 { return float64(r.sent) / r.secs }
@@ -92,7 +101,7 @@ type setup struct {
 	dst          *net.UDPAddr
 }
 
-func newSetup(target string) (*setup, func(), error) {
+func newSetup(target string, cpu int) (*setup, func(), error) {
 	src, err := netns.New("")
 	if err != nil {
 		return nil, nil, err
@@ -141,7 +150,10 @@ func newSetup(target string) (*setup, func(), error) {
 	// The receiver polls without ever sleeping. A receiver that sleeps
 	// when it has caught up must be woken by the sender's CPU (an IPI, a
 	// VM exit here) for every few packets, and the slower the sender, the
-	// more often it catches up: any slowdown would be amplified.
+	// more often it catches up: any slowdown would be amplified. It reads
+	// up to 64 datagrams a call (recvmmsg): one recvfrom a datagram kept
+	// up with 40% of the sender, the socket's buffer overflowed, and the
+	// "delivered" flood was 60% SOCKET_RCVBUFF drops.
 	raw, err := sink.SyscallConn()
 	if err != nil {
 		sink.Close()
@@ -153,10 +165,30 @@ func newSetup(target string) (*setup, func(), error) {
 	go func() {
 		defer close(stopped)
 		runtime.LockOSThread() // a thread of its own for the whole run
-		buf := make([]byte, 2048)
+		// On a CPU of its own, never the sender's: where the receiver
+		// runs decides what the kernel does with each datagram after
+		// the read (on the sender's CPU, freed there with no tracepoint;
+		// on another, handed back to the sender's CPU, whose flush passes
+		// consume_skb), and the scheduler chose differently from one
+		// flood to the next.
+		var set unix.CPUSet
+		set.Set((cpu + 1) % runtime.NumCPU())
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			fmt.Fprintf(os.Stderr, "udpflood: pinning the receiver: %v\n", err)
+		}
+		batch := recvBatch
+		bufs := make([]byte, batch*2048)
+		iovs := make([]unix.Iovec, batch)
+		msgs := make([]unix.Mmsghdr, batch)
+		for i := range msgs {
+			iovs[i].Base = &bufs[i*2048]
+			iovs[i].SetLen(2048)
+			msgs[i].Hdr.Iov = &iovs[i]
+			msgs[i].Hdr.SetIovlen(1)
+		}
 		raw.Read(func(fd uintptr) bool {
 			for !stop.Load() {
-				unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+				unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(batch), unix.MSG_DONTWAIT, 0, 0)
 			}
 			return true
 		})
@@ -169,14 +201,16 @@ func newSetup(target string) (*setup, func(), error) {
 // tracerCPU is -tracer-cpu, bpfStats -bpf-stats, ruleset -ruleset,
 // settle -settle.
 var (
-	settle    time.Duration
-	ruleset   bool
-	tracerCPU int
-	bpfStats  bool
+	recvBatch  int
+	keepOutput string
+	settle     time.Duration
+	ruleset    bool
+	tracerCPU  int
+	bpfStats   bool
 )
 
 func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArgs []string) error {
-	st, cleanup, err := newSetup(target)
+	st, cleanup, err := newSetup(target, cpu)
 	if err != nil {
 		return err
 	}
@@ -204,6 +238,14 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 		paired = append(paired, 1-r.rate()/b.rate())
 		fmt.Printf("round %d: without %.0f pkt/s; with pktfate %.0f pkt/s, kernel drops %d, reported %d, lost %d\n",
 			i+1, b.rate(), r.rate(), r.noPorts, r.captured, r.lost)
+		if target == "veth" {
+			fmt.Printf("  pktfate's events: %d (%d drops, %d consumed): %.2f a datagram sent\n",
+				r.events, r.drops, r.consumed, float64(r.events)/float64(max(r.sent, 1)))
+		}
+		if b.rcvbuf+r.rcvbuf > 0 {
+			fmt.Printf("  the receiver fell behind: %d datagrams without, %d with pktfate were dropped for its full buffer (SOCKET_RCVBUFF), not delivered\n",
+				b.rcvbuf, r.rcvbuf)
+		}
 		box := fmt.Sprintf("whole box busy per packet: %.0f ns without, %.0f ns with",
 			1e9*b.boxBusy/float64(max(b.sent, 1)), 1e9*r.boxBusy/float64(max(r.sent, 1)))
 		if r.captured > 0 {
@@ -313,7 +355,10 @@ func median(rs []result) float64 {
 	return v[len(v)/2]
 }
 
-func noPorts(ns *netns.NS) (uint64, error) {
+func noPorts(ns *netns.NS) (uint64, error) { return udpCounter(ns, "NoPorts") }
+
+// udpCounter reads one of the Udp counters of /proc/net/snmp in ns.
+func udpCounter(ns *netns.NS, counter string) (uint64, error) {
 	var n uint64
 	err := ns.Do(func() error {
 		f, err := os.Open("/proc/thread-self/net/snmp")
@@ -333,13 +378,13 @@ func noPorts(ns *netns.NS) (uint64, error) {
 				continue
 			}
 			for i, name := range header {
-				if name == "NoPorts" && i < len(f) {
+				if name == counter && i < len(f) {
 					n, err = strconv.ParseUint(f[i], 10, 64)
 					return err
 				}
 			}
 		}
-		return fmt.Errorf("no Udp NoPorts in /proc/net/snmp")
+		return fmt.Errorf("no Udp %s in /proc/net/snmp", counter)
 	})
 	return n, err
 }
@@ -365,6 +410,10 @@ func flood(st *setup, dur time.Duration, cpu int) (result, error) {
 	}
 	defer sock.Close()
 	before, err := noPorts(st.traceNS)
+	if err != nil {
+		return result{}, err
+	}
+	rcvFrom, err := udpCounter(st.traceNS, "RcvbufErrors")
 	if err != nil {
 		return result{}, err
 	}
@@ -410,7 +459,11 @@ func flood(st *setup, dur time.Duration, cpu int) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	return result{sent: sr.Sent, noPorts: after - before, secs: sr.Secs, boxBusy: busyTo - busyFrom, shares: sh}, nil
+	rcvTo, err := udpCounter(st.traceNS, "RcvbufErrors")
+	if err != nil {
+		return result{}, err
+	}
+	return result{sent: sr.Sent, noPorts: after - before, rcvbuf: rcvTo - rcvFrom, secs: sr.Secs, boxBusy: busyTo - busyFrom, shares: sh}, nil
 }
 
 // sendReport is what sendChild prints.
@@ -519,6 +572,11 @@ func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []
 		return r, fmt.Errorf("pktfate trace: %w", err)
 	}
 	r.tracerUser, r.tracerSys = userTo-userFrom, sysTo-sysFrom
+	if keepOutput != "" {
+		if err := copyFile(keepOutput, out); err != nil {
+			return r, err
+		}
+	}
 	sum, err := lastLine(out)
 	if err != nil {
 		return r, err
@@ -528,6 +586,7 @@ func floodTraced(st *setup, bin string, dur time.Duration, cpu int, traceArgs []
 		return r, fmt.Errorf("parsing summary: %w", err)
 	}
 	r.captured = s.ByReason.Map()["NO_SOCKET"]
+	r.events, r.drops, r.consumed = s.Events, s.Drops, s.Consumed
 	for _, l := range s.Lost {
 		if l.Unknown != "" {
 			return r, fmt.Errorf("pktfate could not read its loss counter %s: %s", l.Key(), l.Unknown)
@@ -557,4 +616,13 @@ func lastLine(path string) ([]byte, error) {
 	}
 	lines := strings.Split(strings.TrimSpace(string(buf)), "\n")
 	return []byte(lines[len(lines)-1]), nil
+}
+
+// copyFile copies src to dst (-keep-output).
+func copyFile(dst, src string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
 }
