@@ -17,7 +17,11 @@ const (
 	KindBpftraceMap    Kind = "bpftrace-map"    // bpftrace counting by reason in a map
 	KindBpftracePrintf Kind = "bpftrace-printf" // bpftrace printing each drop
 	KindDropwatch      Kind = "dropwatch"       // dropwatch, NET_DM packet mode
-	KindPktfate        Kind = "pktfate"         // pktfate trace ARGS --output-json
+	// KindNetdmUnread is NET_DM in packet mode with its events group
+	// joined by a socket nobody reads: what the kernel's side of NET_DM
+	// costs the sender, the bound of any NET_DM reader's pps/base.
+	KindNetdmUnread Kind = "netdm-unread"
+	KindPktfate     Kind = "pktfate" // pktfate trace ARGS --output-json
 	// KindPktfateRaw is pktfate trace ARGS --output-raw FILE, rendered
 	// after the run by pktfate report --output-json FILE.
 	KindPktfateRaw Kind = "pktfate-raw"
@@ -59,9 +63,9 @@ func ParseTools(r io.Reader) ([]Tool, error) {
 			t.Args = strings.Fields(parts[2])
 		}
 		switch t.Kind {
-		case KindBaseline, KindPerf, KindBpftraceMap, KindBpftracePrintf, KindDropwatch, KindPktfate, KindPktfateRaw:
+		case KindBaseline, KindPerf, KindBpftraceMap, KindBpftracePrintf, KindDropwatch, KindNetdmUnread, KindPktfate, KindPktfateRaw:
 		default:
-			return nil, fmt.Errorf("tools file line %d: unknown kind %q (want baseline, perf, bpftrace-map, bpftrace-printf, dropwatch, pktfate or pktfate-raw)", n, t.Kind)
+			return nil, fmt.Errorf("tools file line %d: unknown kind %q (want baseline, perf, bpftrace-map, bpftrace-printf, dropwatch, netdm-unread, pktfate or pktfate-raw)", n, t.Kind)
 		}
 		if t.Name == "" {
 			return nil, fmt.Errorf("tools file line %d: empty name", n)

@@ -15,8 +15,9 @@ func TestParseToolsFile(t *testing.T) {
 		kinds[tl.Kind]++
 	}
 	// The brief's rows: baseline, perf, two bpftrace, dropwatch, four pktfate;
-	// and pktfate's raw capture, drops alone and with consumes.
-	if len(tools) != 11 || kinds[KindPktfate] != 4 || kinds[KindPktfateRaw] != 2 || kinds[KindBaseline] != 1 || tools[0].Kind != KindBaseline {
+	// pktfate's raw capture, drops alone and with consumes; and NET_DM with
+	// nobody reading (the kernel's own cost).
+	if len(tools) != 12 || kinds[KindNetdmUnread] != 1 || kinds[KindPktfate] != 4 || kinds[KindPktfateRaw] != 2 || kinds[KindBaseline] != 1 || tools[0].Kind != KindBaseline {
 		t.Errorf("tools.txt has %d tools, kinds %v", len(tools), kinds)
 	}
 	if got := strings.Join(tools[1].Args, " "); got != "-e skb:kfree_skb -a" {

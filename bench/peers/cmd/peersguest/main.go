@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pktfate/pktfate/bench/peers"
+	"github.com/pktfate/pktfate/genl/dropmon"
 	"github.com/pktfate/pktfate/internal/vm/artifact"
 )
 
@@ -42,6 +44,13 @@ type config struct {
 }
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "-netdm-unread" {
+		if err := netdmUnread(); err != nil {
+			fmt.Fprintln(os.Stderr, "peersguest -netdm-unread:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var cfg config
 	fs := flag.NewFlagSet("peersguest", flag.ContinueOnError)
 	fs.StringVar(&cfg.tools, "tools", "/pktfate/peers/tools.txt", "tools file")
@@ -197,6 +206,12 @@ func (d *driver) command(t peers.Tool) (*exec.Cmd, error) {
 		return exec.Command("bpftrace", append(t.Args, "-e", peers.BpftracePrintfProgram)...), nil
 	case peers.KindDropwatch:
 		return exec.Command("dropwatch", t.Args...), nil
+	case peers.KindNetdmUnread:
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		return exec.Command(self, "-netdm-unread"), nil
 	case peers.KindPktfate, peers.KindPktfateRaw:
 		bin := os.Getenv("PKTFATE_BIN")
 		if bin == "" {
@@ -295,6 +310,60 @@ func (d *driver) runTool(t peers.Tool, round int) peers.Run {
 	return r
 }
 
+// netdmUnread is the netdm-unread tool (peersguest -netdm-unread): it
+// configures NET_DM as pktfate's dropmon source does (packet mode,
+// pktfate's default truncation), joins the events group with a socket of
+// the smallest buffer that it never reads, starts software drop
+// monitoring and waits for SIGINT; then it stops monitoring, puts the
+// configuration back and prints what was dropped. The kernel does all
+// its work for each drop (the clone, the queue, the alert built with the
+// symbol of the drop point, the multicast, which finds the socket full):
+// the sender's rate meanwhile bounds what any reader of NET_DM's packet
+// alerts can reach.
+func netdmUnread() error {
+	c, err := dropmon.Dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	was, err := c.Config()
+	if err != nil {
+		return err
+	}
+	if err := c.SetConfig(dropmon.Config{Mode: dropmon.ModePacket, TruncLen: 128 + 14, QueueLen: was.QueueLen}); err != nil {
+		return err
+	}
+	defer c.SetConfig(was)
+	ev, err := c.Listen(dropmon.ListenConfig{ReadBuffer: 1})
+	if err != nil {
+		return err
+	}
+	defer ev.Close()
+	before, err := c.Stats()
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	if err := c.Start(dropmon.DropsSoftware); err != nil {
+		return err
+	}
+	<-sig
+	if err := c.Stop(dropmon.DropsSoftware); err != nil {
+		return err
+	}
+	after, err := c.Stats()
+	if err != nil {
+		return err
+	}
+	drops, err := ev.SocketDrops()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("netdm-unread: socket_drops=%d queue_dropped=%d\n", drops, after.Dropped-before.Dropped)
+	return nil
+}
+
 // startTool starts cmd with its output captured; with stdin, a pipe for
 // commands (dropwatch).
 func startTool(cmd *exec.Cmd, stdin bool) (*started, error) {
@@ -391,6 +460,13 @@ func (d *driver) read(t peers.Tool, st *started, r *peers.Run) ([]byte, error) {
 		r.Counts, loss, err = peers.Dropwatch(io.MultiReader(bytes.NewReader(st.stdout.Bytes()), strings.NewReader("\n"), bytes.NewReader(st.stderr.Bytes())))
 		r.Lost, r.Overruns = loss.TailDropped, loss.Overruns
 		r.LostHow = "NET_DM tail drops (its stats command); +N ENOBUFS: netlink receive failures it printed, alerts lost uncounted"
+	case peers.KindNetdmUnread:
+		var socket, queue uint64
+		if _, err = fmt.Sscanf(st.stdout.String(), "netdm-unread: socket_drops=%d queue_dropped=%d", &socket, &queue); err != nil {
+			err = fmt.Errorf("netdm-unread's report %q: %w (stderr: %s)", st.stdout.String(), err, st.stderr.String())
+		}
+		r.Lost = socket + queue
+		r.LostHow = "alerts the never-read socket dropped (sk_drops) + NET_DM's queue drops: none is read, by design"
 	case peers.KindPktfate, peers.KindPktfateRaw:
 		var report bytes.Buffer
 		if t.Kind == peers.KindPktfateRaw {
