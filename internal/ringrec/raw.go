@@ -36,6 +36,7 @@ const (
 	frameIfname   = 4 // uint32 netns, uint32 ifindex, then the name
 	frameTrailer  = 5
 	frameKindBits = 28
+	frameHdrLen   = 4
 	frameMaxLen   = 1<<frameKindBits - 1
 	// rawFrameMax bounds a frame a reader accepts: a record is under 512
 	// bytes, the JSON frames under a few MiB.
@@ -94,7 +95,10 @@ type RawTrailer struct {
 // stops the writing: Err returns it, and Unwritten counts the records
 // that were not written after it.
 type RawWriter struct {
-	w   *bufio.Writer
+	// out takes buf when it is full: the frames are appended to buf in
+	// place (one copy of each record, no call per piece).
+	out io.Writer
+	buf []byte
 	err error
 	// Symbols names the locations (each new address once, formatted).
 	Symbols *Symbols
@@ -102,12 +106,13 @@ type RawWriter struct {
 	Ifname func(netns, ifindex uint32) string
 
 	records, unwritten uint64
-	hdr                [4]byte
-	locs               [8]uint64
-	nextLoc            int
-	seenLoc            map[uint64]bool
-	seenIf             map[[2]uint32]bool
-	lastIf             [2]uint32
+	// inBuf counts the records in buf: a failed write loses them.
+	inBuf   uint64
+	locs    [8]uint64
+	nextLoc int
+	seenLoc map[uint64]bool
+	seenIf  map[[2]uint32]bool
+	lastIf  [2]uint32
 	// OnRecord, when set, is called after each record is written (the
 	// trace's --count).
 	OnRecord func(n uint64)
@@ -123,21 +128,36 @@ func NewRawWriter(w io.Writer, h RawHeader) (*RawWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	rw := &RawWriter{w: bufio.NewWriterSize(w, rawBuffer), seenLoc: map[uint64]bool{}, seenIf: map[[2]uint32]bool{}}
-	rw.w.WriteString(RawMagic)
+	rw := &RawWriter{out: w, buf: make([]byte, 0, rawBuffer), seenLoc: map[uint64]bool{}, seenIf: map[[2]uint32]bool{}}
+	rw.buf = append(rw.buf, RawMagic...)
 	rw.frame(frameHeader, b)
-	if err := rw.w.Flush(); err != nil {
+	if err := rw.Flush(); err != nil {
 		return nil, err
 	}
 	return rw, nil
 }
 
+// frame appends one frame to the buffer, writing the buffer out first
+// when the frame does not fit (a frame larger than the buffer, a long
+// header or trailer, goes out on its own). After a write error it does
+// nothing: Err has the error.
 func (rw *RawWriter) frame(kind uint32, b []byte) {
-	// The header goes through a field: a local array would escape to the
-	// heap, one allocation per record.
-	binary.LittleEndian.PutUint32(rw.hdr[:], kind<<frameKindBits|uint32(len(b)))
-	rw.w.Write(rw.hdr[:])
-	rw.w.Write(b)
+	if rw.err != nil {
+		return
+	}
+	if len(rw.buf)+frameHdrLen+len(b) > cap(rw.buf) {
+		if rw.Flush() != nil {
+			return
+		}
+	}
+	rw.buf = binary.LittleEndian.AppendUint32(rw.buf, kind<<frameKindBits|uint32(len(b)))
+	if len(b) > cap(rw.buf)-len(rw.buf) {
+		if rw.Flush() == nil {
+			_, rw.err = rw.out.Write(b)
+		}
+		return
+	}
+	rw.buf = append(rw.buf, b...)
 }
 
 // Record writes one ring record (it need not stay valid after the call).
@@ -166,20 +186,15 @@ func (rw *RawWriter) Record(raw []byte) {
 		raw = raw[:frameMaxLen]
 	}
 	rw.frame(frameRecord, raw)
+	if rw.err != nil {
+		// The record was in the buffer the failed write took.
+		rw.unwritten++
+		return
+	}
 	rw.records++
+	rw.inBuf++
 	if rw.OnRecord != nil {
 		rw.OnRecord(rw.records)
-	}
-	rw.check()
-}
-
-// check takes the buffer's error: bufio writes through once full, and an
-// error there sticks.
-func (rw *RawWriter) check() {
-	if rw.err == nil {
-		if _, err := rw.w.Write(nil); err != nil {
-			rw.err = err
-		}
 	}
 }
 
@@ -232,8 +247,19 @@ func (rw *RawWriter) Err() error { return rw.err }
 
 // Flush writes out what is buffered.
 func (rw *RawWriter) Flush() error {
-	if rw.err == nil {
-		rw.err = rw.w.Flush()
+	if rw.err == nil && len(rw.buf) > 0 {
+		var n int
+		n, rw.err = rw.out.Write(rw.buf)
+		if rw.err == nil && n < len(rw.buf) {
+			rw.err = io.ErrShortWrite
+		}
+		if rw.err != nil {
+			// What the buffer held may be cut anywhere: none of its
+			// records counts as written.
+			rw.records -= rw.inBuf
+			rw.unwritten += rw.inBuf
+		}
+		rw.buf, rw.inBuf = rw.buf[:0], 0
 	}
 	return rw.err
 }
