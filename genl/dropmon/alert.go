@@ -1,6 +1,7 @@
 package dropmon
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -184,17 +185,17 @@ var ErrUnexpected = errors.New("unexpected NET_DM command")
 
 // decode decodes one generic netlink message of the family into a.
 func (a *Alert) decode(m genetlink.Message) error {
-	ad, err := netlink.NewAttributeDecoder(m.Data)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
+	var err error
 	switch m.Header.Command {
 	case cmdPacketAlert:
 		a.Kind = KindPacket
-		err = parsePacketAlert(ad, &a.Packet)
+		err = parsePacketAlert(m.Data, &a.Packet)
 	case cmdAlert:
 		a.Kind = KindSummary
-		err = parseSummaryAlert(ad, &a.Summary)
+		var ad *netlink.AttributeDecoder
+		if ad, err = netlink.NewAttributeDecoder(m.Data); err == nil {
+			err = parseSummaryAlert(ad, &a.Summary)
+		}
 	default:
 		a.Kind = KindNone
 		return fmt.Errorf("%w %d", ErrUnexpected, m.Header.Command)
@@ -225,67 +226,148 @@ const (
 
 // parsePacketAlert decodes the attributes of a NET_DM_CMD_PACKET_ALERT
 // (net_dm_packet_report_fill and net_dm_hw_packet_report_fill in
-// drop_monitor.c) into p, reusing p's slices. Unknown attributes are
-// skipped (newer kernels); the ones the kernel always sends must be there.
-func parsePacketAlert(ad *netlink.AttributeDecoder, p *PacketAlert) error {
+// drop_monitor.c) into p, reusing p's slices, and its strings where they
+// did not change (one location and reason after another under a flood).
+// Unknown attributes are skipped (newer kernels); the ones the kernel
+// always sends must be there. It walks the attributes in place, where
+// netlink.AttributeDecoder copied each one: one alert after another, no
+// allocation.
+func parsePacketAlert(b []byte, p *PacketAlert) error {
+	prev := *p
 	*p = PacketAlert{Payload: p.Payload[:0], FlowActionCookie: p.FlowActionCookie[:0]}
 	var seen uint
-	for ad.Next() {
-		switch ad.Type() {
+	var ad attrIter
+	ad.b = b
+	for ad.next() {
+		switch ad.typ {
 		case attrOrigin:
-			p.Origin = Origin(ad.Uint16())
+			p.Origin = Origin(ad.uint16())
 		case attrPC:
-			p.PC = ad.Uint64()
+			p.PC = ad.uint64()
 			seen |= seenPC
 		case attrSymbol:
-			p.Symbol = ad.String()
+			p.Symbol = ad.string(prev.Symbol)
 			seen |= seenSymbol
 		case attrReason:
-			p.Reason = ad.String()
+			p.Reason = ad.string(prev.Reason)
 		case attrInPort:
-			ad.Nested(func(nad *netlink.AttributeDecoder) error {
-				for nad.Next() {
-					switch nad.Type() {
-					case portAttrIfindex:
-						p.Ifindex = nad.Uint32()
-					case portAttrName:
-						p.Ifname = nad.String()
-					}
+			var nad attrIter
+			nad.b = ad.val
+			for nad.next() {
+				switch nad.typ {
+				case portAttrIfindex:
+					p.Ifindex = nad.uint32()
+				case portAttrName:
+					p.Ifname = nad.string(prev.Ifname)
 				}
-				return nad.Err()
-			})
+			}
+			if nad.err != nil {
+				return nad.err
+			}
 		case attrTimestamp:
-			p.Timestamp = ad.Uint64()
+			p.Timestamp = ad.uint64()
 			seen |= seenTimestamp
 		case attrOrigLen:
-			p.OrigLen = ad.Uint32()
+			p.OrigLen = ad.uint32()
 			seen |= seenOrigLen
 		case attrProto:
-			p.Proto = ad.Uint16()
+			p.Proto = ad.uint16()
 			seen |= seenProto
 		case attrPayload:
-			ad.Do(func(b []byte) error {
-				p.Payload = append(p.Payload[:0], b...)
-				return nil
-			})
+			p.Payload = append(p.Payload[:0], ad.val...)
 			seen |= seenPayload
 		case attrHWTrapGroupName:
-			p.HWTrapGroup = ad.String()
+			p.HWTrapGroup = ad.string(prev.HWTrapGroup)
 			seen |= seenTrapGroup
 		case attrHWTrapName:
-			p.HWTrapName = ad.String()
+			p.HWTrapName = ad.string(prev.HWTrapName)
 			seen |= seenTrapName
 		case attrFlowActionCookie:
-			ad.Do(func(b []byte) error {
-				p.FlowActionCookie = append(p.FlowActionCookie[:0], b...)
-				return nil
-			})
+			p.FlowActionCookie = append(p.FlowActionCookie[:0], ad.val...)
 		}
 	}
-	if err := ad.Err(); err != nil {
-		return err
+	if ad.err != nil {
+		return ad.err
 	}
 	return checkPacketAlert(p, seen)
+}
+
+// attrIter walks netlink attributes in place, with netlink.AttributeDecoder's
+// rules: a length past the end, or between 1 and 3, is an error; a length
+// of 0 is an empty attribute; the type's two flag bits are masked off;
+// fixed-size values of another size are errors.
+type attrIter struct {
+	b   []byte
+	typ uint16
+	val []byte
+	err error
+}
+
+func (a *attrIter) next() bool {
+	if a.err != nil || len(a.b) == 0 {
+		return false
+	}
+	if len(a.b) < 4 {
+		a.err = fmt.Errorf("%w: %d bytes left, shorter than an attribute header", ErrMalformed, len(a.b))
+		return false
+	}
+	l := int(binary.NativeEndian.Uint16(a.b))
+	a.typ = binary.NativeEndian.Uint16(a.b[2:]) & attrTypeMask
+	switch {
+	case l > len(a.b) || (l > 0 && l < 4):
+		a.err = fmt.Errorf("%w: attribute %d of length %d with %d bytes left", ErrMalformed, a.typ, l, len(a.b))
+		return false
+	case l == 0:
+		a.val, a.b = a.b[:0], a.b[4:]
+		return true
+	}
+	a.val = a.b[4:l]
+	a.b = a.b[min((l+3)&^3, len(a.b)):]
+	return true
+}
+
+// attrTypeMask masks off NLA_F_NESTED and NLA_F_NET_BYTEORDER.
+const attrTypeMask = 0x3fff
+
+func (a *attrIter) fixed(n int) []byte {
+	if a.err == nil && len(a.val) != n {
+		a.err = fmt.Errorf("%w: attribute %d is %d bytes, want %d", ErrMalformed, a.typ, len(a.val), n)
+	}
+	if a.err != nil {
+		return nil
+	}
+	return a.val
+}
+
+func (a *attrIter) uint16() uint16 {
+	if b := a.fixed(2); b != nil {
+		return binary.NativeEndian.Uint16(b)
+	}
+	return 0
+}
+
+func (a *attrIter) uint32() uint32 {
+	if b := a.fixed(4); b != nil {
+		return binary.NativeEndian.Uint32(b)
+	}
+	return 0
+}
+
+func (a *attrIter) uint64() uint64 {
+	if b := a.fixed(8); b != nil {
+		return binary.NativeEndian.Uint64(b)
+	}
+	return 0
+}
+
+// string returns the attribute as a string without its trailing NULs:
+// prev itself when it holds the same text (no allocation).
+func (a *attrIter) string(prev string) string {
+	b := bytes.TrimRight(a.val, "\x00")
+	if string(b) == prev {
+		return prev
+	}
+	return string(b)
 }
 
 // checkPacketAlert rejects alerts that lack what the kernel always sends,

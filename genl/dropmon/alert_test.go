@@ -184,14 +184,14 @@ func TestParseMessageTruncated(t *testing.T) {
 }
 
 func decodeAttrs(b []byte, cmd uint8, a *Alert) error {
+	if cmd != cmdAlert {
+		return parsePacketAlert(b, &a.Packet)
+	}
 	ad, err := netlink.NewAttributeDecoder(b)
 	if err != nil {
 		return err
 	}
-	if cmd == cmdAlert {
-		return parseSummaryAlert(ad, &a.Summary)
-	}
-	return parsePacketAlert(ad, &a.Packet)
+	return parseSummaryAlert(ad, &a.Summary)
 }
 
 // goodFixtures lists every alert fixture that must decode: hand-built and

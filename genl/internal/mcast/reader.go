@@ -1,6 +1,7 @@
 package mcast
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -82,6 +83,10 @@ type Reader[T any] struct {
 
 	pending []netlink.Message
 	next    int
+	// batch reads many datagrams a system call (recvmmsg) straight from
+	// the socket; nil for a Conn without a file descriptor (test
+	// doubles), which is read with Receive.
+	batch *batch
 
 	closed       atomic.Bool
 	overruns     atomic.Uint64
@@ -104,6 +109,11 @@ func Listen[T any](cfg Config, decode func(T, genetlink.Message) error) (*Reader
 		return nil, err
 	}
 	r := &Reader[T]{c: conn, cfg: cfg, decode: decode}
+	if _, real := conn.(*netlink.Conn); real {
+		if rc, err := conn.SyscallConn(); err == nil {
+			r.batch = newBatch(rc, cfg.MessageBuffer)
+		}
+	}
 	// Size the buffer before joining, so that no burst meets the default.
 	r.readBuffer, err = setReadBuffer(conn, cfg.ReadBuffer)
 	if err != nil {
@@ -173,10 +183,23 @@ func (r *Reader[T]) Read(v T) error {
 			return nil
 		}
 		r.pending, r.next = r.pending[:0], 0
-		msgs, err := r.c.Receive()
+		var err error
+		if r.batch != nil {
+			var truncated int
+			r.pending, truncated, err = r.batch.receive(r.pending)
+			if truncated > 0 {
+				r.decodeErrors.Add(uint64(truncated))
+				terr := fmt.Errorf("%w: a message longer than the %d-byte buffer was cut", r.cfg.Malformed, r.cfg.MessageBuffer)
+				r.lastErr.Store(&terr)
+			}
+		} else {
+			var msgs []netlink.Message
+			if msgs, err = r.c.Receive(); err == nil {
+				r.pending = msgs
+			}
+		}
 		switch {
 		case err == nil:
-			r.pending = msgs
 		case errors.Is(err, unix.ENOBUFS):
 			// The kernel could not queue messages for this socket: they
 			// are lost, the socket stays usable.
@@ -263,3 +286,87 @@ func (r *Reader[T]) Close() error {
 	}
 	return r.c.Close()
 }
+
+// batchSlots is how many datagrams one recvmmsg reads at most. Each slot
+// is a message buffer: only the pages a message fills are ever touched.
+const batchSlots = 32
+
+// batch reads datagrams with recvmmsg into fixed slots. Under a flood of
+// alerts one system call takes a burst, where netlink.Conn.Receive took a
+// call (and a copy, and several allocations) each.
+type batch struct {
+	rc    syscall.RawConn
+	slot  int
+	buf   []byte
+	iovs  []unix.Iovec
+	hdrs  []unix.Mmsghdr
+	n     int
+	errno syscall.Errno
+}
+
+func newBatch(rc syscall.RawConn, slot int) *batch {
+	b := &batch{rc: rc, slot: slot, buf: make([]byte, batchSlots*slot),
+		iovs: make([]unix.Iovec, batchSlots), hdrs: make([]unix.Mmsghdr, batchSlots)}
+	for i := range b.hdrs {
+		b.iovs[i].Base = &b.buf[i*slot]
+		b.iovs[i].SetLen(slot)
+		b.hdrs[i].Hdr.Iov = &b.iovs[i]
+		b.hdrs[i].Hdr.SetIovlen(1)
+	}
+	return b
+}
+
+// read is the RawConn.Read callback: false (wait for the socket) while
+// nothing is queued.
+func (b *batch) read(fd uintptr) bool {
+	for i := range b.hdrs {
+		b.hdrs[i].Hdr.Flags = 0
+	}
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), unix.MSG_DONTWAIT, 0, 0)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	b.n, b.errno = int(n), e
+	return true
+}
+
+// receive blocks until datagrams arrive (or the deadline passes, or the
+// socket closes) and appends their messages to msgs. The messages point
+// into the slots: they are valid until the next receive. truncated counts
+// datagrams cut by their slot (lost).
+func (b *batch) receive(msgs []netlink.Message) (_ []netlink.Message, truncated int, err error) {
+	if err := b.rc.Read(b.read); err != nil {
+		return msgs, 0, err
+	}
+	if b.errno != 0 {
+		return msgs, 0, b.errno
+	}
+	for i := 0; i < b.n; i++ {
+		h := &b.hdrs[i]
+		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			truncated++
+			continue
+		}
+		d := b.buf[i*b.slot : i*b.slot+int(h.Len)]
+		for len(d) >= nlmsgHeaderLen {
+			l := int(binary.NativeEndian.Uint32(d))
+			if l < nlmsgHeaderLen || l > len(d) {
+				// Malformed: handed on whole, for the decoder to count.
+				msgs = append(msgs, netlink.Message{Header: netlink.Header{Length: uint32(l)}, Data: d[nlmsgHeaderLen:]})
+				break
+			}
+			var m netlink.Message
+			m.Header.Length = uint32(l)
+			m.Header.Type = netlink.HeaderType(binary.NativeEndian.Uint16(d[4:]))
+			m.Header.Flags = netlink.HeaderFlags(binary.NativeEndian.Uint16(d[6:]))
+			m.Header.Sequence = binary.NativeEndian.Uint32(d[8:])
+			m.Header.PID = binary.NativeEndian.Uint32(d[12:])
+			m.Data = d[nlmsgHeaderLen:l]
+			msgs = append(msgs, m)
+			d = d[min((l+3)&^3, len(d)):]
+		}
+	}
+	return msgs, truncated, nil
+}
+
+const nlmsgHeaderLen = 16
