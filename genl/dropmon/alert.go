@@ -1,7 +1,6 @@
 package dropmon
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +8,8 @@ import (
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
+
+	"github.com/pktfate/pktfate/genl/internal/nlattr"
 )
 
 // ErrMalformed is wrapped by every error about a message that does not
@@ -229,145 +230,64 @@ const (
 // drop_monitor.c) into p, reusing p's slices, and its strings where they
 // did not change (one location and reason after another under a flood).
 // Unknown attributes are skipped (newer kernels); the ones the kernel
-// always sends must be there. It walks the attributes in place, where
-// netlink.AttributeDecoder copied each one: one alert after another, no
-// allocation.
+// always sends must be there. It walks the attributes in place
+// (nlattr): one alert after another, no allocation.
 func parsePacketAlert(b []byte, p *PacketAlert) error {
 	prev := *p
 	*p = PacketAlert{Payload: p.Payload[:0], FlowActionCookie: p.FlowActionCookie[:0]}
 	var seen uint
-	var ad attrIter
-	ad.b = b
-	for ad.next() {
-		switch ad.typ {
+	ad := nlattr.New(b)
+	for ad.Next() {
+		switch ad.Type() {
 		case attrOrigin:
-			p.Origin = Origin(ad.uint16())
+			p.Origin = Origin(ad.Uint16())
 		case attrPC:
-			p.PC = ad.uint64()
+			p.PC = ad.Uint64()
 			seen |= seenPC
 		case attrSymbol:
-			p.Symbol = ad.string(prev.Symbol)
+			p.Symbol = ad.String(prev.Symbol)
 			seen |= seenSymbol
 		case attrReason:
-			p.Reason = ad.string(prev.Reason)
+			p.Reason = ad.String(prev.Reason)
 		case attrInPort:
-			var nad attrIter
-			nad.b = ad.val
-			for nad.next() {
-				switch nad.typ {
+			nad := nlattr.New(ad.Value())
+			for nad.Next() {
+				switch nad.Type() {
 				case portAttrIfindex:
-					p.Ifindex = nad.uint32()
+					p.Ifindex = nad.Uint32()
 				case portAttrName:
-					p.Ifname = nad.string(prev.Ifname)
+					p.Ifname = nad.String(prev.Ifname)
 				}
 			}
-			if nad.err != nil {
-				return nad.err
+			if err := nad.Err(); err != nil {
+				return err
 			}
 		case attrTimestamp:
-			p.Timestamp = ad.uint64()
+			p.Timestamp = ad.Uint64()
 			seen |= seenTimestamp
 		case attrOrigLen:
-			p.OrigLen = ad.uint32()
+			p.OrigLen = ad.Uint32()
 			seen |= seenOrigLen
 		case attrProto:
-			p.Proto = ad.uint16()
+			p.Proto = ad.Uint16()
 			seen |= seenProto
 		case attrPayload:
-			p.Payload = append(p.Payload[:0], ad.val...)
+			p.Payload = append(p.Payload[:0], ad.Value()...)
 			seen |= seenPayload
 		case attrHWTrapGroupName:
-			p.HWTrapGroup = ad.string(prev.HWTrapGroup)
+			p.HWTrapGroup = ad.String(prev.HWTrapGroup)
 			seen |= seenTrapGroup
 		case attrHWTrapName:
-			p.HWTrapName = ad.string(prev.HWTrapName)
+			p.HWTrapName = ad.String(prev.HWTrapName)
 			seen |= seenTrapName
 		case attrFlowActionCookie:
-			p.FlowActionCookie = append(p.FlowActionCookie[:0], ad.val...)
+			p.FlowActionCookie = append(p.FlowActionCookie[:0], ad.Value()...)
 		}
 	}
-	if ad.err != nil {
-		return ad.err
+	if err := ad.Err(); err != nil {
+		return err
 	}
 	return checkPacketAlert(p, seen)
-}
-
-// attrIter walks netlink attributes in place, with netlink.AttributeDecoder's
-// rules: a length past the end, or between 1 and 3, is an error; a length
-// of 0 is an empty attribute; the type's two flag bits are masked off;
-// fixed-size values of another size are errors.
-type attrIter struct {
-	b   []byte
-	typ uint16
-	val []byte
-	err error
-}
-
-func (a *attrIter) next() bool {
-	if a.err != nil || len(a.b) == 0 {
-		return false
-	}
-	if len(a.b) < 4 {
-		a.err = fmt.Errorf("%w: %d bytes left, shorter than an attribute header", ErrMalformed, len(a.b))
-		return false
-	}
-	l := int(binary.NativeEndian.Uint16(a.b))
-	a.typ = binary.NativeEndian.Uint16(a.b[2:]) & attrTypeMask
-	switch {
-	case l > len(a.b) || (l > 0 && l < 4):
-		a.err = fmt.Errorf("%w: attribute %d of length %d with %d bytes left", ErrMalformed, a.typ, l, len(a.b))
-		return false
-	case l == 0:
-		a.val, a.b = a.b[:0], a.b[4:]
-		return true
-	}
-	a.val = a.b[4:l]
-	a.b = a.b[min((l+3)&^3, len(a.b)):]
-	return true
-}
-
-// attrTypeMask masks off NLA_F_NESTED and NLA_F_NET_BYTEORDER.
-const attrTypeMask = 0x3fff
-
-func (a *attrIter) fixed(n int) []byte {
-	if a.err == nil && len(a.val) != n {
-		a.err = fmt.Errorf("%w: attribute %d is %d bytes, want %d", ErrMalformed, a.typ, len(a.val), n)
-	}
-	if a.err != nil {
-		return nil
-	}
-	return a.val
-}
-
-func (a *attrIter) uint16() uint16 {
-	if b := a.fixed(2); b != nil {
-		return binary.NativeEndian.Uint16(b)
-	}
-	return 0
-}
-
-func (a *attrIter) uint32() uint32 {
-	if b := a.fixed(4); b != nil {
-		return binary.NativeEndian.Uint32(b)
-	}
-	return 0
-}
-
-func (a *attrIter) uint64() uint64 {
-	if b := a.fixed(8); b != nil {
-		return binary.NativeEndian.Uint64(b)
-	}
-	return 0
-}
-
-// string returns the attribute as a string without its trailing NULs:
-// prev itself when it holds the same text (no allocation).
-func (a *attrIter) string(prev string) string {
-	b := bytes.TrimRight(a.val, "\x00")
-	if string(b) == prev {
-		return prev
-	}
-	return string(b)
 }
 
 // checkPacketAlert rejects alerts that lack what the kernel always sends,

@@ -5,7 +5,8 @@ import (
 	"fmt"
 
 	"github.com/mdlayher/genetlink"
-	"github.com/mdlayher/netlink"
+
+	"github.com/pktfate/pktfate/genl/internal/nlattr"
 )
 
 // Drop is one packet the module saw freed inside a netfilter hook's chain
@@ -45,10 +46,7 @@ func (d *Drop) decode(gm genetlink.Message) error {
 	if gm.Header.Command != cmdDrop {
 		return fmt.Errorf("%w: command %d, want DROP (%d)", ErrUnexpected, gm.Header.Command, cmdDrop)
 	}
-	ad, err := netlink.NewAttributeDecoder(gm.Data)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
+	ad := nlattr.New(gm.Data)
 	*d = Drop{Payload: d.Payload[:0]}
 	var have uint64
 	for ad.Next() {
@@ -85,13 +83,10 @@ func (d *Drop) decode(gm genetlink.Message) error {
 		case attrCPU:
 			d.CPU = ad.Uint32()
 		case attrPayload:
-			ad.Do(func(b []byte) error {
-				if len(b) > PayloadMax {
-					return fmt.Errorf("payload of %d bytes, at most %d", len(b), PayloadMax)
-				}
-				d.Payload = append(d.Payload, b...)
-				return nil
-			})
+			if b := ad.Value(); len(b) > PayloadMax {
+				return fmt.Errorf("%w: payload of %d bytes, at most %d", ErrMalformed, len(b), PayloadMax)
+			}
+			d.Payload = append(d.Payload, ad.Value()...)
 		}
 	}
 	if err := ad.Err(); err != nil {
