@@ -235,7 +235,16 @@ type Correlator struct {
 	lagSecond       uint64
 	nextID          uint64
 	free            []*FateRecord
-	stats           CorrelatorStats
+	chunk           struct {
+		recs      []FateRecord
+		events    []Event
+		obs       []ObserverReport
+		sightings []Sighting
+	}
+	// orderRun is, for each of order, its index in stats.Observers, or -1
+	// when it does not run.
+	orderRun []int
+	stats    CorrelatorStats
 }
 
 type lossSpan struct{ from, to uint64 }
@@ -274,6 +283,13 @@ func NewCorrelator(cfg CorrelatorConfig, emit func(*FateRecord)) *Correlator {
 	}
 	for i, o := range running {
 		c.running[o] = i
+	}
+	for _, o := range c.order {
+		i, ok := c.running[o]
+		if !ok {
+			i = -1
+		}
+		c.orderRun = append(c.orderRun, i)
 	}
 	c.stats.Observers = running
 	c.stats.LostBy = map[string]uint64{}
@@ -622,7 +638,7 @@ func (c *Correlator) newRecord(e *Event, hash uint64) *FateRecord {
 		ev, sightings, obs := r.Event, r.sightings[:0], r.Observers[:0]
 		*r = FateRecord{Event: ev, sightings: sightings, Observers: obs}
 	} else {
-		r = &FateRecord{Event: &Event{}}
+		r = c.allocRecord()
 	}
 	c.setEvent(r, e)
 	r.mono, r.hash = e.Mono, hash
@@ -631,6 +647,37 @@ func (c *Correlator) newRecord(e *Event, hash uint64) *FateRecord {
 	}
 	return r
 }
+
+// recordChunk is how many records allocRecord makes at once.
+const recordChunk = 256
+
+// allocRecord returns a new record, its event and its slices' arrays
+// carved from chunks made recordChunk records at a time: while the window
+// fills (the first Window of a capture, or a burst deeper than any
+// before) records are made faster than the free list gives them back,
+// and one allocation a record, plus its slices growing one by one, cost
+// the capture's first half second more than the correlation itself.
+func (c *Correlator) allocRecord() *FateRecord {
+	if len(c.chunk.recs) == 0 {
+		n := len(c.order)
+		c.chunk.recs = make([]FateRecord, recordChunk)
+		c.chunk.events = make([]Event, recordChunk)
+		c.chunk.obs = make([]ObserverReport, recordChunk*n)
+		c.chunk.sightings = make([]Sighting, recordChunk*sightingsCap)
+	}
+	n := len(c.order)
+	r := &c.chunk.recs[0]
+	r.Event = &c.chunk.events[0]
+	r.Observers = c.chunk.obs[0:0:n]
+	r.sightings = c.chunk.sightings[0:0:sightingsCap]
+	c.chunk.recs, c.chunk.events = c.chunk.recs[1:], c.chunk.events[1:]
+	c.chunk.obs, c.chunk.sightings = c.chunk.obs[n:], c.chunk.sightings[sightingsCap:]
+	return r
+}
+
+// sightingsCap is the sightings a new record has room for: one per
+// observer (ebpf, nf, dropmon, kmod); more grow the slice.
+const sightingsCap = 4
 
 func (c *Correlator) setEvent(r *FateRecord, e *Event) {
 	data := append(r.Event.Data[:0], e.Data...)
@@ -786,10 +833,10 @@ func (c *Correlator) judge(r *FateRecord) {
 	r.Observers = r.Observers[:0]
 	saw := 0
 	missed := false
-	for _, name := range c.order {
+	for k, name := range c.order {
 		o := ObserverReport{Name: name}
 		switch {
-		case !c.runs(name):
+		case c.orderRun[k] < 0:
 			o.Status, o.Why = StatusNotRunning, "not running"
 		case r.has(name):
 			o.Status = StatusSaw
@@ -824,12 +871,13 @@ func (c *Correlator) judge(r *FateRecord) {
 	default:
 		r.Verdict = VerdictSingle
 	}
-	for _, a := range r.Observers {
+	// r.Observers is in c.order, so c.orderRun indexes both.
+	for ka, a := range r.Observers {
 		if a.Status != StatusSaw {
 			continue
 		}
-		for _, b := range r.Observers {
-			i, j := c.running[a.Name], c.running[b.Name]
+		for kb, b := range r.Observers {
+			i, j := c.orderRun[ka], c.orderRun[kb]
 			if j <= i || b.Status != StatusSaw {
 				continue
 			}
