@@ -323,7 +323,10 @@ func (b *batch) read(fd uintptr) bool {
 		b.hdrs[i].Hdr.Flags = 0
 	}
 	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), unix.MSG_DONTWAIT, 0, 0)
-	if e == unix.EAGAIN || e == unix.EINTR {
+	for e == unix.EINTR {
+		n, _, e = unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)), unix.MSG_DONTWAIT, 0, 0)
+	}
+	if e == unix.EAGAIN {
 		return false
 	}
 	b.n, b.errno = int(n), e
