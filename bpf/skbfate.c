@@ -317,7 +317,9 @@ static __always_inline __u64 stack_of(__u64 addr)
 
 /*
  * nf_take finds skb on this CPU's stack, clears it and returns its entry's
- * hook and family; pops cleared entries off the top.
+ * hook and family; pops cleared entries off the top. jiffies is now, for
+ * a free (an entry older than NF_STALE is not the packet's chain: counted
+ * stale); 0 for a chain's own exit, which is never stale (it returned).
  */
 static __always_inline bool nf_take(struct nf_stack *st, __u64 skb, __u64 jiffies,
 				    __u8 *hook, __u8 *pf)
@@ -332,7 +334,7 @@ static __always_inline bool nf_take(struct nf_stack *st, __u64 skb, __u64 jiffie
 		if (e->skb != skb)
 			continue;
 		e->skb = 0;
-		if (jiffies - e->jiffies < NF_STALE) {
+		if (!jiffies || jiffies - e->jiffies < NF_STALE) {
 			*hook = e->hook;
 			*pf = e->pf;
 			found = true;

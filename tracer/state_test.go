@@ -547,10 +547,18 @@ func TestStolenFragmentsAreNotLost(t *testing.T) {
 			if full != 0 {
 				t.Errorf("nf_inflight_full = %d: stolen fragments counted as lost", full)
 			}
+			// Every datagram's chains that returned (each reassembled
+			// one's forward and postrouting at least) are neither stolen
+			// nor stale; until 886215f each chain's own exit counted as
+			// stale (it asked the entry's age against a time of 0).
+			stale, _ := counterValue(r.src.Information(), "nf_stale")
+			if stale >= datagrams {
+				t.Errorf("nf_stale = %d for %d datagrams: chains that returned counted as let go for their age", stale, datagrams)
+			}
 			if method == tracer.NetfilterLinks && stolen < 2*datagrams {
 				t.Errorf("nf_stolen = %d, want at least %d (two queued fragments a datagram)", stolen, 2*datagrams)
 			}
-			t.Logf("%s: nf_stolen %d, nf_inflight_full %d", method, stolen, full)
+			t.Logf("%s: nf_stolen %d, nf_stale %d, nf_inflight_full %d", method, stolen, stale, full)
 		})
 	}
 }
