@@ -189,7 +189,7 @@ func (r *Reader[T]) Read(v T) error {
 			r.pending, truncated, err = r.batch.receive(r.pending)
 			if truncated > 0 {
 				r.decodeErrors.Add(uint64(truncated))
-				terr := fmt.Errorf("%w: a message longer than the %d-byte buffer was cut", r.cfg.Malformed, r.cfg.MessageBuffer)
+				terr := fmt.Errorf("%w: a message longer than the %d-byte buffer was cut, or its netlink length overran its datagram", r.cfg.Malformed, r.cfg.MessageBuffer)
 				r.lastErr.Store(&terr)
 			}
 		} else {
@@ -336,7 +336,8 @@ func (b *batch) read(fd uintptr) bool {
 // receive blocks until datagrams arrive (or the deadline passes, or the
 // socket closes) and appends their messages to msgs. The messages point
 // into the slots: they are valid until the next receive. truncated counts
-// datagrams cut by their slot (lost).
+// datagrams cut by their slot and messages whose length does not fit
+// their datagram (lost).
 func (b *batch) receive(msgs []netlink.Message) (_ []netlink.Message, truncated int, err error) {
 	if err := b.rc.Read(b.read); err != nil {
 		return msgs, 0, err
@@ -354,8 +355,7 @@ func (b *batch) receive(msgs []netlink.Message) (_ []netlink.Message, truncated 
 		for len(d) >= nlmsgHeaderLen {
 			l := int(binary.NativeEndian.Uint32(d))
 			if l < nlmsgHeaderLen || l > len(d) {
-				// Malformed: handed on whole, for the decoder to count.
-				msgs = append(msgs, netlink.Message{Header: netlink.Header{Length: uint32(l)}, Data: d[nlmsgHeaderLen:]})
+				truncated++ // a length that does not fit: the rest is lost
 				break
 			}
 			var m netlink.Message
