@@ -56,6 +56,7 @@ func main() {
 	flag.IntVar(&tracerCPU, "tracer-cpu", -1, "pin pktfate to this CPU (taskset) to separate its user-space share from the kernel-side cost; -1 leaves it to the scheduler")
 	flag.IntVar(&recvBatch, "recv-batch", 64, "with -target veth: datagrams the receiver reads a call (recvmmsg); how many it frees at once decides whether the kernel hands them back to the sender's CPU (skb_attempt_defer_free) or frees them where they were read")
 	flag.StringVar(&keepOutput, "keep-output", "", "copy the last traced flood's NDJSON output (events and summary) to this file")
+	flag.StringVar(&floorTPs, "floor", "", "also flood, in each round, with an empty BPF program (tp_btf, like pktfate's) on each of these tracepoints (comma-separated, e.g. kfree_skb,consume_skb,skb_copy_datagram_iovec): with -perf, the share any tracepoint program costs the sender before it does anything")
 	traceArgs := flag.String("trace-args", "--filter-fate drop", "extra pktfate trace arguments")
 	child := flag.Bool("send-child", false, "internal: be the pinned sender process (socket on fd 3)")
 	sendTo := flag.String("send-to", "", "internal: the sender's destination")
@@ -216,7 +217,7 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 	}
 	defer cleanup()
 	var base, traced []result
-	var paired, perfCost []float64
+	var paired, perfCost, floorCost []float64
 	for i := 0; i < rounds; i++ {
 		// Alternate which flood goes first (ABBA), so a drift of the
 		// machine's speed does not side with one of them.
@@ -230,6 +231,13 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 			if r, err = floodTraced(st, bin, dur, cpu, traceArgs); err == nil {
 				b, err = flood(st, dur, cpu)
 			}
+		}
+		if err != nil {
+			return err
+		}
+		var f result
+		if floorTPs != "" {
+			f, err = floodFloor(st, dur, cpu)
 		}
 		if err != nil {
 			return err
@@ -260,6 +268,12 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 			perfCost = append(perfCost, cost)
 			fmt.Printf("  perf, sender's CPU: in netfilter hooks %.1f%% without, %.1f%% with; in tracepoint programs %.1f%% without, %.1f%% with; pktfate's share %.1f%%\n",
 				100*b.shares.hooks, 100*r.shares.hooks, 100*b.shares.tps, 100*r.shares.tps, 100*cost)
+			if floorTPs != "" {
+				fc := (f.shares.hooks + f.shares.tps) - (b.shares.hooks + b.shares.tps)
+				floorCost = append(floorCost, fc)
+				fmt.Printf("  empty programs on %s: %.0f pkt/s, in tracepoint programs %.1f%%: the floor's share %.1f%%, pktfate above it %.1f%%\n",
+					floorTPs, f.rate(), 100*f.shares.tps, 100*fc, 100*(cost-fc))
+			}
 		}
 		if bpfStats {
 			rep, err := costReport(r.bpfFrom, r.bpfTo, r.sent, b.rate())
@@ -286,6 +300,11 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 		slices.Sort(perfCost)
 		fmt.Printf("perf: share of the sender's CPU time in pktfate's kernel programs and the netfilter hooks they switch on: median %.1f%%, range %.1f%% .. %.1f%%\n",
 			100*perfCost[len(perfCost)/2], 100*perfCost[0], 100*perfCost[len(perfCost)-1])
+		if len(floorCost) > 0 {
+			slices.Sort(floorCost)
+			fmt.Printf("perf: share of empty programs on the same tracepoints (the kernel's dispatch, the floor of any tracepoint program): median %.1f%%, range %.1f%% .. %.1f%%\n",
+				100*floorCost[len(floorCost)/2], 100*floorCost[0], 100*floorCost[len(floorCost)-1])
+		}
 	}
 	fmt.Printf("drops: kernel NoPorts %d, reported %d (%.2f%%), lost and counted %d, unaccounted %d\n",
 		sumNo, sumCap, 100*float64(sumCap)/float64(max(sumNo, 1)), sumLost, int64(sumNo)-int64(sumCap)-int64(sumLost))
