@@ -83,7 +83,7 @@ enum counter {
 	CNT_SUBMITTED = 1,
 	/* Packets whose entry into a netfilter hook could not be recorded. */
 	CNT_NF_INFLIGHT_FULL = 2,
-	/* skbs that are not network packets, not shown (show_non_packets off). */
+	/* skbs that are not network packets, not shown (show_non_packets off); with a pcap filter, those it kept. */
 	CNT_NOT_PACKET = 3,
 	/* Packets a netfilter hook stole or queued (they left without nf_exit). */
 	CNT_NF_STOLEN = 4,
@@ -438,6 +438,7 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 	__u32 off, tail, n;
 	__u8 nf_hook = 0, nf_pf = 0;
 	__u32 listen_netns = 0;
+	bool unjudged = false;
 
 	c = cpu_state();
 	if (!c)
@@ -458,6 +459,74 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 		c->refused_skb = 0;
 		flags |= EVF_LISTEN_DROP;
 		listen_netns = c->refused_netns;
+	}
+	/*
+	 * Whatever happens to the event, a freed skb leaves inflight: its
+	 * address will be reused by another packet.
+	 */
+	if (nf_enabled && kind != KIND_READ) {
+		struct nf_stack *st = nf_stack();
+
+		if (st && st->top && nf_take(st, (__u64)skb, bpf_jiffies64(), &nf_hook, &nf_pf))
+			flags |= EVF_NF;
+	}
+
+	/*
+	 * The pcap filter first: it needs only the skb's own fields and
+	 * bytes, while the namespace and the device are chains of loads
+	 * (skb->dev->nd_net.net->ns), which a packet the expression rejects
+	 * should not pay for.
+	 */
+	head = skb->head;
+	mh = skb->mac_header;
+	if (snap > SNAP_MAX)
+		snap = SNAP_MAX;
+	nh = skb->network_header;
+	tail = skb->tail;
+	if (mh != (__u16)~0U)
+		flags |= EVF_MAC_SET;
+	if (nh != (__u16)~0U) {
+		off = nh;
+		flags |= EVF_NETWORK;
+	} else if (mh != (__u16)~0U) {
+		off = mh;
+		flags |= EVF_MAC;
+	} else {
+		off = skb->data - head;
+	}
+	n = 0;
+	if (tail > off)
+		n = tail - off;
+	if (n > snap)
+		n = snap;
+	/* Keep the bound visible to the verifier whatever clang does above. */
+	asm volatile("%[n] &= 0x1ff" : [n] "+r"(n));
+	if (n > SNAP_MAX)
+		n = 0;
+	/*
+	 * The expression sees what user space would: the captured bytes, from
+	 * the network header (or the MAC header when there is none).
+	 */
+	if (filter_pcap) {
+		__u64 data = (__u64)head + off;
+		__u32 proto = bpf_ntohs(protocol);
+		int match;
+
+		/*
+		 * Bytes that cannot be judged are a loss only for a packet
+		 * the other filters keep: counted below, after them.
+		 */
+		if (!n && skb->len) {
+			unjudged = true;
+		} else {
+			if (flags & EVF_MAC)
+				match = pktfate_filter_l2(data, n, proto, n);
+			else
+				match = pktfate_filter_l3(data, n, proto, n);
+			if (!match)
+				return 0;
+			flags |= EVF_FILTERED;
+		}
 	}
 	dev = skb_device(skb, &c->scratch);
 	if (rx_sk) {
@@ -493,17 +562,6 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 		if_from = FROM_IIF;
 	}
 
-	/*
-	 * Whatever happens to the event, a freed skb leaves inflight: its
-	 * address will be reused by another packet.
-	 */
-	if (nf_enabled && kind != KIND_READ) {
-		struct nf_stack *st = nf_stack();
-
-		if (st && st->top && nf_take(st, (__u64)skb, bpf_jiffies64(), &nf_hook, &nf_pf))
-			flags |= EVF_NF;
-	}
-
 	if (filter_netns_n && !netns_kept(netns)) {
 		__u32 *in;
 
@@ -520,7 +578,6 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 	if (filter_mark_mask && (mark & filter_mark_mask) != filter_mark)
 		return 0;
 
-	mh = skb->mac_header;
 	/*
 	 * Not a network packet: no protocol and no MAC header, or a buffer a
 	 * local socket of another kind holds (netlink, unix, vsock: their
@@ -534,8 +591,11 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 		}
 		flags |= EVF_NOT_PACKET;
 	}
+	if (unjudged) {
+		count(CNT_FILTER_NO_BYTES);
+		return 0;
+	}
 
-	head = skb->head;
 	if (BPF_CORE_READ_BITFIELD(skb, cloned)) {
 		int ref = 0;
 
@@ -547,52 +607,6 @@ static __always_inline int emit(struct sk_buff *skb, __u64 location, __u32 reaso
 			flags |= EVF_SHARED;
 	}
 
-	if (snap > SNAP_MAX)
-		snap = SNAP_MAX;
-	nh = skb->network_header;
-	tail = skb->tail;
-	if (mh != (__u16)~0U)
-		flags |= EVF_MAC_SET;
-	if (nh != (__u16)~0U) {
-		off = nh;
-		flags |= EVF_NETWORK;
-	} else if (mh != (__u16)~0U) {
-		off = mh;
-		flags |= EVF_MAC;
-	} else {
-		off = skb->data - head;
-	}
-	n = 0;
-	if (tail > off)
-		n = tail - off;
-	if (n > snap)
-		n = snap;
-	/* Keep the bound visible to the verifier whatever clang does above. */
-	asm volatile("%[n] &= 0x1ff" : [n] "+r"(n));
-	if (n > SNAP_MAX)
-		n = 0;
-	/*
-	 * The expression sees what user space would: the captured bytes, from
-	 * the network header (or the MAC header when there is none).
-	 */
-	if (filter_pcap) {
-		__u64 data = (__u64)head + off;
-		__u32 proto = bpf_ntohs(protocol);
-		int match;
-
-		if (!n && skb->len) {
-			count(CNT_FILTER_NO_BYTES);
-			return 0;
-		}
-
-		if (flags & EVF_MAC)
-			match = pktfate_filter_l2(data, n, proto, n);
-		else
-			match = pktfate_filter_l3(data, n, proto, n);
-		if (!match)
-			return 0;
-		flags |= EVF_FILTERED;
-	}
 	/* The reserved size is a constant: snap_len lives in frozen .rodata. */
 	ev = bpf_ringbuf_reserve(&events, sizeof(*ev) - SNAP_MAX + snap, 0);
 	if (!ev) {
