@@ -285,11 +285,14 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 	}
 	slices.Sort(paired)
 	b, t := median(base), median(traced)
-	var sumNo, sumCap, sumLost uint64
+	var sumNo, sumCap, sumLost, sumRcv, sumDrops, sumConsumed uint64
 	for _, r := range traced {
 		sumNo += r.noPorts
 		sumCap += r.captured
 		sumLost += r.lost
+		sumRcv += r.rcvbuf
+		sumDrops += r.drops
+		sumConsumed += r.consumed
 	}
 	fmt.Printf("\nsender rate without tracer (median): %.0f pkt/s\n", b)
 	fmt.Printf("sender rate with pktfate (median):   %.0f pkt/s\n", t)
@@ -310,20 +313,11 @@ func run(bin string, dur time.Duration, rounds, cpu int, target string, traceArg
 		// The delivered flood's drops are the receiver's full buffer
 		// (Udp RcvbufErrors), not NoPorts: pktfate's drops of any reason
 		// against them (a drop of another kind shows as negative).
-		var sumRcv, sumDrops uint64
-		for _, r := range traced {
-			sumRcv += r.rcvbuf
-			sumDrops += r.drops
-		}
 		fmt.Printf("drops: kernel RcvbufErrors %d, pktfate's drops %d (%.2f%%), lost and counted %d, unaccounted %d\n",
 			sumRcv, sumDrops, 100*float64(sumDrops)/float64(max(sumRcv, 1)), sumLost, int64(sumRcv)-int64(sumDrops)-int64(sumLost))
 		return nil
 	}
-	var consumed uint64
-	for _, r := range traced {
-		consumed += r.consumed
-	}
-	if consumed > 0 && sumLost > 0 && sumNo >= sumCap && sumNo-sumCap <= sumLost {
+	if sumConsumed > 0 && sumLost > 0 && sumNo >= sumCap && sumNo-sumCap <= sumLost {
 		// pktfate's loss counters count events of any fate (a full ring
 		// does not know what the record would have said): the drops not
 		// reported are within them, and nothing more can be said.
